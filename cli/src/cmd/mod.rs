@@ -1,0 +1,100 @@
+//! One module per subcommand, and what they share.
+
+pub mod health;
+pub mod load;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quaestor_core::client::{ClientError, Target};
+use quaestor_core::tls::ClientTls;
+
+use crate::exit::{Exit, Failure};
+
+/// How to reach a server.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// How long to wait for the server to connect and to answer (e.g. 5, 5s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Use TLS (also implied by an https:// address or any option below).
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificate (PEM) that signed the server's certificate [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Name expected in the server's certificate [default: the host of the address].
+    #[arg(long, value_name = "NAME")]
+    pub tls_domain: Option<String>,
+}
+
+impl ClientArgs {
+    pub fn target(&self, address: &str) -> Result<Target, Failure> {
+        let wants_tls =
+            self.tls || self.ca.is_some() || self.cert.is_some() || self.tls_domain.is_some();
+        let tls = wants_tls.then(|| ClientTls {
+            ca: self.ca.clone(),
+            identity: self.cert.clone().zip(self.key.clone()),
+            domain: self.tls_domain.clone(),
+        });
+        Target::new(address, tls, self.timeout).map_err(client_failure)
+    }
+}
+
+/// Unreachable servers exit 2, bad addresses and TLS files 64, error answers 1.
+pub fn client_failure(error: ClientError) -> Failure {
+    let exit = match &error {
+        e if e.is_unreachable() => Exit::Unreachable,
+        ClientError::InvalidAddress { .. } | ClientError::Tls(_) => Exit::Code(crate::exit::USAGE),
+        _ => Exit::Failure,
+    };
+    Failure::new(exit, error)
+}
+
+/// `5`, `2.5` (seconds), `500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 5, 5s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration(" 1h "), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "5x", "-1", "1e999", "1.2.3"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `quaestor worker`: the reference worker. Serves the demo Work service, health and load on
+//! one port, and can turn NOT_SERVING or crash on cue, as later tests and demos need.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quaestor_core::reporter::Reporter;
+use quaestor_core::tls::ServerTls;
+use quaestor_core::worker::WorkService;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::parse_duration;
+use crate::exit::{Exit, Failure};
+
+/// The service reported when no `--service` is given (the C# HelloWorld worker's name).
+pub const DEFAULT_SERVICE: &str = "Worker";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Port to serve on; 0 picks a free port. The worker prints `listening on HOST:PORT`.
+    #[arg(long)]
+    port: u16,
+    /// Host name or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// A service to report health and load for; repeat for several [default: Worker].
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
+    /// Requests each service takes at once (the reported request_capacity; -1: unknown).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1..))]
+    capacity: i32,
+    /// Requests reported as in flight before any call arrives.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..))]
+    busy: i32,
+    /// Known load rate to report (≥ 0) [default: not set].
+    #[arg(long, value_name = "X", value_parser = parse_load_rate)]
+    load_rate: Option<f64>,
+    /// Turn every service NOT_SERVING after this long (e.g. 100, 100s, 1.5m).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    unhealthy_after: Option<Duration>,
+    /// Exit at once after this long, without a graceful stop (a simulated crash).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    exit_after: Option<Duration>,
+    /// Exit code for --exit-after.
+    #[arg(
+        long,
+        value_name = "CODE",
+        default_value_t = 1,
+        requires = "exit_after"
+    )]
+    exit_code: u8,
+    /// Certificate (PEM) to serve TLS with.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must be signed by (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10s")]
+    grace: Duration,
+}
+
+fn parse_load_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a load rate (a number ≥ 0)")),
+    }
+}
+
+pub async fn run(args: Args) -> Result<Exit, Failure> {
+    let services = if args.services.is_empty() {
+        vec![DEFAULT_SERVICE.to_owned()]
+    } else {
+        args.services.clone()
+    };
+    let reporter = Reporter::new();
+    for name in &services {
+        let load = reporter
+            .add_service(name, args.capacity)
+            .map_err(|e| Failure::usage(format!("--service {name:?}: {e}")))?;
+        if args.busy > 0 {
+            load.reset_current_requests(args.busy);
+        }
+        if let Some(rate) = args.load_rate {
+            load.set_known_load_rate(rate);
+        }
+    }
+
+    let tls = args
+        .tls_cert
+        .clone()
+        .zip(args.tls_key.clone())
+        .map(|(cert, key)| {
+            let tls = ServerTls::new(cert, key);
+            match args.tls_client_ca.clone() {
+                Some(ca) => tls.with_client_ca(ca),
+                None => tls,
+            }
+        });
+    let addr = resolve(&args.host, args.port).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::new(Exit::Failure, format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::unexpected(format!("no local address: {e}")))?;
+
+    let work = WorkService::new(reporter.clone(), &services[0], &local.to_string());
+    let mut server = reporter
+        .server()
+        .add_service(work)
+        .with_tls(tls)
+        .with_grace_period(args.grace)
+        .spawn(listener)
+        .map_err(Failure::usage)?;
+    // Tests and scripts wait for this line; logs go to stderr.
+    println!("listening on {local}");
+    tracing::info!(%local, ?services, capacity = args.capacity, "worker serving");
+
+    if let Some(after) = args.unhealthy_after {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::warn!(?after, "turning NOT_SERVING as asked by --unhealthy-after");
+            reporter.set_all_serving(false);
+        });
+    }
+    if let Some(after) = args.exit_after {
+        let code = args.exit_code;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::warn!(?after, code, "exiting as asked by --exit-after");
+            std::process::exit(i32::from(code));
+        });
+    }
+
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        ended = server.wait() => {
+            return match ended {
+                Ok(()) => Err(Failure::unexpected("the server stopped by itself")),
+                Err(e) => Err(Failure::unexpected(e)),
+            };
+        }
+    }
+    server.shutdown().await.map_err(Failure::unexpected)?;
+    tracing::info!("stopped");
+    Ok(Exit::Ok)
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, Failure> {
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Failure::usage(format!("--host {host:?}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| Failure::usage(format!("--host {host:?} resolves to no address")))
+}

@@ -1,0 +1,72 @@
+//! `quaestor`: one binary for every role.
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod env;
+mod exit;
+mod logging;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::Failure;
+
+/// Keeps fleets of gRPC worker processes alive and tells clients which worker to call next.
+#[derive(Debug, Parser)]
+#[command(name = "quaestor", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the reference worker: the demo Work service, health and load on one port.
+    Worker(cmd::worker::Args),
+    /// Ask a server for its health; exit 0 SERVING, 1 not serving or unknown, 2 unreachable.
+    Health(cmd::health::Args),
+    /// Ask a worker for the load report of one of its services.
+    Load(cmd::load::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return exit::usage_error(&error),
+    };
+    if let Err(error) = logging::init(&cli.log) {
+        return Failure::usage(error).report();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return Failure::unexpected(error).report(),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Worker(args) => cmd::worker::run(args).await,
+            Command::Health(args) => cmd::health::run(args).await,
+            Command::Load(args) => cmd::load::run(args).await,
+        }
+    });
+    // Do not wait for tasks still running (e.g. a connection being closed).
+    runtime.shutdown_background();
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(failure) => failure.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,18 @@
+//! quaestor-core: the roles of quaestor as a library.
+//!
+//! - [`load`]: the load of one service inside a worker ([`load::ServiceLoad`]).
+//! - [`reporter`]: serves `grpc.health.v1.Health` and `LoadReportingGrpc` for a worker.
+//! - [`server`]: one gRPC server (health, reflection, TLS, graceful stop) every role serves on.
+//! - [`client`]: connecting to quaestor servers and asking them for health and load.
+//! - [`tls`]: TLS settings shared by servers and clients.
+//! - [`worker`]: the demo Work service of the reference worker (`quaestor worker`).
+//! - [`proto`]: the generated wire types (see DESIGN.md "Wire contracts").
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod load;
+pub mod proto;
+pub mod reporter;
+pub mod server;
+pub mod tls;
+pub mod worker;

@@ -1,0 +1,503 @@
+//! The load of one service inside a worker: what `ReportLoad` answers for it.
+//!
+//! [`ServiceLoad`] is shared by the worker's request handlers (which count requests) and the
+//! reporter (which reads snapshots). The request path is one atomic read-modify-write and no
+//! lock: [`ServiceLoad::start_request`] and [`ServiceLoad::end_request`] each touch a single
+//! `AtomicU64`. Everything that costs more (reading the clock, the process CPU time, the host's
+//! memory) happens when a report is taken, not when a request starts or ends.
+
+use std::fs;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::proto::load_reporting::{LoadReportResponse, ServerStats};
+
+/// .NET ticks (100 ns since 0001-01-01 UTC) at the Unix epoch.
+pub const UNIX_EPOCH_DOTNET_TICKS: i64 = 621_355_968_000_000_000;
+
+/// The "not set" value of a known load rate (any negative value means the same).
+pub const LOAD_RATE_NOT_SET: f64 = -1.0;
+
+/// A time as .NET ticks, as `LoadReportResponse.timestamp_ticks` carries it.
+pub fn dotnet_ticks(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => UNIX_EPOCH_DOTNET_TICKS.saturating_add(ticks_of(after)),
+        Err(before) => UNIX_EPOCH_DOTNET_TICKS.saturating_sub(ticks_of(before.duration())),
+    }
+}
+
+/// The time that .NET ticks stand for; `None` for 0 ("no change yet") and out-of-range values.
+pub fn time_from_dotnet_ticks(ticks: i64) -> Option<SystemTime> {
+    if ticks <= 0 {
+        return None;
+    }
+    let since_epoch = ticks.checked_sub(UNIX_EPOCH_DOTNET_TICKS)?;
+    let magnitude = Duration::from_nanos(since_epoch.unsigned_abs().checked_mul(100)?);
+    if since_epoch >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    }
+}
+
+fn ticks_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos() / 100).unwrap_or(i64::MAX)
+}
+
+fn now_ticks() -> i64 {
+    dotnet_ticks(SystemTime::now())
+}
+
+/// One start adds 1 to the low half (current requests) and 1 to the high half (a count of
+/// starts), so that a start followed by an end still changes the word and is seen as a change.
+const START: u64 = (1 << 32) | 1;
+const END: u64 = 1;
+
+/// Reports closer together than this reuse the previous CPU figure instead of dividing
+/// by a tiny interval.
+const MIN_CPU_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The load of one service, as its worker reports it.
+///
+/// Thread-safe; share it as `Arc<ServiceLoad>`. Request counting is lock-free.
+#[derive(Debug)]
+pub struct ServiceLoad {
+    /// Low 32 bits: current requests (an `i32`); high 32 bits: starts so far (wrapping).
+    requests: AtomicU64,
+    capacity: AtomicI32,
+    known_load_rate: AtomicF64,
+    /// NaN: sampled from the process's CPU time at each report.
+    utilization: AtomicF64,
+    /// NaN: sampled from the host's memory at each report.
+    memory_percent: AtomicF64,
+    /// Ticks of the last change made through a setter (0: none).
+    set_ticks: AtomicI64,
+    /// State of the report path only (never touched by requests).
+    report: Mutex<ReportState>,
+}
+
+#[derive(Debug)]
+struct ReportState {
+    /// The `requests` word as the previous snapshot saw it.
+    seen_requests: u64,
+    /// Ticks at which a snapshot first saw the `requests` word change (0: never).
+    requests_changed_ticks: i64,
+    cpu: Option<CpuSample>,
+    last_utilization: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    at: Instant,
+    cpu_time: Duration,
+}
+
+/// What one load report says, read from a [`ServiceLoad`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSnapshot {
+    /// .NET ticks of the last load change; 0 if none.
+    pub timestamp_ticks: i64,
+    /// < 0: not set.
+    pub known_load_rate: f64,
+    pub capacity: i32,
+    pub current_requests: i32,
+    /// CPU use of the process, 1.0 = every core busy.
+    pub server_utilization: f64,
+    /// Host memory in use, 0–100.
+    pub memory_usage_percent: f64,
+}
+
+impl From<LoadSnapshot> for LoadReportResponse {
+    fn from(s: LoadSnapshot) -> Self {
+        LoadReportResponse {
+            timestamp_ticks: s.timestamp_ticks,
+            known_load_rate: s.known_load_rate,
+            server_stats: Some(ServerStats {
+                request_capacity: s.capacity,
+                current_requests: s.current_requests,
+                server_utilization: s.server_utilization,
+                server_memory_usage_percent: s.memory_usage_percent,
+            }),
+        }
+    }
+}
+
+impl ServiceLoad {
+    /// A service that takes `capacity` requests at once (< 0: unknown, as the C# default −1;
+    /// 0: a balancer does not offer it). No request in flight, no known load rate,
+    /// utilisation and memory sampled automatically.
+    pub fn new(capacity: i32) -> Self {
+        ServiceLoad {
+            requests: AtomicU64::new(0),
+            capacity: AtomicI32::new(capacity),
+            known_load_rate: AtomicF64::new(LOAD_RATE_NOT_SET),
+            utilization: AtomicF64::new(f64::NAN),
+            memory_percent: AtomicF64::new(f64::NAN),
+            set_ticks: AtomicI64::new(0),
+            report: Mutex::new(ReportState {
+                seen_requests: 0,
+                requests_changed_ticks: 0,
+                // The first report covers the time since construction, as in the C# version.
+                cpu: process_cpu_time().map(|cpu_time| CpuSample {
+                    at: Instant::now(),
+                    cpu_time,
+                }),
+                last_utilization: 0.0,
+            }),
+        }
+    }
+
+    /// One more request in flight. Pair it with [`end_request`](Self::end_request), or use
+    /// [`request`](Self::request) to have the end called on drop.
+    #[inline]
+    pub fn start_request(&self) {
+        self.requests.fetch_add(START, Ordering::Relaxed);
+    }
+
+    /// One request fewer in flight.
+    #[inline]
+    pub fn end_request(&self) {
+        self.requests.fetch_sub(END, Ordering::Relaxed);
+    }
+
+    /// Starts a request and returns a guard that ends it when dropped, also on panic.
+    #[inline]
+    pub fn request(&self) -> RequestGuard<&Self> {
+        self.start_request();
+        RequestGuard { load: self }
+    }
+
+    /// Like [`request`](Self::request), for a guard that must own its load (e.g. moved into
+    /// a spawned task).
+    #[inline]
+    pub fn request_owned(self: &Arc<Self>) -> RequestGuard<Arc<Self>> {
+        self.start_request();
+        RequestGuard {
+            load: Arc::clone(self),
+        }
+    }
+
+    /// Requests in flight now.
+    #[inline]
+    pub fn current_requests(&self) -> i32 {
+        current_of(self.requests.load(Ordering::Relaxed))
+    }
+
+    /// Sets the number of requests in flight (the C# `ResetCurrentProcessCount`), e.g. for a
+    /// worker that is busy with work it did not receive as requests.
+    pub fn reset_current_requests(&self, count: i32) {
+        // Keep counting starts so that the change is seen even if `count` equals the old value.
+        let _ = self
+            .requests
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                Some(((word >> 32).wrapping_add(1) << 32) | u64::from(count as u32))
+            });
+        self.touch();
+    }
+
+    pub fn capacity(&self) -> i32 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    pub fn set_capacity(&self, capacity: i32) {
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// The known load rate; negative means "not set".
+    pub fn known_load_rate(&self) -> f64 {
+        self.known_load_rate.load()
+    }
+
+    /// Sets a load figure the worker computes itself; balancers rank by it when every
+    /// candidate has one. A negative value, NaN or infinity means "not set".
+    pub fn set_known_load_rate(&self, rate: f64) {
+        let rate = if rate.is_finite() && rate >= 0.0 {
+            rate
+        } else {
+            LOAD_RATE_NOT_SET
+        };
+        self.known_load_rate.store(rate);
+        self.touch();
+    }
+
+    /// Fixes the reported server utilisation (1.0 = all cores busy); `None` goes back to
+    /// sampling this process's CPU time between two reports. NaN counts as `None`.
+    pub fn set_server_utilization(&self, utilization: Option<f64>) {
+        self.utilization.store(utilization.unwrap_or(f64::NAN));
+        self.touch();
+    }
+
+    /// Fixes the reported host memory usage in percent; `None` goes back to reading it
+    /// from the host at each report. NaN counts as `None`.
+    pub fn set_memory_usage_percent(&self, percent: Option<f64>) {
+        self.memory_percent.store(percent.unwrap_or(f64::NAN));
+        self.touch();
+    }
+
+    /// Reads the load as a report states it. Samples CPU and memory where they are not fixed.
+    pub fn snapshot(&self) -> LoadSnapshot {
+        let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        let requests = self.requests.load(Ordering::Relaxed);
+        if requests != report.seen_requests {
+            report.seen_requests = requests;
+            report.requests_changed_ticks = now_ticks();
+        }
+
+        let utilization = match self.utilization.load() {
+            fixed if !fixed.is_nan() => fixed,
+            _ => report.sample_cpu(),
+        };
+        let memory_usage_percent = match self.memory_percent.load() {
+            fixed if !fixed.is_nan() => fixed,
+            _ => host_memory_usage_percent().unwrap_or(0.0),
+        };
+
+        LoadSnapshot {
+            timestamp_ticks: report
+                .requests_changed_ticks
+                .max(self.set_ticks.load(Ordering::Relaxed)),
+            known_load_rate: self.known_load_rate(),
+            capacity: self.capacity(),
+            // A worker that ended more requests than it started must not look infinitely idle.
+            current_requests: current_of(requests).max(0),
+            server_utilization: utilization,
+            memory_usage_percent,
+        }
+    }
+
+    fn touch(&self) {
+        self.set_ticks.store(now_ticks(), Ordering::Relaxed);
+    }
+}
+
+impl ReportState {
+    fn sample_cpu(&mut self) -> f64 {
+        let Some(cpu_time) = process_cpu_time() else {
+            return self.last_utilization;
+        };
+        let now = Instant::now();
+        let sample = CpuSample { at: now, cpu_time };
+        let Some(previous) = self.cpu.replace(sample) else {
+            return self.last_utilization;
+        };
+        let wall = now.saturating_duration_since(previous.at);
+        if wall < MIN_CPU_SAMPLE_INTERVAL {
+            self.cpu = Some(previous);
+            return self.last_utilization;
+        }
+        let busy = cpu_time.saturating_sub(previous.cpu_time);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.last_utilization = busy.as_secs_f64() / wall.as_secs_f64() / cores;
+        self.last_utilization
+    }
+}
+
+fn current_of(word: u64) -> i32 {
+    word as u32 as i32
+}
+
+/// Ends its request when dropped (also while unwinding from a panic).
+#[must_use = "the request ends when the guard is dropped"]
+#[derive(Debug)]
+pub struct RequestGuard<L: Deref<Target = ServiceLoad>> {
+    load: L,
+}
+
+impl<L: Deref<Target = ServiceLoad>> Drop for RequestGuard<L> {
+    #[inline]
+    fn drop(&mut self) {
+        self.load.end_request();
+    }
+}
+
+/// An `f64` behind an `AtomicU64`.
+#[derive(Debug)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn new(value: f64) -> Self {
+        AtomicF64(AtomicU64::new(value.to_bits()))
+    }
+    fn load(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    fn store(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// User + system CPU time of this process so far.
+pub fn process_cpu_time() -> Option<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let micros = |tv: nix::sys::time::TimeVal| {
+        Duration::from_secs(tv.tv_sec().max(0) as u64)
+            + Duration::from_micros(tv.tv_usec().max(0) as u64)
+    };
+    Some(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+/// Memory in use on this host in percent: (MemTotal − MemAvailable) / MemTotal.
+pub fn host_memory_usage_percent() -> Option<f64> {
+    parse_meminfo_usage(&fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn parse_meminfo_usage(meminfo: &str) -> Option<f64> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    let total = field("MemTotal")?;
+    let available = field("MemAvailable").or_else(|| field("MemFree"))?;
+    if total == 0 {
+        return None;
+    }
+    Some(total.saturating_sub(available) as f64 * 100.0 / total as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_requests_and_guards_end_them() {
+        let load = ServiceLoad::new(4);
+        load.start_request();
+        {
+            let _a = load.request();
+            let _b = load.request();
+            assert_eq!(load.current_requests(), 3);
+        }
+        assert_eq!(load.current_requests(), 1);
+        load.end_request();
+        assert_eq!(load.current_requests(), 0);
+    }
+
+    #[test]
+    fn guard_ends_request_when_handler_panics() {
+        let load = Arc::new(ServiceLoad::new(4));
+        let in_thread = Arc::clone(&load);
+        let result = std::thread::spawn(move || {
+            let _guard = in_thread.request_owned();
+            panic!("handler failed");
+        })
+        .join();
+        assert!(result.is_err());
+        assert_eq!(load.current_requests(), 0);
+    }
+
+    #[test]
+    fn many_threads_balance_to_zero() {
+        let load = Arc::new(ServiceLoad::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let load = Arc::clone(&load);
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let _g = load.request();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("worker thread");
+        }
+        assert_eq!(load.current_requests(), 0);
+        assert_eq!(load.snapshot().current_requests, 0);
+    }
+
+    #[test]
+    fn a_start_and_end_between_reports_is_a_change() {
+        let load = ServiceLoad::new(2);
+        assert_eq!(load.snapshot().timestamp_ticks, 0, "no change yet");
+        load.start_request();
+        load.end_request();
+        let first = load.snapshot().timestamp_ticks;
+        assert!(first > UNIX_EPOCH_DOTNET_TICKS);
+        assert_eq!(
+            load.snapshot().timestamp_ticks,
+            first,
+            "nothing changed since"
+        );
+    }
+
+    #[test]
+    fn setters_stamp_and_validate() {
+        let load = ServiceLoad::new(-1);
+        assert_eq!(load.known_load_rate(), LOAD_RATE_NOT_SET);
+        load.set_known_load_rate(0.25);
+        assert_eq!(load.known_load_rate(), 0.25);
+        assert!(load.snapshot().timestamp_ticks > 0);
+        for bad in [f64::NAN, f64::INFINITY, -3.0] {
+            load.set_known_load_rate(bad);
+            assert_eq!(load.known_load_rate(), LOAD_RATE_NOT_SET);
+        }
+        load.set_capacity(7);
+        load.set_server_utilization(Some(0.5));
+        load.set_memory_usage_percent(Some(12.5));
+        load.reset_current_requests(3);
+        let s = load.snapshot();
+        assert_eq!(
+            (
+                s.capacity,
+                s.current_requests,
+                s.server_utilization,
+                s.memory_usage_percent
+            ),
+            (7, 3, 0.5, 12.5)
+        );
+    }
+
+    #[test]
+    fn more_ends_than_starts_report_zero() {
+        let load = ServiceLoad::new(1);
+        load.end_request();
+        assert_eq!(load.current_requests(), -1);
+        assert_eq!(load.snapshot().current_requests, 0);
+        load.start_request();
+        assert_eq!(load.current_requests(), 0);
+    }
+
+    #[test]
+    fn sampled_utilization_sees_this_process_burn_cpu() {
+        let load = ServiceLoad::new(1);
+        let _ = load.snapshot();
+        let until = Instant::now() + Duration::from_millis(200);
+        let mut spin = 0u64;
+        while Instant::now() < until {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let utilization = load.snapshot().server_utilization;
+        // One thread busy for the whole interval is 1/cores of the machine; allow for noise.
+        assert!(
+            utilization > 0.5 / cores && utilization <= 1.05,
+            "utilization {utilization}"
+        );
+    }
+
+    #[test]
+    fn dotnet_ticks_round_trip() {
+        assert_eq!(dotnet_ticks(UNIX_EPOCH), UNIX_EPOCH_DOTNET_TICKS);
+        // 2001-09-09T01:46:40Z = 1e9 s after the epoch.
+        let t = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(dotnet_ticks(t), 631_355_968_000_000_000);
+        assert_eq!(time_from_dotnet_ticks(dotnet_ticks(t)), Some(t));
+        assert_eq!(time_from_dotnet_ticks(0), None);
+    }
+
+    #[test]
+    fn memory_usage_from_meminfo() {
+        let text = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    250 kB\n";
+        assert_eq!(parse_meminfo_usage(text), Some(75.0));
+        assert_eq!(parse_meminfo_usage("MemTotal: 0 kB\nMemFree: 0 kB\n"), None);
+        assert_eq!(parse_meminfo_usage("garbage"), None);
+        let real = host_memory_usage_percent().expect("/proc/meminfo on Linux");
+        assert!((0.0..=100.0).contains(&real));
+    }
+}

@@ -1,0 +1,23 @@
+//! Generated protocol types. Package and field numbers follow DESIGN.md exactly.
+
+/// `package Quaestor.LoadReporting`: the load report every worker serves.
+pub mod load_reporting {
+    tonic::include_proto!("quaestor.load_reporting");
+}
+
+/// `package Quaestor.ServiceDiscovery`: the balancer's discovery API.
+pub mod service_discovery {
+    tonic::include_proto!("quaestor.service_discovery");
+}
+
+/// `package quaestor.example`: the demo Work service of the reference worker.
+pub mod example {
+    tonic::include_proto!("quaestor.example");
+}
+
+/// The standard `grpc.health.v1` types (from tonic-health).
+pub use tonic_health::pb as health;
+
+/// The encoded `FileDescriptorSet` of quaestor's own protos, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/quaestor_descriptor.bin"));

@@ -1,0 +1,195 @@
+//! Helpers shared by quaestor's tests, in one place so that no test copies them:
+//! waiting for a condition with a deadline, child processes that are killed (by pid, with
+//! their process group) when the test ends, the reference worker, and a throwaway PKI.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// Polls `probe` until it returns `Some`, or panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A child process in its own process group. Dropping it kills the group (SIGKILL) and
+/// reaps the child, so no test leaves a process behind, whatever happens.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: Child,
+    name: String,
+}
+
+impl ChildProcess {
+    /// Spawns `command` in a new process group.
+    pub fn spawn(name: &str, mut command: Command) -> Self {
+        command.process_group(0);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        ChildProcess {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Sends `signal` to the child's process group.
+    pub fn signal(&self, signal: Signal) {
+        let _ = killpg(Pid::from_raw(self.pid() as i32), signal);
+    }
+
+    /// Waits for the child to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit"), timeout, || {
+            self.child.try_wait().expect("try_wait")
+        })
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The `quaestor` binary: `QUAESTOR_BIN` if set, else `fallback` (the test's
+/// `env!("CARGO_BIN_EXE_quaestor")`).
+pub fn quaestor_bin(fallback: &str) -> PathBuf {
+    std::env::var_os("QUAESTOR_BIN").map_or_else(|| PathBuf::from(fallback), PathBuf::from)
+}
+
+/// A running `quaestor worker` and the address it listens on.
+#[derive(Debug)]
+pub struct Worker {
+    pub process: ChildProcess,
+    pub addr: SocketAddr,
+}
+
+/// Starts `quaestor worker --port 0 ARGS...` and waits (with a deadline) for the line
+/// `listening on ADDR` it prints once it serves. Its later output goes to the test's stderr.
+pub fn spawn_worker(bin: &Path, args: &[&str]) -> Worker {
+    let mut command = Command::new(bin);
+    command
+        .args(["worker", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped());
+    let mut process = ChildProcess::spawn("quaestor worker", command);
+    let stdout = process.child_mut().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            } else {
+                eprintln!("[worker] {line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the worker prints `listening on ADDR` within 30 s")
+        .parse()
+        .expect("a socket address after `listening on`");
+    Worker { process, addr }
+}
+
+/// A throwaway certificate authority with a server certificate (for `localhost` and
+/// `127.0.0.1`) and a client certificate, written as PEM files into a temporary folder.
+pub struct TestPki {
+    _dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A second CA that signed nothing the server trusts, and a client certificate of it.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        let (ca_pem, ca) = new_ca("quaestor test CA");
+        let (server_cert, server_key) = leaf(&ca, &["localhost", "127.0.0.1"]);
+        let (client_cert, client_key) = leaf(&ca, &["client.test"]);
+        let (_, stranger_ca) = new_ca("stranger CA");
+        let (stranger_cert, stranger_key) = leaf(&stranger_ca, &["stranger.test"]);
+        TestPki {
+            ca: write("ca.pem", ca_pem),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server.key", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client.key", client_key),
+            stranger_cert: write("stranger.pem", stranger_cert),
+            stranger_key: write("stranger.key", stranger_key),
+            _dir: dir,
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn new_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let cert = params.self_signed(&key).expect("CA certificate");
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let params = rcgen::CertificateParams::new(names).expect("leaf params");
+    let key = rcgen::KeyPair::generate().expect("leaf key");
+    let cert = params.signed_by(&key, issuer).expect("leaf certificate");
+    (cert.pem(), key.serialize_pem())
+}
