@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+mod closable;
 pub mod health;
 
 use std::convert::Infallible;
@@ -22,6 +23,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::codegen::http::Request;
@@ -32,6 +35,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::proto;
 use crate::tls::{ServerTls, TlsError};
+use closable::Closable;
 use health::HealthState;
 
 /// How long a stop waits for calls in flight before it closes their connections.
@@ -217,21 +221,30 @@ impl Prepared {
             health.shutdown();
             let _ = began.send(());
         };
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let cut = CancellationToken::new();
+        let incoming = {
+            let cut = cut.clone();
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map(move |accepted| accepted.map(|io| Closable::new(io, cut.clone())))
+        };
         let serve = self.router.serve_with_incoming_shutdown(incoming, signal);
-        tokio::pin!(serve);
-        let grace_over = async {
-            match beginning.await {
-                Ok(()) => tokio::time::sleep(self.grace).await,
-                Err(_) => std::future::pending().await,
+        // After the grace period, connections still busy are cut; the server then ends.
+        let grace = self.grace;
+        let cut_after_grace = async move {
+            if beginning.await.is_ok() {
+                tokio::time::sleep(grace).await;
+                tracing::warn!(
+                    ?grace,
+                    "calls still in flight after the grace period; cutting them off"
+                );
+                cut.cancel();
             }
+            std::future::pending::<Infallible>().await
         };
         tokio::select! {
-            served = &mut serve => served.map_err(ServerError::Serve),
-            () = grace_over => {
-                tracing::warn!(grace = ?self.grace, "calls still in flight after the grace period; closing");
-                Ok(())
-            }
+            served = serve => served.map_err(ServerError::Serve),
+            never = cut_after_grace => match never {},
         }
     }
 }

@@ -31,6 +31,27 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// Like [`wait_for`], for probes that are futures (gRPC calls); waits without blocking the
+/// runtime.
+pub async fn wait_for_async<T, F>(what: &str, timeout: Duration, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 /// A child process in its own process group. Dropping it kills the group (SIGKILL) and
 /// reaps the child, so no test leaves a process behind, whatever happens.
 #[derive(Debug)]
@@ -88,6 +109,44 @@ impl Drop for ChildProcess {
 /// `env!("CARGO_BIN_EXE_quaestor")`).
 pub fn quaestor_bin(fallback: &str) -> PathBuf {
     std::env::var_os("QUAESTOR_BIN").map_or_else(|| PathBuf::from(fallback), PathBuf::from)
+}
+
+/// What a finished command printed and how it exited.
+#[derive(Debug)]
+pub struct Finished {
+    /// The exit code; `None` if a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `bin ARGS...` to its end (at most `timeout`, then it is killed) and collects its output.
+pub fn run(bin: &Path, args: &[&str], timeout: Duration) -> Finished {
+    let mut command = Command::new(bin);
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut process =
+        ChildProcess::spawn(&format!("{} {}", bin.display(), args.join(" ")), command);
+    let read_all = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let child = process.child_mut();
+    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = process.wait_exit(timeout);
+    Finished {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 /// A running `quaestor worker` and the address it listens on.

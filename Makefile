@@ -1,0 +1,33 @@
+# quaestor: `make test` sets up what is missing (see scripts/setup.sh) and runs every suite.
+# CARGO_TARGET_DIR may point outside the clone (CI keeps it in ~/.cache to build faster).
+
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
+VENV := $(CURDIR)/.venv
+
+.PHONY: test setup build test-rust test-python lint clean
+
+test: setup test-rust test-python
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	cargo build --workspace --locked
+
+# Unit tests, loopback gRPC tests and the CLI tests (which run the real binary).
+test-rust: build
+	cargo test --workspace --locked
+
+# The wire format as a stock grpcio client sees it, against the real binary.
+test-python: build
+	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c tests/python/pytest.ini tests/python
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

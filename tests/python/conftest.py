@@ -1,0 +1,192 @@
+"""Fixtures for the wire tests.
+
+The gRPC stubs are generated from the repository's proto/ directory when the session starts,
+so the tests speak exactly the protocol that is checked in, and no generated code is kept
+in the repository. Workers are real `quaestor worker` processes taken from $QUAESTOR_BIN.
+"""
+
+import importlib
+import importlib.resources
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Iterator, List
+
+import grpc
+import pytest
+from grpc_tools import protoc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROTO_DIR = REPO_ROOT / "proto"
+# (proto file, module prefix of its generated code)
+PROTOS = [
+    ("quaestor/load_reporting.proto", "quaestor.load_reporting"),
+    ("quaestor/service_discovery.proto", "quaestor.service_discovery"),
+    ("quaestor/example/work.proto", "quaestor.example.work"),
+]
+
+# How long a worker may take to print its `listening on` line.
+LISTEN_TIMEOUT = 30.0
+# How long a worker may take to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 5.0
+LISTENING_LINE = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)")
+
+
+@pytest.fixture(scope="session")
+def protos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """Compiles the repository's protos with grpc_tools and returns the generated modules.
+
+    Attributes are named after the modules: `load_reporting_pb2`, `load_reporting_pb2_grpc`,
+    `service_discovery_pb2`, ..., `work_pb2`, `work_pb2_grpc`.
+    """
+    out_dir = tmp_path_factory.mktemp("generated")
+    # grpc_tools ships the well-known types (google/protobuf/*.proto) next to itself.
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"--proto_path={PROTO_DIR}",
+        f"--proto_path={well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *(proto for proto, _ in PROTOS),
+    ]
+    if protoc.main(args) != 0:
+        pytest.fail(f"protoc failed on {PROTO_DIR} (its errors are on stderr above)", pytrace=False)
+
+    sys.path.insert(0, str(out_dir))
+    try:
+        modules = {}
+        for _, prefix in PROTOS:
+            for suffix in ("_pb2", "_pb2_grpc"):
+                module = importlib.import_module(prefix + suffix)
+                modules[module.__name__.rsplit(".", 1)[-1]] = module
+        yield SimpleNamespace(**modules)
+    finally:
+        sys.path.remove(str(out_dir))
+
+
+@pytest.fixture(scope="session")
+def quaestor_bin() -> Path:
+    """The quaestor binary under test, from $QUAESTOR_BIN (required)."""
+    value = os.environ.get("QUAESTOR_BIN")
+    if not value:
+        pytest.fail(
+            "QUAESTOR_BIN is not set: point it at the quaestor binary to test, "
+            "e.g. QUAESTOR_BIN=\"$CARGO_TARGET_DIR/debug/quaestor\" (target/debug/quaestor by default)",
+            pytrace=False,
+        )
+    path = Path(value)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"QUAESTOR_BIN={value} is not an executable file", pytrace=False)
+    return path
+
+
+@dataclass
+class Worker:
+    """A running `quaestor worker` and a channel to it."""
+
+    process: subprocess.Popen
+    host: str
+    port: int
+    channel: grpc.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.insecure_channel(self.address)
+
+    @property
+    def address(self) -> str:
+        """`HOST:PORT` exactly as the worker printed it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> int:
+        """Closes the channel, stops the worker and returns its exit code.
+
+        The worker gets SIGTERM first; if it has not exited after STOP_TIMEOUT it gets
+        SIGKILL. Either way the process is reaped before this returns.
+        """
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT)
+        return self.process.returncode
+
+
+def _read_lines(stream, lines: "queue.Queue") -> None:
+    """Forwards each line of `stream` to `lines`, then None at end of file, then closes it."""
+    with stream:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def _wait_until_listening(process: subprocess.Popen, lines: "queue.Queue") -> re.Match:
+    """Waits, at most LISTEN_TIMEOUT, for the worker's `listening on HOST:PORT` line."""
+    deadline = time.monotonic() + LISTEN_TIMEOUT
+    seen: List[str] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(
+                f"worker printed no `listening on` line within {LISTEN_TIMEOUT} s; stdout so far: {seen}"
+            )
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if line is None:
+            code = process.wait(timeout=STOP_TIMEOUT)
+            raise AssertionError(
+                f"worker exited with code {code} before listening; stdout: {seen}"
+            )
+        match = LISTENING_LINE.fullmatch(line)
+        if match:
+            return match
+        seen.append(line)
+
+
+@pytest.fixture
+def start_worker(quaestor_bin: Path) -> Iterator[Callable[..., Worker]]:
+    """Returns a function that starts `quaestor worker --port 0 ARGS...` and returns a Worker
+    once it listens. Every worker started this way is stopped when the test ends."""
+    workers: List[Worker] = []
+
+    def start(*args: str) -> Worker:
+        process = subprocess.Popen(
+            [str(quaestor_bin), "worker", "--port", "0", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines: "queue.Queue" = queue.Queue()
+        # The reader keeps draining stdout after the `listening on` line, so the worker
+        # never blocks on a full pipe.
+        threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
+        try:
+            match = _wait_until_listening(process, lines)
+        except BaseException:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+            raise
+        worker = Worker(process, match["host"], int(match["port"]))
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

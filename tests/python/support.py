@@ -1,0 +1,34 @@
+"""Small helpers shared by the conftest and the tests (kept apart so that tests can import them)."""
+
+import time
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+# Offset between .NET ticks (100 ns units since 0001-01-01 UTC) and the Unix epoch.
+TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000
+TICKS_PER_SECOND = 10_000_000
+
+
+def wait_for(what: str, timeout: float, probe: Callable[[], Optional[T]]) -> T:
+    """Calls `probe` until it returns something other than None and returns that value.
+
+    Fails the test, naming `what`, if `timeout` seconds pass first. The pause between two
+    probes starts short and grows a little, so fast conditions are seen quickly without
+    spinning on slow ones.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def now_in_ticks() -> int:
+    """The current wall-clock time as .NET ticks, the unit of `timestamp_ticks`."""
+    return TICKS_AT_UNIX_EPOCH + time.time_ns() // 100

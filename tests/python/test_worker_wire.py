@@ -1,0 +1,211 @@
+"""Checks `quaestor worker` on the wire with stock Python gRPC (grpcio), no Rust involved.
+
+The stubs come from the repository's protos (see the `protos` fixture), so these tests pin
+the package, service, message and field names a C# or Python peer relies on.
+"""
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from support import TICKS_AT_UNIX_EPOCH, TICKS_PER_SECOND, now_in_ticks, wait_for
+
+# Deadline of every unary call.
+RPC_TIMEOUT = 10.0
+# Deadline for a condition the worker should reach quickly (load counters, health flips).
+CONDITION_TIMEOUT = 15.0
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+def check_health(worker, service):
+    """The status a health Check of `service` returns."""
+    request = health_pb2.HealthCheckRequest(service=service)
+    return health_pb2_grpc.HealthStub(worker.channel).Check(request, timeout=RPC_TIMEOUT).status
+
+
+def report_load(protos, worker, service_name="Worker"):
+    """The worker's LoadReportResponse for `service_name`."""
+    stub = protos.load_reporting_pb2_grpc.LoadReportingGrpcStub(worker.channel)
+    request = protos.load_reporting_pb2.LoadReportRequest(service_name=service_name)
+    return stub.ReportLoad(request, timeout=RPC_TIMEOUT)
+
+
+def work_stub(protos, worker):
+    return protos.work_pb2_grpc.WorkStub(worker.channel)
+
+
+def reflect(worker, **request_fields):
+    """Sends one reflection request (v1alpha) and returns the single answer."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(worker.channel)
+    request = reflection_pb2.ServerReflectionRequest(**request_fields)
+    answers = list(stub.ServerReflectionInfo(iter([request]), timeout=RPC_TIMEOUT))
+    assert len(answers) == 1, answers
+    assert not answers[0].HasField("error_response"), answers[0].error_response
+    return answers[0]
+
+
+def rpc_error_code(call, *args, **kwargs):
+    """Calls `call` expecting it to fail, and returns the gRPC status code it failed with."""
+    with pytest.raises(grpc.RpcError) as failure:
+        call(*args, **kwargs)
+    return failure.value.code()
+
+
+def test_health_check_reports_serving_and_unknown_services(start_worker):
+    worker = start_worker()
+
+    assert check_health(worker, "") == SERVING
+    assert check_health(worker, "Worker") == SERVING
+    assert rpc_error_code(check_health, worker, "NoSuchService") == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_watch_sees_the_worker_turn_not_serving(start_worker):
+    worker = start_worker("--unhealthy-after", "3")
+    stub = health_pb2_grpc.HealthStub(worker.channel)
+
+    # The call's own deadline bounds the wait for the flip.
+    updates = stub.Watch(health_pb2.HealthCheckRequest(service="Worker"), timeout=CONDITION_TIMEOUT)
+    try:
+        assert next(updates).status == SERVING
+        for update in updates:
+            if update.status == NOT_SERVING:
+                break
+            assert update.status == SERVING, update
+        else:
+            pytest.fail("the Watch stream ended without a NOT_SERVING update")
+    except grpc.RpcError as error:
+        pytest.fail(f"no NOT_SERVING update within {CONDITION_TIMEOUT} s: {error.code()}")
+    finally:
+        updates.cancel()
+
+    # --unhealthy-after turns the whole server NOT_SERVING, not just the named service.
+    assert check_health(worker, "") == NOT_SERVING
+
+
+def test_health_watch_of_an_unknown_service_reports_service_unknown(start_worker):
+    worker = start_worker()
+    stub = health_pb2_grpc.HealthStub(worker.channel)
+
+    updates = stub.Watch(health_pb2.HealthCheckRequest(service="NoSuchService"), timeout=RPC_TIMEOUT)
+    try:
+        # Per the health protocol the call stays open rather than failing.
+        assert next(updates).status == SERVICE_UNKNOWN
+    finally:
+        updates.cancel()
+    assert updates.code() == grpc.StatusCode.CANCELLED
+
+
+def test_report_load_counts_work_in_flight(protos, start_worker):
+    worker = start_worker("--capacity", "8")
+    work = work_stub(protos, worker)
+    started_at = now_in_ticks()
+
+    calls = [
+        work.DoWork.future(protos.work_pb2.WorkRequest(milliseconds=3000), timeout=RPC_TIMEOUT)
+        for _ in range(3)
+    ]
+
+    def load_with_three_in_flight():
+        load = report_load(protos, worker)
+        return load if load.server_stats.current_requests == 3 else None
+
+    load = wait_for("3 requests in flight in ReportLoad", CONDITION_TIMEOUT, load_with_three_in_flight)
+    stats = load.server_stats
+    assert stats.request_capacity == 8
+    assert load.known_load_rate == -1  # not set
+    # The last load change happened during this test (one second of slack each side).
+    assert load.timestamp_ticks > TICKS_AT_UNIX_EPOCH
+    assert started_at - TICKS_PER_SECOND <= load.timestamp_ticks <= now_in_ticks() + TICKS_PER_SECOND
+    assert 0 <= stats.server_memory_usage_percent <= 100
+    assert stats.server_utilization >= 0
+
+    answers = [call.result() for call in calls]
+    for answer in answers:
+        assert answer.service_name == "Worker"  # empty service_name means the first service
+        assert answer.pid == worker.pid
+        assert answer.worker == worker.address
+        assert 1 <= answer.current_requests <= 3
+    # The call that started last ran while the other two were still working.
+    assert max(answer.current_requests for answer in answers) == 3
+
+    assert report_load(protos, worker).server_stats.current_requests == 0
+
+
+def test_report_load_shows_busy_and_known_load_rate(protos, start_worker):
+    worker = start_worker("--busy", "2", "--load-rate", "0.5")
+
+    load = report_load(protos, worker)
+
+    assert load.server_stats.current_requests == 2
+    assert load.known_load_rate == 0.5
+    assert load.server_stats.request_capacity == 4  # the default
+
+
+def test_report_load_of_an_unknown_service_is_out_of_range(protos, start_worker):
+    worker = start_worker()
+
+    code = rpc_error_code(report_load, protos, worker, "NoSuchService")
+
+    assert code == grpc.StatusCode.OUT_OF_RANGE
+
+
+def test_reflection_lists_the_worker_services(start_worker):
+    worker = start_worker()
+
+    answer = reflect(worker, list_services="")
+
+    names = {service.name for service in answer.list_services_response.service}
+    assert names == {
+        "grpc.health.v1.Health",
+        "Quaestor.LoadReporting.LoadReportingGrpc",
+        "quaestor.example.Work",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    # Discovery is the balancer's business, not a worker's.
+    assert "Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc" not in names
+
+
+def test_reflection_describes_the_load_report_wire_contract(start_worker):
+    worker = start_worker()
+
+    answer = reflect(worker, file_containing_symbol="Quaestor.LoadReporting.LoadReportingGrpc")
+
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in answer.file_descriptor_response.file_descriptor_proto
+    ]
+    by_package = {file.package: file for file in files}
+    assert "Quaestor.LoadReporting" in by_package, [file.name for file in files]
+    load_reporting = by_package["Quaestor.LoadReporting"]
+
+    services = {service.name: service for service in load_reporting.service}
+    assert [method.name for method in services["LoadReportingGrpc"].method] == ["ReportLoad"]
+
+    messages = {message.name: message for message in load_reporting.message_type}
+    fields = {f.name: f.number for f in messages["LoadReportResponse"].field}
+    assert fields == {"timestamp_ticks": 1, "known_load_rate": 2, "server_stats": 3}
+
+
+def test_work_rejects_unknown_services_and_overlong_work(protos, start_worker):
+    worker = start_worker()
+    do_work = work_stub(protos, worker).DoWork
+    request = protos.work_pb2.WorkRequest
+
+    unknown = rpc_error_code(do_work, request(milliseconds=1, service_name="NoSuchService"), timeout=RPC_TIMEOUT)
+    too_long = rpc_error_code(do_work, request(milliseconds=700_000), timeout=RPC_TIMEOUT)
+
+    assert unknown == grpc.StatusCode.NOT_FOUND
+    assert too_long == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_sigterm_stops_the_worker_with_exit_code_zero(start_worker):
+    worker = start_worker()
+    assert check_health(worker, "") == SERVING
+
+    assert worker.stop() == 0
