@@ -112,13 +112,15 @@ impl Target {
 
     /// Connects now; fails if the server cannot be reached within the timeout.
     pub async fn connect(&self) -> Result<Channel, ClientError> {
-        let mut endpoint = Endpoint::from(self.uri.clone())
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout);
+        // Calls are bounded by `call` (not by the endpoint's own timeout, which would end
+        // them as CANCELLED and so look like an answer instead of silence).
+        let mut endpoint = Endpoint::from(self.uri.clone()).connect_timeout(self.timeout);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.load()?)
-                .map_err(|e| self.unreachable(&e))?;
+                .map_err(|e| TlsError::Invalid {
+                    reason: error_chain(&e),
+                })?;
         }
         match tokio::time::timeout(self.timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
@@ -179,19 +181,9 @@ impl Target {
     }
 
     fn unreachable(&self, error: &dyn std::error::Error) -> ClientError {
-        // The transport error's own text is only "transport error"; the cause says why.
-        let mut reason = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !reason.contains(&cause_text) {
-                reason = format!("{reason}: {cause_text}");
-            }
-            source = cause.source();
-        }
         ClientError::Unreachable {
             address: self.address(),
-            reason,
+            reason: error_chain(error),
         }
     }
 
@@ -201,6 +193,21 @@ impl Target {
             after: self.timeout,
         }
     }
+}
+
+/// An error and its causes on one line: a transport error's own text is only "transport
+/// error"; its causes say why.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

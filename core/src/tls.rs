@@ -15,6 +15,8 @@ pub enum TlsError {
     },
     #[error("{what} file {} holds no PEM block", path.display())]
     NotPem { what: &'static str, path: PathBuf },
+    #[error("invalid TLS settings: {reason}")]
+    Invalid { reason: String },
 }
 
 /// A server's certificate and key; with a client CA, clients must present a certificate

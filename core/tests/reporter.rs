@@ -307,7 +307,7 @@ async fn reporter_embedded_in_a_workers_own_server() {
     assert!(!reporter.is_serving(), "shutdown leaves health NOT_SERVING");
 }
 
-async fn tls_target(server: &ServerHandle, tls: ClientTls) -> Target {
+fn tls_target(server: &ServerHandle, tls: ClientTls) -> Target {
     let address = format!("localhost:{}", server.local_addr().port());
     Target::new(&address, Some(tls), TIMEOUT).expect("target")
 }
@@ -335,15 +335,14 @@ async fn tls_server_is_reached_only_by_clients_that_trust_it() {
             ca: Some(pki.ca.clone()),
             ..ClientTls::default()
         },
-    )
-    .await;
+    );
     assert_eq!(
         answers(&trusting).await.expect("trusted"),
         ServingStatus::Serving
     );
 
     // The system roots do not know the test CA.
-    let untrusting = tls_target(&server, ClientTls::default()).await;
+    let untrusting = tls_target(&server, ClientTls::default());
     assert!(
         answers(&untrusting).await.is_err(),
         "a client that does not trust the CA must fail"
@@ -380,8 +379,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let with_cert = tls_target(
         &server,
         client(Some((pki.client_cert.clone(), pki.client_key.clone()))),
-    )
-    .await;
+    );
     assert_eq!(
         answers(&with_cert)
             .await
@@ -389,7 +387,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         ServingStatus::Serving
     );
 
-    let without = tls_target(&server, client(None)).await;
+    let without = tls_target(&server, client(None));
     assert!(
         answers(&without).await.is_err(),
         "no client certificate must be refused"
@@ -398,8 +396,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let stranger = tls_target(
         &server,
         client(Some((pki.stranger_cert.clone(), pki.stranger_key.clone()))),
-    )
-    .await;
+    );
     assert!(
         answers(&stranger).await.is_err(),
         "a certificate of another CA must be refused"
@@ -440,9 +437,8 @@ async fn graceful_stop_lets_calls_in_flight_finish_within_the_grace_period() {
         .bind(loopback())
         .await
         .expect("bind");
-    // The client would wait far longer than the test does: only the server can end the call.
-    let patient = Duration::from_secs(600);
-    let target = Target::new(&server.local_addr().to_string(), None, patient).expect("target");
+    // A channel has no deadline of its own: only the server can end the endless call.
+    let target = Target::new(&server.local_addr().to_string(), None, TIMEOUT).expect("target");
     let channel = target.connect().await.expect("connect");
     let load = reporter.service_load("Worker").expect("load");
     let call = |ms: u32| {
