@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what quaestor's build and tests need on a Debian machine, and nothing that is
 # already there: so it is safe (and quick) to run before every test run.
-#   apt: protoc (the etcd-client crate's build script needs it), python3-venv if missing
+#   apt: protoc (the etcd-client crate's build script needs it), etcd (the registry tests
+#        start real etcd servers), python3-venv if missing
 #   pip: the Python test dependencies, into .venv inside the repository
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ apt_install() {
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if ! command -v cargo >/dev/null; then

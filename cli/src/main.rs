@@ -28,6 +28,9 @@ enum Command {
     Health(cmd::health::Args),
     /// Ask a worker for the load report of one of its services.
     Load(cmd::load::Args),
+    /// List, follow or add registrations in etcd (the operator's view of the registry).
+    #[command(subcommand)]
+    Registry(cmd::registry::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Command::Worker(args) => cmd::worker::run(args).await,
             Command::Health(args) => cmd::health::run(args).await,
             Command::Load(args) => cmd::load::run(args).await,
+            Command::Registry(command) => cmd::registry::run(command).await,
         }
     });
     // Do not wait for tasks still running (e.g. a connection being closed).

@@ -2,6 +2,7 @@
 //!
 //! - [`load`]: the load of one service inside a worker ([`load::ServiceLoad`]).
 //! - [`reporter`]: serves `grpc.health.v1.Health` and `LoadReportingGrpc` for a worker.
+//! - [`registry`]: where the workers are: in memory or in etcd (leases, watch, failover).
 //! - [`server`]: one gRPC server (health, reflection, TLS, graceful stop) every role serves on.
 //! - [`client`]: connecting to quaestor servers and asking them for health and load.
 //! - [`tls`]: TLS settings shared by servers and clients.
@@ -12,6 +13,7 @@
 pub mod client;
 pub mod load;
 pub mod proto;
+pub mod registry;
 pub mod reporter;
 pub mod server;
 pub mod tls;

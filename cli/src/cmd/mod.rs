@@ -2,12 +2,14 @@
 
 pub mod health;
 pub mod load;
+pub mod registry;
 pub mod worker;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use quaestor_core::client::{ClientError, Target};
+use quaestor_core::registry::etcd::{EtcdError, EtcdOptions};
 use quaestor_core::tls::ClientTls;
 
 use crate::exit::{Exit, Failure};
@@ -46,6 +48,63 @@ impl ClientArgs {
         });
         Target::new(address, tls, self.timeout).map_err(client_failure)
     }
+}
+
+/// How to reach etcd.
+#[derive(Debug, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd client URL (http://host:2379); repeat, or separate with commas, for every member.
+    #[arg(long = "etcd", value_name = "URL", env = crate::env::ETCD_ENDPOINTS, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// CA certificate (PEM) of the etcd members; implies TLS.
+    #[arg(long = "etcd-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long = "etcd-cert", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for etcd.
+    #[arg(long = "etcd-key", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// etcd user name (authentication on).
+    #[arg(long = "etcd-user", value_name = "NAME", requires = "password")]
+    pub user: Option<String>,
+    /// etcd password of --etcd-user.
+    #[arg(long = "etcd-password", value_name = "PASSWORD", env = crate::env::ETCD_PASSWORD, hide_env_values = true)]
+    pub password: Option<String>,
+    /// Bound of one etcd request to one member.
+    #[arg(long = "etcd-timeout", value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl EtcdArgs {
+    pub fn options(&self) -> EtcdOptions {
+        let mut options = EtcdOptions::new(self.endpoints.iter().map(|e| e.trim().to_owned()))
+            .with_timeouts(self.timeout.min(Duration::from_secs(5)), self.timeout);
+        if self.ca.is_some() || self.cert.is_some() {
+            options = options.with_tls(ClientTls {
+                ca: self.ca.clone(),
+                identity: self.cert.clone().zip(self.key.clone()),
+                domain: None,
+            });
+        }
+        if let Some((user, password)) = self.user.clone().zip(self.password.clone()) {
+            options = options.with_user(user, password);
+        }
+        options
+    }
+}
+
+/// etcd that cannot be reached exits 2, bad settings 64, other failures 1.
+pub fn etcd_failure(error: EtcdError) -> Failure {
+    let exit = match &error {
+        EtcdError::Unreachable { .. } | EtcdError::Timeout { .. } => Exit::Unreachable,
+        EtcdError::Tls(_)
+        | EtcdError::Location(_)
+        | EtcdError::LeaseTtl(_)
+        | EtcdError::NoEndpoints => Exit::Code(crate::exit::USAGE),
+        EtcdError::Request { .. } => Exit::Failure,
+    };
+    Failure::new(exit, error)
 }
 
 /// Unreachable servers exit 2, bad addresses and TLS files 64, error answers 1.

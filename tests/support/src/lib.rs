@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+pub mod etcd;
+
 /// Polls `probe` until it returns `Some`, or panics naming `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -123,12 +125,16 @@ pub struct Finished {
 /// Runs `bin ARGS...` to its end (at most `timeout`, then it is killed) and collects its output.
 pub fn run(bin: &Path, args: &[&str], timeout: Duration) -> Finished {
     let mut command = Command::new(bin);
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut process =
-        ChildProcess::spawn(&format!("{} {}", bin.display(), args.join(" ")), command);
+    command.args(args);
+    run_command(command, timeout)
+}
+
+/// Like [`run`], for a command the caller has prepared (environment, working directory...).
+/// Its stdout and stderr are replaced by pipes.
+pub fn run_command(mut command: Command, timeout: Duration) -> Finished {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let name = format!("{command:?}");
+    let mut process = ChildProcess::spawn(&name, command);
     let read_all = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -156,31 +162,89 @@ pub struct Worker {
     pub addr: SocketAddr,
 }
 
-/// Starts `quaestor worker --port 0 ARGS...` and waits (with a deadline) for the line
-/// `listening on ADDR` it prints once it serves. Its later output goes to the test's stderr.
-pub fn spawn_worker(bin: &Path, args: &[&str]) -> Worker {
-    let mut command = Command::new(bin);
-    command
-        .args(["worker", "--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped());
-    let mut process = ChildProcess::spawn("quaestor worker", command);
-    let stdout = process.child_mut().stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
-            } else {
-                eprintln!("[worker] {line}");
+/// The stdout of a running child, line by line, read on a thread of its own (so the child
+/// never blocks on a full pipe).
+#[derive(Debug)]
+pub struct OutputLines {
+    lines: mpsc::Receiver<String>,
+}
+
+impl OutputLines {
+    /// Takes the child's piped stdout.
+    pub fn of(process: &mut ChildProcess) -> Self {
+        let stdout = process.child_mut().stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        OutputLines { lines }
+    }
+
+    /// Returns the first line for which `pick` gives something, skipping (and echoing to
+    /// stderr) the others; panics naming `what` after `timeout` or at the end of the output.
+    pub fn expect<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => match pick(&line) {
+                    Some(found) => return found,
+                    None => eprintln!("[child] {line}"),
+                },
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no line with {what} within {timeout:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the output ended without {what}")
+                }
             }
         }
+    }
+}
+
+impl OutputLines {
+    /// Echoes the rest of the output to stderr, in the background, until it ends.
+    pub fn drain(self) {
+        std::thread::spawn(move || {
+            for line in self.lines {
+                eprintln!("[child] {line}");
+            }
+        });
+    }
+}
+
+/// Starts `bin ARGS...` with its stdout piped to an [`OutputLines`].
+pub fn spawn_reading(bin: &Path, args: &[&str]) -> (ChildProcess, OutputLines) {
+    let mut command = Command::new(bin);
+    command.args(args).stdout(Stdio::piped());
+    let mut process =
+        ChildProcess::spawn(&format!("{} {}", bin.display(), args.join(" ")), command);
+    let lines = OutputLines::of(&mut process);
+    (process, lines)
+}
+
+/// Starts `quaestor worker --port 0 ARGS...` and waits (with a deadline) for the line
+/// `listening on ADDR` it prints once it serves.
+pub fn spawn_worker(bin: &Path, args: &[&str]) -> Worker {
+    let args: Vec<&str> = ["worker", "--port", "0"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let (process, lines) = spawn_reading(bin, &args);
+    let addr = lines.expect("`listening on ADDR`", Duration::from_secs(30), |line| {
+        line.strip_prefix("listening on ")?.trim().parse().ok()
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the worker prints `listening on ADDR` within 30 s")
-        .parse()
-        .expect("a socket address after `listening on`");
+    lines.drain();
     Worker { process, addr }
 }
 

@@ -1,0 +1,318 @@
+//! The etcd registry: registrars hold one lease each with keep-alive; readers load the
+//! `services/` prefix once, then follow a watch from the loaded revision. Both move to another
+//! cluster member when theirs fails. When etcd cannot be reached at all, readers keep
+//! publishing the last known set, marked stale, and resync when it returns.
+
+mod connection;
+mod registrar;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{
+    KEY_PREFIX, LocationError, Publisher, RegistryView, ServiceLocation, ServiceSet, parse_entries,
+    parse_entry,
+};
+use crate::tls::{ClientTls, TlsError};
+use connection::{Connection, backoff};
+pub use registrar::EtcdRegistrar;
+
+/// How long a registration outlives a registrar that stopped renewing it (the C# default).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("no etcd endpoint given")]
+    NoEndpoints,
+    #[error("no etcd member answers (tried {endpoints}): {reason}")]
+    Unreachable { endpoints: String, reason: String },
+    #[error("etcd {what} failed: {source}")]
+    Request {
+        what: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd {what} got no answer within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    #[error("the lease TTL must be at least 2 s (got {0:?})")]
+    LeaseTtl(Duration),
+}
+
+/// How to reach an etcd cluster.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// Client URLs of the members (`http://host:2379`; a bare `host:port` gets the scheme
+    /// that fits `tls`).
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Bound of one request to one member; a request may go to several.
+    pub request_timeout: Duration,
+    pub tls: Option<ClientTls>,
+    /// User name and password, for a cluster with authentication on.
+    pub user: Option<(String, String)>,
+    /// TTL of a registrar's lease.
+    pub lease_ttl: Duration,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        EtcdOptions {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(3),
+            tls: None,
+            user: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.request_timeout = request;
+        self
+    }
+
+    fn normalized(mut self) -> Self {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        for endpoint in &mut self.endpoints {
+            if !endpoint.contains("://") {
+                *endpoint = format!("{scheme}://{endpoint}");
+            }
+        }
+        self
+    }
+}
+
+/// A reader of the etcd registry: a background task keeps the published view in step with
+/// etcd. Dropping the registry stops the task.
+#[derive(Debug)]
+pub struct EtcdRegistry {
+    connection: Arc<Connection>,
+    publisher: Publisher,
+    follower: JoinHandle<()>,
+}
+
+impl EtcdRegistry {
+    /// Loads the registry, then follows it in the background. Fails if no member answers
+    /// (callers may then fall back to a memory registry, as the C# balancer does).
+    pub async fn connect(options: EtcdOptions) -> Result<Self, EtcdError> {
+        let connection = Arc::new(Connection::new(options.normalized())?);
+        let publisher = Publisher::default();
+        let revision = load(&connection, &publisher).await?;
+        let follower = tokio::spawn(follow(Arc::clone(&connection), publisher.clone(), revision));
+        Ok(EtcdRegistry {
+            connection,
+            publisher,
+            follower,
+        })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<RegistryView> {
+        self.publisher.subscribe()
+    }
+
+    pub fn subscribe_service(&self, scope: &str, service: &str) -> watch::Receiver<ServiceSet> {
+        self.publisher.subscribe_service(scope, service)
+    }
+
+    pub fn current(&self) -> RegistryView {
+        self.publisher.current()
+    }
+
+    /// A registrar on the same connection, with its own lease.
+    pub async fn registrar(&self) -> Result<EtcdRegistrar, EtcdError> {
+        EtcdRegistrar::on(Arc::clone(&self.connection)).await
+    }
+}
+
+impl Drop for EtcdRegistry {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// Reads every entry under `services/`, publishes them, and returns the revision read at.
+async fn load(connection: &Connection, publisher: &Publisher) -> Result<i64, EtcdError> {
+    let response = connection
+        .call("load of services/", |mut client| async move {
+            client
+                .get(KEY_PREFIX, Some(GetOptions::new().with_prefix()))
+                .await
+        })
+        .await?;
+    let revision = response.header().map_or(0, |h| h.revision());
+    let locations: BTreeMap<String, ServiceLocation> =
+        parse_entries(response.kvs().iter().map(|kv| (kv.key(), kv.value())));
+    tracing::debug!(revision, count = locations.len(), "loaded the registry");
+    publisher.replace(locations, false);
+    Ok(revision)
+}
+
+/// Follows the watch from `revision`; reloads after a broken watch or a compaction; while
+/// etcd cannot be reached, marks the view stale and retries with backoff.
+async fn follow(connection: Arc<Connection>, publisher: Publisher, mut revision: i64) {
+    let mut failures = 0;
+    loop {
+        match watch_from(&connection, &publisher, revision).await {
+            WatchEnd::Compacted => tracing::info!(revision, "registry watch compacted; reloading"),
+            WatchEnd::Broken => {}
+        }
+        loop {
+            match load(&connection, &publisher).await {
+                Ok(loaded) => {
+                    revision = loaded;
+                    failures = 0;
+                    break;
+                }
+                Err(error) => {
+                    if failures == 0 {
+                        tracing::warn!(%error, "etcd unreachable; serving the last known registry");
+                    }
+                    publisher.set_stale(true);
+                    failures += 1;
+                    backoff(failures).await;
+                }
+            }
+        }
+    }
+}
+
+enum WatchEnd {
+    Broken,
+    Compacted,
+}
+
+async fn watch_from(connection: &Connection, publisher: &Publisher, revision: i64) -> WatchEnd {
+    let Ok(member) = connection.member().await else {
+        return WatchEnd::Broken;
+    };
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let mut client = member.client.clone();
+    let mut stream = match client.watch(KEY_PREFIX, Some(options)).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%error, "cannot open the registry watch");
+            connection.failed(&member).await;
+            return WatchEnd::Broken;
+        }
+    };
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) | Err(_) => {
+                tracing::info!("registry watch broken; reloading");
+                connection.failed(&member).await;
+                return WatchEnd::Broken;
+            }
+        };
+        if response.compact_revision() > 0 {
+            return WatchEnd::Compacted;
+        }
+        if response.canceled() {
+            tracing::info!(
+                reason = response.cancel_reason(),
+                "registry watch cancelled"
+            );
+            connection.failed(&member).await;
+            return WatchEnd::Broken;
+        }
+        publisher.update(|view| {
+            let locations = Arc::make_mut(&mut view.locations);
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => {
+                        if let Some(location) = parse_entry(kv.key(), kv.value()) {
+                            locations.insert(location.key(), location);
+                        }
+                    }
+                    EventType::Delete => {
+                        locations.remove(String::from_utf8_lossy(kv.key()).as_ref());
+                    }
+                }
+            }
+            view.stale = false;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quaestor_test_support::etcd::EtcdCluster;
+    use quaestor_test_support::wait_for_async;
+
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_behind_a_compaction_reloads() {
+        let etcd = EtcdCluster::single();
+        etcd.put_plain("services//Worker/a/1/http", "Worker");
+        let connection =
+            Arc::new(Connection::new(EtcdOptions::new(etcd.endpoints())).expect("connection"));
+        let publisher = Publisher::default();
+        let loaded = load(&connection, &publisher).await.expect("load");
+        assert_eq!(publisher.current().locations.len(), 1);
+
+        // While nobody watches: more writes, then a compaction past the loaded revision.
+        etcd.put_plain("services//Worker/b/2/http", "Worker");
+        etcd.put_plain("services//Worker/c/3/http", "Worker");
+        let status = etcd.etcdctl(&["get", "services/", "--prefix", "-w", "json"]);
+        let revision = status
+            .stdout
+            .split("\"revision\":")
+            .nth(1)
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok())
+            });
+        let revision = revision.expect("etcdctl reports the revision").to_string();
+        let compacted = etcd.etcdctl(&["compaction", &revision]);
+        assert_eq!(compacted.code, Some(0), "{compacted:?}");
+
+        assert!(
+            matches!(
+                watch_from(&connection, &publisher, loaded).await,
+                WatchEnd::Compacted
+            ),
+            "a watch from before the compaction must report it"
+        );
+
+        // Following from the old revision ends up with everything, through a reload.
+        let follower = tokio::spawn(follow(Arc::clone(&connection), publisher.clone(), loaded));
+        let mut view = publisher.subscribe();
+        wait_for_async("the reload after the compaction", TIMEOUT, || {
+            let ready = view.borrow_and_update().locations.len() == 3;
+            async move { ready.then_some(()) }
+        })
+        .await;
+        follower.abort();
+    }
+}

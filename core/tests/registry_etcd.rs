@@ -1,0 +1,411 @@
+//! The etcd registry against real etcd processes: registration and leases, the watch,
+//! compatibility with the C# key layout, member failover and full outages.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use quaestor_core::registry::etcd::{EtcdOptions, EtcdRegistrar, EtcdRegistry};
+use quaestor_core::registry::{RegistryView, ServiceLocation};
+use quaestor_test_support::etcd::EtcdCluster;
+use quaestor_test_support::wait_for_async;
+use tokio::sync::watch;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn location(host: &str, port: u16) -> ServiceLocation {
+    ServiceLocation::new("", "Worker", host, port).expect("valid location")
+}
+
+/// Options with short timeouts, so that failovers in tests take seconds, not minutes.
+fn options(endpoints: Vec<String>) -> EtcdOptions {
+    EtcdOptions::new(endpoints).with_timeouts(Duration::from_secs(1), Duration::from_secs(2))
+}
+
+fn keys(view: &RegistryView) -> BTreeSet<String> {
+    view.locations.keys().cloned().collect()
+}
+
+fn key_set(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
+/// Waits until the published view satisfies `ready`.
+async fn until(
+    view: &mut watch::Receiver<RegistryView>,
+    what: &str,
+    ready: impl Fn(&RegistryView) -> bool,
+) {
+    wait_for_async(what, TIMEOUT, || {
+        let done = ready(&view.borrow_and_update());
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_deregister_and_the_csharp_key_layout() {
+    let etcd = EtcdCluster::single();
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("reader");
+    let registrar = EtcdRegistrar::connect(options(etcd.endpoints()))
+        .await
+        .expect("registrar");
+    let a = location("localhost", 5161)
+        .with_control("127.0.0.1:6161")
+        .with_pid(7);
+    let b = location("localhost", 5162).with_tls(true);
+    registrar.register(&a).await.expect("register a");
+    registrar.register(&b).await.expect("register b");
+
+    let mut view = registry.subscribe();
+    until(&mut view, "both registrations", |v| v.locations.len() == 2).await;
+    let seen = registry.current();
+    assert_eq!(seen.locations["services//Worker/localhost/5161/http"], a);
+    assert_eq!(
+        seen.locations["services//Worker/localhost/5162/https"].control_endpoint(),
+        "localhost:5162"
+    );
+
+    // etcdctl sees exactly the C# layout.
+    assert_eq!(
+        etcd.get_prefix_keys("services/"),
+        [
+            "services//Worker/localhost/5161/http",
+            "services//Worker/localhost/5162/https"
+        ]
+    );
+
+    registrar.deregister(&a).await.expect("deregister a");
+    until(&mut view, "a to go", |v| {
+        keys(v) == key_set(&["services//Worker/localhost/5162/https"])
+    })
+    .await;
+    assert_eq!(
+        etcd.get_prefix_keys("services/"),
+        ["services//Worker/localhost/5162/https"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_written_the_csharp_way_are_read_and_bad_keys_skipped() {
+    let etcd = EtcdCluster::single();
+    // The C# writer: a plain put, the value the bare service name, no lease.
+    etcd.put_plain("services//Worker/legacy/5161/http", "Worker");
+    etcd.put_plain("services/prod/Worker/legacy/443/https", "Worker");
+    for bad in [
+        "services//Worker/legacy/0/http",
+        "services//Worker/legacy/5161/ftp",
+        "services//Worker/legacy",
+        "services//Wor/ker/legacy/1/http",
+    ] {
+        etcd.put_plain(bad, "Worker");
+    }
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("reader");
+    assert_eq!(
+        keys(&registry.current()),
+        key_set(&[
+            "services//Worker/legacy/5161/http",
+            "services/prod/Worker/legacy/443/https"
+        ])
+    );
+    let default_scope = registry.subscribe_service("", "Worker");
+    assert_eq!(
+        default_scope.borrow().locations,
+        vec![location("legacy", 5161)]
+    );
+
+    // Bad keys arriving through the watch are skipped too; good ones still arrive.
+    let mut view = registry.subscribe();
+    etcd.put_plain("services//Worker/legacy/99999/http", "Worker");
+    etcd.put_plain("services//Worker/legacy/5162/http", "Worker");
+    until(&mut view, "the good key from the watch", |v| {
+        v.locations.len() == 3
+    })
+    .await;
+    assert!(
+        !registry
+            .current()
+            .locations
+            .contains_key("services//Worker/legacy/99999/http")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_are_rejected_before_reaching_etcd() {
+    assert!(ServiceLocation::new("", "a/b", "h", 1).is_err());
+    assert!(ServiceLocation::new("", "", "h", 1).is_err());
+    assert!(ServiceLocation::new("", "Worker", "h", 0).is_err());
+    let etcd = EtcdCluster::single();
+    let short_ttl = options(etcd.endpoints()).with_lease_ttl(Duration::from_millis(500));
+    assert!(
+        EtcdRegistrar::connect(short_ttl).await.is_err(),
+        "a TTL under 2 s is refused"
+    );
+    assert!(etcd.get_prefix_keys("services/").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_drop_revoke_at_once() {
+    let etcd = EtcdCluster::single();
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("reader");
+    let mut view = registry.subscribe();
+    // A TTL far longer than the test's deadline: only a revoke can remove the entries in time.
+    let long = options(etcd.endpoints()).with_lease_ttl(Duration::from_secs(300));
+
+    let stopped = EtcdRegistrar::connect(long.clone())
+        .await
+        .expect("registrar");
+    stopped.register(&location("a", 1)).await.expect("register");
+    let dropped = EtcdRegistrar::connect(long).await.expect("registrar");
+    dropped.register(&location("b", 2)).await.expect("register");
+    until(&mut view, "both entries", |v| v.locations.len() == 2).await;
+
+    stopped.stop().await.expect("stop");
+    until(&mut view, "the stopped registrar's entry to go", |v| {
+        v.locations.len() == 1
+    })
+    .await;
+    drop(dropped);
+    until(&mut view, "the dropped registrar's entry to go", |v| {
+        v.locations.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_delivers_changes_in_order() {
+    let etcd = EtcdCluster::single();
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("reader");
+    let registrar = EtcdRegistrar::connect(options(etcd.endpoints()))
+        .await
+        .expect("registrar");
+    let mut worker = registry.subscribe_service("", "Worker");
+    let a = location("a", 1);
+    let b = location("b", 2);
+
+    // Each step waits for its state, so the sequence of states is what followers must see.
+    let steps: Vec<(&str, Vec<ServiceLocation>)> = vec![
+        ("add a", vec![a.clone()]),
+        ("add b", vec![a.clone(), b.clone()]),
+        ("remove a", vec![b.clone()]),
+        ("add a again", vec![a.clone(), b.clone()]),
+        ("remove both", vec![]),
+    ];
+    for (step, expected) in steps {
+        match step {
+            "add a" | "add a again" => registrar.register(&a).await.expect("register a"),
+            "add b" => registrar.register(&b).await.expect("register b"),
+            "remove a" => registrar.deregister(&a).await.expect("deregister a"),
+            _ => {
+                registrar.deregister(&a).await.expect("deregister a");
+                registrar.deregister(&b).await.expect("deregister b");
+            }
+        }
+        wait_for_async(step, TIMEOUT, || {
+            let set = worker.borrow_and_update().clone();
+            let matches = set.locations == expected;
+            async move { matches.then_some(()) }
+        })
+        .await;
+    }
+
+    // A burst without waiting ends in the right state (events are applied in order).
+    for _ in 0..10 {
+        registrar.register(&a).await.expect("register");
+        registrar.deregister(&a).await.expect("deregister");
+    }
+    registrar.register(&b).await.expect("register b");
+    wait_for_async("the end of the burst", TIMEOUT, || {
+        let done = worker.borrow_and_update().locations == vec![b.clone()];
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_granted_again_and_entries_put_back() {
+    let etcd = EtcdCluster::single();
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("reader");
+    let ttl = options(etcd.endpoints()).with_lease_ttl(Duration::from_secs(3));
+    let registrar = EtcdRegistrar::connect(ttl).await.expect("registrar");
+    registrar
+        .register(&location("a", 1))
+        .await
+        .expect("register");
+    registrar
+        .register(&location("b", 2))
+        .await
+        .expect("register");
+    let mut view = registry.subscribe();
+    until(&mut view, "both entries", |v| v.locations.len() == 2).await;
+
+    // Someone revokes the registrar's lease behind its back: the entries vanish ...
+    let lease = registrar.lease_id().await;
+    let revoked = etcd.etcdctl(&["lease", "revoke", &format!("{lease:x}")]);
+    assert_eq!(revoked.code, Some(0), "{revoked:?}");
+    until(&mut view, "the revoked entries to vanish", |v| {
+        v.locations.is_empty()
+    })
+    .await;
+    // ... and come back on a new lease at the next keep-alive.
+    until(&mut view, "the entries to come back", |v| {
+        v.locations.len() == 2
+    })
+    .await;
+    assert_ne!(registrar.lease_id().await, lease);
+}
+
+/// Kills one member of a 3-member cluster that both the reader and the registrar use, and
+/// checks that no registration is lost, no read fails, and the lease survives.
+async fn survive_member_kill(kill_leader: bool) {
+    let mut etcd = EtcdCluster::start(3);
+    let leader = etcd.leader();
+    let victim = if kill_leader {
+        leader
+    } else {
+        (leader + 1) % 3
+    };
+    // The victim first: both sides connect to it, so its death forces a failover.
+    let mut endpoints = etcd.endpoints();
+    endpoints.rotate_left(victim);
+    let ttl = Duration::from_secs(3);
+    let registry = EtcdRegistry::connect(options(endpoints.clone()))
+        .await
+        .expect("reader");
+    let registrar = EtcdRegistrar::connect(options(endpoints).with_lease_ttl(ttl))
+        .await
+        .expect("registrar");
+    let before: Vec<ServiceLocation> = (1..=5).map(|i| location("h", 5160 + i)).collect();
+    for l in &before {
+        registrar.register(l).await.expect("register");
+    }
+    let mut view = registry.subscribe();
+    until(&mut view, "5 registrations", |v| v.locations.len() == 5).await;
+
+    // Record every state the reader publishes from here on.
+    let mut recorder = registry.subscribe();
+    let states = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while recorder.changed().await.is_ok() {
+            seen.push(recorder.borrow_and_update().clone());
+        }
+        seen
+    });
+
+    etcd.kill(victim);
+    // A new registration goes through within a bounded retry.
+    let after = location("h", 5170);
+    tokio::time::timeout(TIMEOUT, registrar.register(&after))
+        .await
+        .expect("registration during the failover is bounded")
+        .expect("registration during the failover succeeds");
+    until(&mut view, "the registration made after the kill", |v| {
+        v.locations.len() == 6
+    })
+    .await;
+
+    // Longer than two TTLs: the lease must have been kept alive through another member.
+    tokio::time::sleep(ttl * 2 + Duration::from_secs(1)).await;
+    let expected: BTreeSet<String> = before
+        .iter()
+        .chain([&after])
+        .map(ServiceLocation::key)
+        .collect();
+    let listed: BTreeSet<String> = etcd.get_prefix_keys("services/").into_iter().collect();
+    assert_eq!(listed, expected, "no registration lost in etcd");
+    assert_eq!(
+        keys(&registry.current()),
+        expected,
+        "no registration lost in the reader"
+    );
+
+    drop(registry);
+    for state in states.await.expect("recorder") {
+        let present = keys(&state);
+        assert!(
+            before.iter().all(|l| present.contains(&l.key())),
+            "the reader never lost a registration, but published {present:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_registration() {
+    survive_member_kill(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_follower_loses_no_registration() {
+    survive_member_kill(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outage_keeps_the_last_set_then_resyncs() {
+    let mut etcd = EtcdCluster::single();
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("reader");
+    let registrar =
+        EtcdRegistrar::connect(options(etcd.endpoints()).with_lease_ttl(Duration::from_secs(5)))
+            .await
+            .expect("registrar");
+    registrar
+        .register(&location("a", 1))
+        .await
+        .expect("register");
+    etcd.put_plain("services//Worker/legacy/2/http", "Worker");
+    let mut view = registry.subscribe();
+    let mut worker = registry.subscribe_service("", "Worker");
+    until(&mut view, "both entries", |v| v.locations.len() == 2).await;
+
+    etcd.kill(0);
+    until(&mut view, "the view to turn stale", |v| v.stale).await;
+    assert_eq!(
+        registry.current().locations.len(),
+        2,
+        "the last known set is kept"
+    );
+    assert!(
+        worker.borrow_and_update().stale,
+        "service followers see stale too"
+    );
+    assert_eq!(worker.borrow().locations.len(), 2);
+
+    etcd.restart(0);
+    until(&mut view, "the view to be fresh again", |v| !v.stale).await;
+    // Changes after the outage reach the reader without a restart.
+    etcd.put_plain("services//Worker/new/3/http", "Worker");
+    until(&mut view, "the entry written after the outage", |v| {
+        v.locations.len() == 3
+    })
+    .await;
+    // The registrar's entry is still (or again) there.
+    let listed = etcd.get_prefix_keys("services/");
+    assert!(
+        listed.contains(&"services//Worker/a/1/http".to_owned()),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_etcd_fails_to_connect() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let error = EtcdRegistry::connect(options(vec![endpoint]))
+        .await
+        .expect_err("nobody listens");
+    assert!(
+        error.to_string().contains("no etcd member answers"),
+        "{error}"
+    );
+}
