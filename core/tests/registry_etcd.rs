@@ -409,3 +409,114 @@ async fn unreachable_etcd_fails_to_connect() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_to_etcd() {
+    let pki = quaestor_test_support::TestPki::new();
+    let etcd = EtcdCluster::single_tls((&pki).into());
+    let tls = quaestor_core::tls::ClientTls {
+        ca: Some(pki.ca.clone()),
+        identity: Some((pki.client_cert.clone(), pki.client_key.clone())),
+        domain: None,
+    };
+    let with_cert = options(etcd.endpoints()).with_tls(tls.clone());
+    let registrar = EtcdRegistrar::connect(with_cert.clone())
+        .await
+        .expect("registrar over mTLS");
+    registrar
+        .register(&location("a", 1))
+        .await
+        .expect("register over mTLS");
+    let registry = EtcdRegistry::connect(with_cert)
+        .await
+        .expect("reader over mTLS");
+    assert_eq!(
+        keys(&registry.current()),
+        key_set(&["services//Worker/a/1/http"])
+    );
+    assert_eq!(
+        etcd.get_prefix_keys("services/"),
+        ["services//Worker/a/1/http"]
+    );
+
+    let no_client_cert = quaestor_core::tls::ClientTls {
+        identity: None,
+        ..tls.clone()
+    };
+    assert!(
+        EtcdRegistry::connect(options(etcd.endpoints()).with_tls(no_client_cert))
+            .await
+            .is_err(),
+        "etcd requires a client certificate"
+    );
+    let plain_endpoints = etcd
+        .endpoints()
+        .iter()
+        .map(|e| e.replace("https://", "http://"))
+        .collect();
+    assert!(
+        EtcdRegistry::connect(options(plain_endpoints))
+            .await
+            .is_err(),
+        "plaintext to a TLS etcd fails"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_authentication() {
+    let etcd = EtcdCluster::single();
+    let admin = ["--user", "root:rootpw"];
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "quaestor:secret"],
+        &["role", "add", "registry"],
+        &[
+            "role",
+            "grant-permission",
+            "registry",
+            "readwrite",
+            "services/",
+            "--prefix=true",
+        ],
+        &["user", "grant-role", "quaestor", "registry"],
+        &["auth", "enable"],
+    ] {
+        let done = etcd.etcdctl(args);
+        assert_eq!(done.code, Some(0), "etcdctl {args:?}: {done:?}");
+    }
+
+    let user = options(etcd.endpoints()).with_user("quaestor", "secret");
+    let registrar = EtcdRegistrar::connect(user.clone())
+        .await
+        .expect("registrar with a user");
+    registrar
+        .register(&location("a", 1))
+        .await
+        .expect("register with a user");
+    let registry = EtcdRegistry::connect(user)
+        .await
+        .expect("reader with a user");
+    assert_eq!(
+        keys(&registry.current()),
+        key_set(&["services//Worker/a/1/http"])
+    );
+    let listed =
+        etcd.etcdctl(&[&admin[..], &["get", "--prefix", "--keys-only", "services/"]].concat());
+    assert!(
+        listed.stdout.contains("services//Worker/a/1/http"),
+        "{listed:?}"
+    );
+
+    let wrong = options(etcd.endpoints()).with_user("quaestor", "wrong");
+    assert!(
+        EtcdRegistry::connect(wrong).await.is_err(),
+        "a wrong password is refused"
+    );
+    assert!(
+        EtcdRegistry::connect(options(etcd.endpoints()))
+            .await
+            .is_err(),
+        "no user is refused once authentication is on"
+    );
+}

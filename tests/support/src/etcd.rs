@@ -8,6 +8,7 @@
 //! etcd's own output goes to `mN.log` in the cluster's folder, not to the test's output. When
 //! a test panics while a cluster is alive, the end of each member's log is printed then.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ fn find_program(name: &str, env_var: &str, debian_package: &str) -> PathBuf {
 #[derive(Debug)]
 struct Member {
     name: String,
+    /// Clients speak TLS to it.
+    tls: bool,
     client_port: u16,
     peer_port: u16,
     process: Option<ChildProcess>,
@@ -83,7 +86,8 @@ struct Member {
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn peer_url(&self) -> String {
@@ -126,7 +130,33 @@ pub struct EtcdCluster {
     /// Distinguishes this cluster from any other on the machine, so members never join a
     /// stranger's cluster by a reused port.
     token: String,
+    /// Certificates of a cluster whose clients must use mutual TLS.
+    tls: Option<EtcdTls>,
     dir: tempfile::TempDir,
+}
+
+/// The files of an etcd cluster that serves clients over TLS and requires client
+/// certificates signed by `ca`.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// What etcdctl presents.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl From<&crate::TestPki> for EtcdTls {
+    fn from(pki: &crate::TestPki) -> Self {
+        EtcdTls {
+            ca: pki.ca.clone(),
+            server_cert: pki.server_cert.clone(),
+            server_key: pki.server_key.clone(),
+            client_cert: pki.client_cert.clone(),
+            client_key: pki.client_key.clone(),
+        }
+    }
 }
 
 impl EtcdCluster {
@@ -140,9 +170,18 @@ impl EtcdCluster {
     /// and releasing it, so another process may take one before etcd binds it: then the whole
     /// start is tried again, a few times.
     pub fn start(members: usize) -> Self {
+        Self::start_with(members, None)
+    }
+
+    /// Starts a one-member cluster whose clients must use mutual TLS (`https://` URLs).
+    pub fn single_tls(tls: EtcdTls) -> Self {
+        Self::start_with(1, Some(tls))
+    }
+
+    fn start_with(members: usize, tls: Option<EtcdTls>) -> Self {
         assert!(members > 0, "an etcd cluster needs at least one member");
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Self::launch(members);
+            let mut cluster = Self::launch(members, tls.clone());
             match cluster.wait_started() {
                 Ok(()) => return cluster,
                 Err(StartFailure::PortTaken(i)) if attempt < START_ATTEMPTS => {
@@ -159,13 +198,14 @@ impl EtcdCluster {
     }
 
     /// Picks ports, creates the folder and spawns every member, without waiting.
-    fn launch(members: usize) -> Self {
+    fn launch(members: usize, tls: Option<EtcdTls>) -> Self {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
         let ports = free_ports(2 * members);
         let mut cluster = EtcdCluster {
             members: (0..members)
                 .map(|i| Member {
                     name: format!("m{i}"),
+                    tls: tls.is_some(),
                     client_port: ports[2 * i],
                     peer_port: ports[2 * i + 1],
                     process: None,
@@ -176,6 +216,7 @@ impl EtcdCluster {
                 std::process::id(),
                 CLUSTERS.fetch_add(1, Ordering::Relaxed)
             ),
+            tls,
             dir: tempfile::Builder::new()
                 .prefix("quaestor-etcd-")
                 .tempdir()
@@ -213,6 +254,17 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", HEARTBEAT_MS])
             .args(["--election-timeout", ELECTION_MS])
+            .args(self.tls.iter().flat_map(|tls| {
+                [
+                    OsStr::new("--cert-file"),
+                    tls.server_cert.as_os_str(),
+                    OsStr::new("--key-file"),
+                    tls.server_key.as_os_str(),
+                    OsStr::new("--trusted-ca-file"),
+                    tls.ca.as_os_str(),
+                    OsStr::new("--client-cert-auth"),
+                ]
+            }))
             // The structured logger; etcd 3.4's default one is deprecated and says so.
             .args(["--logger", "zap"])
             .stdin(Stdio::null())
@@ -436,6 +488,16 @@ impl EtcdCluster {
         command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
+            .args(self.tls.iter().flat_map(|tls| {
+                [
+                    OsStr::new("--cacert"),
+                    tls.ca.as_os_str(),
+                    OsStr::new("--cert"),
+                    tls.client_cert.as_os_str(),
+                    OsStr::new("--key"),
+                    tls.client_key.as_os_str(),
+                ]
+            }))
             .args(args);
         run_command(command, ETCDCTL_TIMEOUT)
     }
