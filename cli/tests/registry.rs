@@ -174,48 +174,24 @@ fn unreachable_etcd_and_bad_arguments() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("no etcd member answers"), "{out:?}");
 
+    let register = |extra: &[&str]| -> Vec<String> {
+        let base = [
+            "registry",
+            "register",
+            "--etcd",
+            endpoint.as_str(),
+            "--service",
+        ];
+        base.iter().chain(extra).map(|a| (*a).to_owned()).collect()
+    };
     for args in [
-        &["registry", "list"][..],
-        &[
-            "registry",
-            "register",
-            "--etcd",
-            &endpoint,
-            "--service",
-            "a/b",
-            "--host",
-            "h",
-            "--port",
-            "1",
-        ],
-        &[
-            "registry",
-            "register",
-            "--etcd",
-            &endpoint,
-            "--service",
-            "A",
-            "--host",
-            "h",
-            "--port",
-            "0",
-        ],
-        &[
-            "registry",
-            "register",
-            "--etcd",
-            &endpoint,
-            "--service",
-            "A",
-            "--host",
-            "h",
-            "--port",
-            "1",
-            "--ttl",
-            "1s",
-        ],
+        vec!["registry".to_owned(), "list".to_owned()],
+        register(&["a/b", "--host", "h", "--port", "1"]),
+        register(&["A", "--host", "h", "--port", "0"]),
+        register(&["A", "--host", "h", "--port", "1", "--ttl", "1s"]),
     ] {
-        let out = quaestor(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = quaestor(&args);
         assert_eq!(out.code, Some(64), "{args:?}: {out:?}");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use quaestor_core::registry::etcd::{EtcdOptions, EtcdRegistrar, EtcdRegistry};
-use quaestor_core::registry::{RegistryView, ServiceLocation};
+use quaestor_core::registry::{RegistryReader, RegistryView, ServiceLocation};
 use quaestor_test_support::etcd::EtcdCluster;
 use quaestor_test_support::wait_for_async;
 use tokio::sync::watch;
@@ -410,6 +410,27 @@ async fn unreachable_etcd_fails_to_connect() {
     );
 }
 
+/// Registers one location with `options` and checks that a reader with the same options, and
+/// etcdctl, see it.
+async fn round_trip(etcd: &EtcdCluster, options: EtcdOptions) {
+    let registrar = EtcdRegistrar::connect(options.clone())
+        .await
+        .expect("registrar");
+    registrar
+        .register(&location("a", 1))
+        .await
+        .expect("register");
+    let registry = EtcdRegistry::connect(options).await.expect("reader");
+    assert_eq!(
+        keys(&registry.current()),
+        key_set(&["services//Worker/a/1/http"])
+    );
+    assert_eq!(
+        etcd.get_prefix_keys("services/"),
+        ["services//Worker/a/1/http"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_to_etcd() {
     let pki = quaestor_test_support::TestPki::new();
@@ -419,25 +440,7 @@ async fn mutual_tls_to_etcd() {
         identity: Some((pki.client_cert.clone(), pki.client_key.clone())),
         domain: None,
     };
-    let with_cert = options(etcd.endpoints()).with_tls(tls.clone());
-    let registrar = EtcdRegistrar::connect(with_cert.clone())
-        .await
-        .expect("registrar over mTLS");
-    registrar
-        .register(&location("a", 1))
-        .await
-        .expect("register over mTLS");
-    let registry = EtcdRegistry::connect(with_cert)
-        .await
-        .expect("reader over mTLS");
-    assert_eq!(
-        keys(&registry.current()),
-        key_set(&["services//Worker/a/1/http"])
-    );
-    assert_eq!(
-        etcd.get_prefix_keys("services/"),
-        ["services//Worker/a/1/http"]
-    );
+    round_trip(&etcd, options(etcd.endpoints()).with_tls(tls.clone())).await;
 
     let no_client_cert = quaestor_core::tls::ClientTls {
         identity: None,
@@ -464,8 +467,7 @@ async fn mutual_tls_to_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_and_password_authentication() {
-    let etcd = EtcdCluster::single();
-    let admin = ["--user", "root:rootpw"];
+    let mut etcd = EtcdCluster::single();
     for args in [
         &["user", "add", "root:rootpw"][..],
         &["user", "grant-role", "root", "root"],
@@ -485,28 +487,13 @@ async fn user_and_password_authentication() {
         let done = etcd.etcdctl(args);
         assert_eq!(done.code, Some(0), "etcdctl {args:?}: {done:?}");
     }
+    etcd.etcdctl_as("root:rootpw");
 
-    let user = options(etcd.endpoints()).with_user("quaestor", "secret");
-    let registrar = EtcdRegistrar::connect(user.clone())
-        .await
-        .expect("registrar with a user");
-    registrar
-        .register(&location("a", 1))
-        .await
-        .expect("register with a user");
-    let registry = EtcdRegistry::connect(user)
-        .await
-        .expect("reader with a user");
-    assert_eq!(
-        keys(&registry.current()),
-        key_set(&["services//Worker/a/1/http"])
-    );
-    let listed =
-        etcd.etcdctl(&[&admin[..], &["get", "--prefix", "--keys-only", "services/"]].concat());
-    assert!(
-        listed.stdout.contains("services//Worker/a/1/http"),
-        "{listed:?}"
-    );
+    round_trip(
+        &etcd,
+        options(etcd.endpoints()).with_user("quaestor", "secret"),
+    )
+    .await;
 
     let wrong = options(etcd.endpoints()).with_user("quaestor", "wrong");
     assert!(

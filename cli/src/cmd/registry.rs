@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
-use quaestor_core::registry::{RegistryView, ServiceLocation};
+use quaestor_core::registry::{RegistryReader, RegistryView, ServiceLocation};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -1,9 +1,7 @@
 //! A registry held in memory: the configuration's Worker agents (the C# load balancer's
 //! fallback when there is no etcd), or whatever one process registers in it.
 
-use tokio::sync::watch;
-
-use super::{Publisher, RegistryView, ServiceLocation, ServiceSet};
+use super::{Publisher, RegistryReader, ServiceLocation};
 
 /// Cheap to clone; clones share the locations.
 #[derive(Debug, Clone, Default)]
@@ -32,17 +30,11 @@ impl MemoryRegistry {
     pub fn deregister(&self, location: &ServiceLocation) {
         self.publisher.remove(&location.key());
     }
+}
 
-    pub fn subscribe(&self) -> watch::Receiver<RegistryView> {
-        self.publisher.subscribe()
-    }
-
-    pub fn subscribe_service(&self, scope: &str, service: &str) -> watch::Receiver<ServiceSet> {
-        self.publisher.subscribe_service(scope, service)
-    }
-
-    pub fn current(&self) -> RegistryView {
-        self.publisher.current()
+impl RegistryReader for MemoryRegistry {
+    fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 }
 

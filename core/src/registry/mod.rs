@@ -276,6 +276,26 @@ pub struct ServiceSet {
     pub stale: bool,
 }
 
+/// What every registry offers its readers. Backends only say where their [`Publisher`] is.
+pub trait RegistryReader {
+    fn publisher(&self) -> &Publisher;
+
+    /// Follows the whole registry.
+    fn subscribe(&self) -> watch::Receiver<RegistryView> {
+        self.publisher().subscribe()
+    }
+
+    /// Follows one service of one scope.
+    fn subscribe_service(&self, scope: &str, service: &str) -> watch::Receiver<ServiceSet> {
+        self.publisher().subscribe_service(scope, service)
+    }
+
+    /// The registry now.
+    fn current(&self) -> RegistryView {
+        self.publisher().current()
+    }
+}
+
 /// What registries share: they publish a [`RegistryView`] and, for each service a reader asks
 /// about, a [`ServiceSet`], both through `tokio::sync::watch` channels. Receivers see only
 /// real changes.

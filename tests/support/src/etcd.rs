@@ -132,6 +132,8 @@ pub struct EtcdCluster {
     token: String,
     /// Certificates of a cluster whose clients must use mutual TLS.
     tls: Option<EtcdTls>,
+    /// `user:password` that etcdctl passes, once authentication is on.
+    etcdctl_user: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -217,6 +219,7 @@ impl EtcdCluster {
                 CLUSTERS.fetch_add(1, Ordering::Relaxed)
             ),
             tls,
+            etcdctl_user: None,
             dir: tempfile::Builder::new()
                 .prefix("quaestor-etcd-")
                 .tempdir()
@@ -468,6 +471,12 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// From now on etcdctl authenticates as `user_and_password` (`user:password`), e.g.
+    /// after a test turned authentication on.
+    pub fn etcdctl_as(&mut self, user_and_password: &str) {
+        self.etcdctl_user = Some(user_and_password.to_owned());
+    }
+
     /// Runs `etcdctl ARGS...` (API v3) against the running members.
     pub fn etcdctl(&self, args: &[&str]) -> Finished {
         self.etcdctl_on(&self.running(), args)
@@ -488,6 +497,11 @@ impl EtcdCluster {
         command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
+            .args(
+                self.etcdctl_user
+                    .iter()
+                    .flat_map(|user| ["--user", user.as_str()]),
+            )
             .args(self.tls.iter().flat_map(|tls| {
                 [
                     OsStr::new("--cacert"),

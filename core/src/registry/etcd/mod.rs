@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{
-    KEY_PREFIX, LocationError, Publisher, RegistryView, ServiceLocation, ServiceSet, parse_entries,
+    KEY_PREFIX, LocationError, Publisher, RegistryReader, ServiceLocation, parse_entries,
     parse_entry,
 };
 use crate::tls::{ClientTls, TlsError};
@@ -131,21 +130,15 @@ impl EtcdRegistry {
         })
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<RegistryView> {
-        self.publisher.subscribe()
-    }
-
-    pub fn subscribe_service(&self, scope: &str, service: &str) -> watch::Receiver<ServiceSet> {
-        self.publisher.subscribe_service(scope, service)
-    }
-
-    pub fn current(&self) -> RegistryView {
-        self.publisher.current()
-    }
-
     /// A registrar on the same connection, with its own lease.
     pub async fn registrar(&self) -> Result<EtcdRegistrar, EtcdError> {
         EtcdRegistrar::on(Arc::clone(&self.connection)).await
+    }
+}
+
+impl RegistryReader for EtcdRegistry {
+    fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 }
 
