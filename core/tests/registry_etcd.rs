@@ -29,21 +29,17 @@ fn key_set(keys: &[&str]) -> BTreeSet<String> {
     keys.iter().map(|k| (*k).to_owned()).collect()
 }
 
-/// Waits until the published view satisfies `ready`.
-async fn until(
-    view: &mut watch::Receiver<RegistryView>,
-    what: &str,
-    ready: impl Fn(&RegistryView) -> bool,
-) {
+/// Waits until what `receiver` publishes satisfies `ready`.
+async fn until<T>(receiver: &mut watch::Receiver<T>, what: &str, ready: impl Fn(&T) -> bool) {
     wait_for_async(what, TIMEOUT, || {
-        let done = ready(&view.borrow_and_update());
+        let done = ready(&receiver.borrow_and_update());
         async move { done.then_some(()) }
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_deregister_and_the_csharp_key_layout() {
+/// One etcd member, a reader and a registrar on it.
+async fn single_with_reader_and_registrar() -> (EtcdCluster, EtcdRegistry, EtcdRegistrar) {
     let etcd = EtcdCluster::single();
     let registry = EtcdRegistry::connect(options(etcd.endpoints()))
         .await
@@ -51,6 +47,12 @@ async fn register_deregister_and_the_csharp_key_layout() {
     let registrar = EtcdRegistrar::connect(options(etcd.endpoints()))
         .await
         .expect("registrar");
+    (etcd, registry, registrar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_deregister_and_the_csharp_key_layout() {
+    let (etcd, registry, registrar) = single_with_reader_and_registrar().await;
     let a = location("localhost", 5161)
         .with_control("127.0.0.1:6161")
         .with_pid(7);
@@ -179,13 +181,7 @@ async fn stop_and_drop_revoke_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_delivers_changes_in_order() {
-    let etcd = EtcdCluster::single();
-    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
-        .await
-        .expect("reader");
-    let registrar = EtcdRegistrar::connect(options(etcd.endpoints()))
-        .await
-        .expect("registrar");
+    let (_etcd, registry, registrar) = single_with_reader_and_registrar().await;
     let mut worker = registry.subscribe_service("", "Worker");
     let a = location("a", 1);
     let b = location("b", 2);
@@ -208,12 +204,7 @@ async fn the_watch_delivers_changes_in_order() {
                 registrar.deregister(&b).await.expect("deregister b");
             }
         }
-        wait_for_async(step, TIMEOUT, || {
-            let set = worker.borrow_and_update().clone();
-            let matches = set.locations == expected;
-            async move { matches.then_some(()) }
-        })
-        .await;
+        until(&mut worker, step, |set| set.locations == expected).await;
     }
 
     // A burst without waiting ends in the right state (events are applied in order).
@@ -222,9 +213,8 @@ async fn the_watch_delivers_changes_in_order() {
         registrar.deregister(&a).await.expect("deregister");
     }
     registrar.register(&b).await.expect("register b");
-    wait_for_async("the end of the burst", TIMEOUT, || {
-        let done = worker.borrow_and_update().locations == vec![b.clone()];
-        async move { done.then_some(()) }
+    until(&mut worker, "the end of the burst", |set| {
+        set.locations == vec![b.clone()]
     })
     .await;
 }
