@@ -4,12 +4,14 @@
 //! - [`reporter`]: serves `grpc.health.v1.Health` and `LoadReportingGrpc` for a worker.
 //! - [`registry`]: where the workers are: in memory or in etcd (leases, watch, failover).
 //! - [`server`]: one gRPC server (health, reflection, TLS, graceful stop) every role serves on.
+//! - [`balancer`]: follows a registry, monitors every location, answers discovery from memory.
 //! - [`client`]: connecting to quaestor servers and asking them for health and load.
 //! - [`tls`]: TLS settings shared by servers and clients.
 //! - [`worker`]: the demo Work service of the reference worker (`quaestor worker`).
 //! - [`proto`]: the generated wire types (see DESIGN.md "Wire contracts").
 #![forbid(unsafe_code)]
 
+pub mod balancer;
 pub mod client;
 pub mod load;
 pub mod proto;

@@ -1,0 +1,396 @@
+//! The look-aside balancer: follows a registry, monitors every location in the background and
+//! answers "which worker?" from memory.
+//!
+//! - [`monitor`]: one monitor per location (health Watch or Check, load polls, liveness).
+//! - [`ranking`]: the order of candidates; the C# Quaestor's by default.
+//! - [`discovery`]: `Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc` over a [`Balancer`].
+//!
+//! Anti-herding: a location handed out by `discover_top` counts as one more request until its
+//! next load report or until `recently_used_timeout` passes, and choosing plus counting happen
+//! under one lock per service, so simultaneous clients spread over equal workers.
+
+pub mod discovery;
+pub mod monitor;
+pub mod ranking;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::registry::{RegistryReader, RegistryView, ServiceLocation};
+use crate::server::GrpcServer;
+use crate::server::health::HealthState;
+use crate::tls::ClientTls;
+use monitor::{Monitored, ProbeState};
+use ranking::{Candidate, QuaestorRanking, Ranking};
+
+/// How the balancer probes and counts.
+#[derive(Debug, Clone)]
+pub struct BalancerOptions {
+    /// Between two load probes of one location (`probeIntervalMs`).
+    pub probe_interval: Duration,
+    /// Bound of one probe; a location silent for longer is excluded
+    /// (`serviceResponseTimeoutSeconds`). Also bounds the first probe round of a service.
+    pub response_timeout: Duration,
+    /// How long a hand-out weighs as a request without a fresh report (`recentlyUsedTimeoutSeconds`).
+    pub recently_used_timeout: Duration,
+    /// How to check workers that serve TLS (`https` keys).
+    pub client_tls: Option<ClientTls>,
+}
+
+impl Default for BalancerOptions {
+    fn default() -> Self {
+        BalancerOptions {
+            probe_interval: Duration::from_millis(1000),
+            response_timeout: Duration::from_secs(3),
+            recently_used_timeout: Duration::from_secs(5),
+            client_tls: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DiscoveryError {
+    #[error("the service name must not be empty")]
+    EmptyServiceName,
+}
+
+/// A running balancer. Cheap to clone; dropping the last clone stops following and probing.
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: BalancerOptions,
+    ranking: Box<dyn Ranking>,
+    table: RwLock<Table>,
+    /// Bumped whenever a location's health or load changes, or the set of locations does.
+    changes: watch::Sender<u64>,
+    /// One lock per (scope, service): choosing and counting a hand-out are one step.
+    choosing: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// The registry as last seen, keyed like it.
+    locations: BTreeMap<String, Arc<Monitored>>,
+    /// Every location on a host, for host utilisation.
+    by_host: HashMap<String, Vec<Arc<Monitored>>>,
+}
+
+/// A location and what the balancer knows of it (for status and tests).
+#[derive(Debug, Clone)]
+pub struct LocationStatus {
+    pub location: ServiceLocation,
+    pub state: ProbeState,
+    pub healthy: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(follower) = self
+            .follower
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            follower.abort();
+        }
+    }
+}
+
+impl Balancer {
+    /// Follows `registry` and monitors its locations, ranking with the C# order.
+    pub fn start<R: RegistryReader + Send + Sync + 'static>(
+        registry: R,
+        options: BalancerOptions,
+    ) -> Self {
+        Self::with_ranking(registry, options, Box::new(QuaestorRanking))
+    }
+
+    pub fn with_ranking<R: RegistryReader + Send + Sync + 'static>(
+        registry: R,
+        options: BalancerOptions,
+        ranking: Box<dyn Ranking>,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            options,
+            ranking,
+            table: RwLock::new(Table::default()),
+            changes: watch::Sender::new(0),
+            choosing: Mutex::new(HashMap::new()),
+            follower: Mutex::new(None),
+        });
+        let mut views = registry.subscribe();
+        inner.apply(&views.borrow_and_update());
+        let weak = Arc::downgrade(&inner);
+        let follower = tokio::spawn(async move {
+            // Holds the registry (an etcd reader stops when dropped) for as long as it follows.
+            let _registry = registry;
+            while views.changed().await.is_ok() {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.apply(&views.borrow_and_update());
+            }
+        });
+        *inner
+            .follower
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(follower);
+        Balancer { inner }
+    }
+
+    pub fn options(&self) -> &BalancerOptions {
+        &self.inner.options
+    }
+
+    /// Healthy locations of a service, in random order; `max_count` ≤ 0 means all.
+    pub async fn discover(
+        &self,
+        scope: &str,
+        service: &str,
+        max_count: i32,
+    ) -> Result<Vec<ServiceLocation>, DiscoveryError> {
+        let candidates = self.candidates(scope, service).await?;
+        let now = Instant::now();
+        let mut healthy: Vec<ServiceLocation> = candidates
+            .iter()
+            .filter(|m| m.with_state(|s| s.is_healthy(now, self.liveness_window())))
+            .map(|m| m.location.clone())
+            .collect();
+        fastrand::shuffle(&mut healthy);
+        truncate(&mut healthy, max_count);
+        Ok(healthy)
+    }
+
+    /// Healthy locations that report load with capacity ≠ 0, best first; `max_count` ≤ 0
+    /// means all. The first one counts as handed out.
+    pub async fn discover_top(
+        &self,
+        scope: &str,
+        service: &str,
+        max_count: i32,
+    ) -> Result<Vec<ServiceLocation>, DiscoveryError> {
+        let candidates = self.candidates(scope, service).await?;
+        let lock = self.choosing_lock(scope, service);
+        let _choosing = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ranked = self.rank(&candidates, Instant::now());
+        truncate(&mut ranked, max_count);
+        if let Some(first) = ranked.first() {
+            first.handed_out(Instant::now(), self.inner.options.recently_used_timeout);
+        }
+        Ok(ranked.iter().map(|m| m.location.clone()).collect())
+    }
+
+    /// The ranked healthy locations of a service, without counting a hand-out (grpclb).
+    pub fn ranked(&self, scope: &str, service: &str) -> Vec<ServiceLocation> {
+        let candidates = self.locations_of(scope, service);
+        self.rank(&candidates, Instant::now())
+            .iter()
+            .map(|m| m.location.clone())
+            .collect()
+    }
+
+    /// What the balancer knows of every location of a service.
+    pub fn status(&self, scope: &str, service: &str) -> Vec<LocationStatus> {
+        let now = Instant::now();
+        self.locations_of(scope, service)
+            .iter()
+            .map(|m| {
+                let state = m.state();
+                LocationStatus {
+                    location: m.location.clone(),
+                    healthy: state.is_healthy(now, self.liveness_window()),
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    /// Bumped whenever health, load or the set of locations changes.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The `ServiceDiscoveryGrpc` service over this balancer.
+    pub fn discovery_service(&self) -> discovery::ServiceDiscoveryServer {
+        discovery::service(self.clone())
+    }
+
+    /// A server with health (`""` and `ServiceDiscoveryGrpc` SERVING), discovery and reflection.
+    pub fn server(&self, health: HealthState) -> GrpcServer {
+        health.set(
+            discovery::SERVICE_NAME,
+            crate::server::health::ServingStatus::Serving,
+        );
+        GrpcServer::new(health).add_service(self.discovery_service())
+    }
+
+    /// The locations of a service; the first time a service is asked for, waits (at most the
+    /// response timeout) for the first probe of each of them.
+    async fn candidates(
+        &self,
+        scope: &str,
+        service: &str,
+    ) -> Result<Vec<Arc<Monitored>>, DiscoveryError> {
+        if service.is_empty() {
+            return Err(DiscoveryError::EmptyServiceName);
+        }
+        let candidates = self.locations_of(scope, service);
+        if candidates.iter().all(|m| m.with_state(ProbeState::probed)) {
+            return Ok(candidates);
+        }
+        let mut changes = self.inner.changes.subscribe();
+        let all_probed = async {
+            while !candidates.iter().all(|m| m.with_state(ProbeState::probed)) {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.inner.options.response_timeout, all_probed).await;
+        Ok(candidates)
+    }
+
+    fn locations_of(&self, scope: &str, service: &str) -> Vec<Arc<Monitored>> {
+        let prefix = ServiceLocation::service_prefix(scope, service);
+        let table = self
+            .inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        table
+            .locations
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, m)| Arc::clone(m))
+            .collect()
+    }
+
+    /// Healthy candidates that report load with a capacity other than 0, best first.
+    fn rank(&self, candidates: &[Arc<Monitored>], now: Instant) -> Vec<Arc<Monitored>> {
+        let window = self.inner.options.recently_used_timeout;
+        let liveness = self.liveness_window();
+        let table = self
+            .inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut host_utilization: HashMap<&str, f64> = HashMap::new();
+        let mut scored: Vec<(Arc<Monitored>, f64, i64, i64)> = Vec::with_capacity(candidates.len());
+        for m in candidates {
+            let Some((rate, current, capacity)) = m.with_state(|s| {
+                let load = s.load.filter(|_| s.is_healthy(now, liveness))?;
+                let current =
+                    i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
+                Some((load.known_load_rate, current, i64::from(load.capacity)))
+            }) else {
+                continue;
+            };
+            if capacity == 0 {
+                continue;
+            }
+            let host = m.location.host.as_str();
+            if !host_utilization.contains_key(host) {
+                host_utilization.insert(host, host_load(table.by_host.get(host), now, window));
+            }
+            scored.push((Arc::clone(m), rate, current, capacity));
+        }
+        let mut ranked: Vec<(Candidate<'_>, &Arc<Monitored>)> = scored
+            .iter()
+            .map(|(m, rate, current, capacity)| {
+                let candidate = Candidate {
+                    location: &m.location,
+                    known_load_rate: *rate,
+                    current_requests: *current,
+                    capacity: *capacity,
+                    host_utilization: host_utilization[m.location.host.as_str()],
+                };
+                (candidate, m)
+            })
+            .collect();
+        ranked.sort_by(|(a, _), (b, _)| self.inner.ranking.compare(a, b));
+        ranked.into_iter().map(|(_, m)| Arc::clone(m)).collect()
+    }
+
+    fn choosing_lock(&self, scope: &str, service: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .inner
+            .choosing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            locks
+                .entry((scope.to_owned(), service.to_owned()))
+                .or_default(),
+        )
+    }
+
+    /// A location that has not answered for this long is not healthy.
+    fn liveness_window(&self) -> Duration {
+        self.inner.options.probe_interval + self.inner.options.response_timeout
+    }
+}
+
+/// Σ current (with hand-outs) / Σ capacity over the host's locations that report load.
+fn host_load(locations: Option<&Vec<Arc<Monitored>>>, now: Instant, window: Duration) -> f64 {
+    let (mut current, mut capacity) = (0i64, 0i64);
+    for m in locations.into_iter().flatten() {
+        m.with_state(|s| {
+            if let Some(load) = s.load.filter(|l| l.capacity > 0) {
+                current += i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
+                capacity += i64::from(load.capacity);
+            }
+        });
+    }
+    if capacity == 0 {
+        0.0
+    } else {
+        current as f64 / capacity as f64
+    }
+}
+
+fn truncate<T>(items: &mut Vec<T>, max_count: i32) {
+    if max_count > 0 {
+        items.truncate(max_count as usize);
+    }
+}
+
+impl Inner {
+    /// Brings the monitors in line with the registry: new locations start being probed,
+    /// departed ones stop, changed ones (e.g. a new control endpoint) start over.
+    fn apply(&self, view: &RegistryView) {
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        let before = table.locations.len();
+        table
+            .locations
+            .retain(|key, m| view.locations.get(key).is_some_and(|l| *l == m.location));
+        let mut added = 0;
+        for (key, location) in view.locations.iter() {
+            if !table.locations.contains_key(key) {
+                let monitored =
+                    Monitored::start(location.clone(), &self.options, self.changes.clone());
+                table.locations.insert(key.clone(), monitored);
+                added += 1;
+            }
+        }
+        if added > 0 || table.locations.len() != before {
+            let mut by_host: HashMap<String, Vec<Arc<Monitored>>> = HashMap::new();
+            for m in table.locations.values() {
+                by_host
+                    .entry(m.location.host.clone())
+                    .or_default()
+                    .push(Arc::clone(m));
+            }
+            table.by_host = by_host;
+            drop(table);
+            self.changes
+                .send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The balancer against real workers over loopback (in-process reporters, real gRPC): the
+//! discovery contract, ranking by reported load, exclusion of unhealthy and dead workers,
+//! anti-herding, registry changes and control endpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quaestor_core::balancer::{Balancer, BalancerOptions};
+use quaestor_core::load::ServiceLoad;
+use quaestor_core::proto::service_discovery::DiscoverServicesRequest;
+use quaestor_core::proto::service_discovery::service_discovery_grpc_client::ServiceDiscoveryGrpcClient;
+use quaestor_core::registry::ServiceLocation;
+use quaestor_core::registry::memory::MemoryRegistry;
+use quaestor_core::reporter::Reporter;
+use quaestor_core::server::ServerHandle;
+use quaestor_core::server::health::HealthState;
+use quaestor_test_support::wait_for_async;
+use tonic::Code;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn options() -> BalancerOptions {
+    BalancerOptions {
+        probe_interval: Duration::from_millis(100),
+        response_timeout: Duration::from_secs(1),
+        ..BalancerOptions::default()
+    }
+}
+
+/// An in-process worker: a reporter for `Worker` on a port of its own.
+struct TestWorker {
+    reporter: Reporter,
+    load: Arc<ServiceLoad>,
+    server: Option<ServerHandle>,
+    location: ServiceLocation,
+}
+
+impl TestWorker {
+    async fn start(capacity: i32) -> Self {
+        let reporter = Reporter::new();
+        let load = reporter.add_service("Worker", capacity).expect("add");
+        let server = reporter
+            .serve("127.0.0.1:0".parse().expect("addr"), None)
+            .await
+            .expect("serve");
+        let location = ServiceLocation::new("", "Worker", "127.0.0.1", server.local_addr().port())
+            .expect("location");
+        TestWorker {
+            reporter,
+            load,
+            server: Some(server),
+            location,
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("shutdown");
+        }
+    }
+}
+
+async fn workers(count: usize, capacity: i32) -> Vec<TestWorker> {
+    let mut started = Vec::new();
+    for _ in 0..count {
+        started.push(TestWorker::start(capacity).await);
+    }
+    started
+}
+
+fn registry_of(workers: &[TestWorker]) -> MemoryRegistry {
+    MemoryRegistry::from_locations(workers.iter().map(|w| w.location.clone()))
+}
+
+fn ports(locations: &[ServiceLocation]) -> Vec<u16> {
+    locations.iter().map(|l| l.port).collect()
+}
+
+/// Waits until `discover_top` (all, no hand-out counted twice matters here) gives `expected`.
+async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) -> bool) -> Vec<u16> {
+    wait_for_async(what, TIMEOUT, || async {
+        let top = ports(&balancer.ranked("", "Worker"));
+        expected(&top).then_some(top)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_discovery_contract_over_grpc() {
+    let pool = workers(3, 4).await;
+    let mut locations: Vec<ServiceLocation> = pool.iter().map(|w| w.location.clone()).collect();
+    // The same worker also registered in another scope, which must not leak into "".
+    locations.push(
+        ServiceLocation::new("prod", "Worker", "127.0.0.1", pool[0].location.port).expect("valid"),
+    );
+    let balancer = Balancer::start(MemoryRegistry::from_locations(locations), options());
+    let server = balancer
+        .server(HealthState::new())
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let mut client = ServiceDiscoveryGrpcClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .expect("connect");
+    let request = |scope: &str, service: &str, max_count: i32| DiscoverServicesRequest {
+        scope: scope.into(),
+        service_name: service.into(),
+        max_count,
+    };
+
+    // The first question waits for the first probes: all three are there at once.
+    let all = client
+        .discover_services(request("", "Worker", 0))
+        .await
+        .expect("discover")
+        .into_inner();
+    assert_eq!(all.service_locations.len(), 3);
+    let first = &all.service_locations[0];
+    assert_eq!(
+        (
+            first.scope.as_str(),
+            first.service_name.as_str(),
+            first.host_name.as_str()
+        ),
+        ("", "Worker", "127.0.0.1")
+    );
+    let top = client
+        .discover_top_services(request("", "Worker", -1))
+        .await
+        .expect("top")
+        .into_inner();
+    assert_eq!(top.service_locations.len(), 3, "max_count < 0 means all");
+    let one = client
+        .discover_top_services(request("", "Worker", 1))
+        .await
+        .expect("top 1")
+        .into_inner();
+    assert_eq!(one.service_locations.len(), 1);
+    let two = client
+        .discover_services(request("", "Worker", 2))
+        .await
+        .expect("2")
+        .into_inner();
+    assert_eq!(two.service_locations.len(), 2);
+
+    let scoped = client
+        .discover_services(request("prod", "Worker", 0))
+        .await
+        .expect("scoped")
+        .into_inner();
+    assert_eq!(scoped.service_locations.len(), 1);
+    assert_eq!(scoped.service_locations[0].scope, "prod");
+
+    let unknown = client
+        .discover_top_services(request("", "Nope", 0))
+        .await
+        .expect("unknown is OK")
+        .into_inner();
+    assert!(unknown.service_locations.is_empty());
+    for call in [true, false] {
+        let empty = request("", "", 0);
+        let error = if call {
+            client
+                .discover_services(empty)
+                .await
+                .expect_err("empty name")
+        } else {
+            client
+                .discover_top_services(empty)
+                .await
+                .expect_err("empty name")
+        };
+        assert_eq!(error.code(), Code::InvalidArgument);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranking_follows_reported_load() {
+    let pool = workers(3, 4).await;
+    let balancer = Balancer::start(registry_of(&pool), options());
+    let port = |i: usize| pool[i].location.port;
+    pool[0].load.reset_current_requests(3);
+    pool[1].load.reset_current_requests(1);
+    pool[2].load.reset_current_requests(2);
+    until_top(&balancer, "the order 1, 2, 0", |top| {
+        top == [port(1), port(2), port(0)]
+    })
+    .await;
+
+    // A known load rate, when every worker has one, outranks requests.
+    pool[0].load.set_known_load_rate(0.1);
+    pool[1].load.set_known_load_rate(0.9);
+    pool[2].load.set_known_load_rate(0.5);
+    until_top(&balancer, "the order by load rate", |top| {
+        top == [port(0), port(2), port(1)]
+    })
+    .await;
+
+    // Capacity 0: never offered on top, still healthy for plain discovery.
+    pool[0].load.set_capacity(0);
+    until_top(&balancer, "capacity 0 to drop out", |top| {
+        top == [port(2), port(1)]
+    })
+    .await;
+    assert_eq!(
+        balancer
+            .discover("", "Worker", 0)
+            .await
+            .expect("discover")
+            .len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_serving_and_dead_workers_leave_the_answers() {
+    let mut pool = workers(3, 4).await;
+    let balancer = Balancer::start(registry_of(&pool), options());
+    assert_eq!(
+        balancer
+            .discover("", "Worker", 0)
+            .await
+            .expect("discover")
+            .len(),
+        3
+    );
+
+    pool[0].reporter.set_serving("Worker", false);
+    until_top(&balancer, "the NOT_SERVING worker to leave", |top| {
+        top.len() == 2
+    })
+    .await;
+    assert!(
+        !ports(&balancer.discover("", "Worker", 0).await.expect("discover"))
+            .contains(&pool[0].location.port)
+    );
+
+    pool[0].reporter.set_serving("Worker", true);
+    until_top(&balancer, "the worker to come back", |top| top.len() == 3).await;
+
+    pool[1].stop().await;
+    until_top(&balancer, "the dead worker to leave", |top| top.len() == 2).await;
+    let status = balancer.status("", "Worker");
+    let dead = status
+        .iter()
+        .find(|s| s.location.port == pool[1].location.port)
+        .expect("still registered");
+    assert!(!dead.healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_clients_spread_over_equal_workers() {
+    let pool = workers(10, 4).await;
+    let balancer = Balancer::start(
+        registry_of(&pool),
+        BalancerOptions {
+            // Long enough that no load report clears the hand-outs during the burst.
+            probe_interval: Duration::from_secs(30),
+            ..options()
+        },
+    );
+    assert_eq!(
+        balancer
+            .discover("", "Worker", 0)
+            .await
+            .expect("probed")
+            .len(),
+        10
+    );
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let balancer = balancer.clone();
+            tokio::spawn(async move { balancer.discover_top("", "Worker", 1).await })
+        })
+        .collect();
+    let mut handed: HashMap<u16, usize> = HashMap::new();
+    for call in calls {
+        let chosen = call.await.expect("task").expect("discover");
+        assert_eq!(chosen.len(), 1);
+        *handed.entry(chosen[0].port).or_default() += 1;
+    }
+    assert_eq!(handed.values().sum::<usize>(), 50);
+    let most = handed.values().copied().max().unwrap_or_default();
+    assert!(most <= 10, "no worker may get more than 20 %: {handed:?}");
+    assert_eq!(handed.len(), 10, "every equal worker is used: {handed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_changes_start_and_stop_monitoring() {
+    let pool = workers(2, 4).await;
+    let registry = MemoryRegistry::from_locations([pool[0].location.clone()]);
+    let balancer = Balancer::start(registry.clone(), options());
+    assert_eq!(
+        balancer
+            .discover("", "Worker", 0)
+            .await
+            .expect("discover")
+            .len(),
+        1
+    );
+    registry.register(pool[1].location.clone());
+    until_top(&balancer, "the added worker", |top| top.len() == 2).await;
+    registry.deregister(&pool[0].location);
+    until_top(&balancer, "the removed worker to go", |top| {
+        top == [pool[1].location.port]
+    })
+    .await;
+    assert_eq!(
+        balancer.status("", "Worker").len(),
+        1,
+        "no monitor left for a removed location"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_go_to_the_control_endpoint() {
+    // The "worker" serves traffic on a port nobody answers on; its reporter is elsewhere.
+    let reporter = TestWorker::start(4).await;
+    let traffic = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let traffic_port = traffic.local_addr().expect("addr").port();
+    let location = ServiceLocation::new("", "Worker", "127.0.0.1", traffic_port)
+        .expect("valid")
+        .with_control(reporter.location.address());
+    let balancer = Balancer::start(MemoryRegistry::from_locations([location]), options());
+    let top = balancer.discover_top("", "Worker", 0).await.expect("top");
+    assert_eq!(
+        ports(&top),
+        [traffic_port],
+        "the traffic port is handed out, probed via control"
+    );
+    reporter.load.reset_current_requests(2);
+    wait_for_async("the control endpoint's load", TIMEOUT, || async {
+        let status = balancer.status("", "Worker");
+        (status[0].state.load.map(|l| l.current_requests) == Some(2)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_load_reporting_is_found_but_not_ranked() {
+    // Health only: the standard health service, no LoadReportingGrpc.
+    let health = HealthState::new();
+    health.set_serving("Worker", true);
+    let server = quaestor_core::server::GrpcServer::new(health)
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let location =
+        ServiceLocation::new("", "Worker", "127.0.0.1", server.local_addr().port()).expect("valid");
+    let balancer = Balancer::start(MemoryRegistry::from_locations([location]), options());
+    assert_eq!(
+        balancer
+            .discover("", "Worker", 0)
+            .await
+            .expect("discover")
+            .len(),
+        1
+    );
+    assert!(
+        balancer
+            .discover_top("", "Worker", 0)
+            .await
+            .expect("top")
+            .is_empty()
+    );
+}
