@@ -72,9 +72,12 @@ struct Inner {
     /// Bumped whenever a location's health or load changes, or the set of locations does.
     changes: watch::Sender<u64>,
     /// One lock per (scope, service): choosing and counting a hand-out are one step.
-    choosing: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    choosing: Mutex<ChoosingLocks>,
     follower: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// One lock per (scope, service).
+type ChoosingLocks = HashMap<(String, String), Arc<Mutex<()>>>;
 
 #[derive(Debug, Default)]
 struct Table {
