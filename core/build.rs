@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "quaestor/load_reporting.proto",
     "quaestor/service_discovery.proto",
     "quaestor/example/work.proto",
+    "grpc/lb/v1/load_balancer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

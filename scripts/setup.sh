@@ -36,6 +36,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# The grpclb interoperability test builds a stock grpc-go client (tests/grpclb-go).
+if ! command -v go >/dev/null; then
+  echo "setup: go not found: install Go first (the grpclb test builds a grpc-go client)" >&2
+  exit 1
+fi
+(cd tests/grpclb-go && go mod download)
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   if ! "$python" -m venv .venv 2>/dev/null; then

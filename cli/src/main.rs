@@ -23,11 +23,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the reference worker: the demo Work service, health and load on one port.
+    /// SIGUSR1 turns it NOT_SERVING, SIGUSR2 SERVING again; SIGTERM stops it gracefully.
     Worker(cmd::worker::Args),
     /// Ask a server for its health; exit 0 SERVING, 1 not serving or unknown, 2 unreachable.
     Health(cmd::health::Args),
     /// Ask a worker for the load report of one of its services.
     Load(cmd::load::Args),
+    /// Ask a balancer which workers serve a service; exit 1 when none does.
+    Discover(cmd::discover::Args),
     /// List, follow or add registrations in etcd (the operator's view of the registry).
     #[command(subcommand)]
     Registry(cmd::registry::Command),
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Health(args) => cmd::health::run(args).await,
             Command::Load(args) => cmd::load::run(args).await,
             Command::Registry(command) => cmd::registry::run(command).await,
+            Command::Discover(args) => cmd::discover::run(args).await,
         }
     });
     // Do not wait for tasks still running (e.g. a connection being closed).

@@ -1,5 +1,5 @@
-//! Connecting to quaestor servers (workers, reporters, balancers) and asking them for health
-//! and load.
+//! Connecting to quaestor servers (workers, reporters, balancers) and asking them for health,
+//! load and services.
 
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use crate::proto::health::HealthCheckRequest;
 use crate::proto::health::health_client::HealthClient;
 use crate::proto::load_reporting::load_reporting_grpc_client::LoadReportingGrpcClient;
 use crate::proto::load_reporting::{LoadReportRequest, LoadReportResponse};
+use crate::proto::service_discovery::service_discovery_grpc_client::ServiceDiscoveryGrpcClient;
+use crate::proto::service_discovery::{DiscoverServicesRequest, ServiceLocationMsg};
 use crate::server::health::ServingStatus;
 use crate::tls::{ClientTls, TlsError};
 
@@ -164,6 +166,30 @@ impl Target {
         };
         self.call(LoadReportingGrpcClient::new(channel).report_load(request))
             .await
+    }
+
+    /// `ServiceDiscoveryGrpc/DiscoverServices` (random order), or `DiscoverTopServices`
+    /// (best first) when `top`; `max_count` ≤ 0 means all.
+    pub async fn discover(
+        &self,
+        channel: Channel,
+        scope: &str,
+        service: &str,
+        max_count: i32,
+        top: bool,
+    ) -> Result<Vec<ServiceLocationMsg>, ClientError> {
+        let request = DiscoverServicesRequest {
+            scope: scope.to_owned(),
+            service_name: service.to_owned(),
+            max_count,
+        };
+        let mut client = ServiceDiscoveryGrpcClient::new(channel);
+        let answer = if top {
+            self.call(client.discover_top_services(request)).await?
+        } else {
+            self.call(client.discover_services(request)).await?
+        };
+        Ok(answer.service_locations)
     }
 
     async fn call<T>(

@@ -5,6 +5,7 @@
 //! - [`registry`]: where the workers are: in memory or in etcd (leases, watch, failover).
 //! - [`server`]: one gRPC server (health, reflection, TLS, graceful stop) every role serves on.
 //! - [`balancer`]: follows a registry, monitors every location, answers discovery from memory.
+//! - [`config`]: the C# Quaestor's YAML config files (`quaestor.config.yml` and the roles' own).
 //! - [`client`]: connecting to quaestor servers and asking them for health and load.
 //! - [`tls`]: TLS settings shared by servers and clients.
 //! - [`worker`]: the demo Work service of the reference worker (`quaestor worker`).
@@ -13,6 +14,7 @@
 
 pub mod balancer;
 pub mod client;
+pub mod config;
 pub mod load;
 pub mod proto;
 pub mod registry;

@@ -15,6 +15,11 @@ pub mod example {
     tonic::include_proto!("quaestor.example");
 }
 
+/// `package grpc.lb.v1`: the standard grpclb protocol.
+pub mod grpclb {
+    tonic::include_proto!("grpc.lb.v1");
+}
+
 /// The standard `grpc.health.v1` types (from tonic-health).
 pub use tonic_health::pb as health;
 

@@ -365,3 +365,131 @@ async fn a_worker_without_load_reporting_is_found_but_not_ranked() {
             .is_empty()
     );
 }
+
+mod grpclb {
+    use super::*;
+    use quaestor_core::proto::grpclb::load_balance_request::LoadBalanceRequestType;
+    use quaestor_core::proto::grpclb::load_balance_response::LoadBalanceResponseType;
+    use quaestor_core::proto::grpclb::load_balancer_client::LoadBalancerClient;
+    use quaestor_core::proto::grpclb::{
+        InitialLoadBalanceRequest, LoadBalanceRequest, LoadBalanceResponse, Server,
+    };
+    use tokio_stream::StreamExt;
+
+    fn initial(name: &str) -> LoadBalanceRequest {
+        LoadBalanceRequest {
+            load_balance_request_type: Some(LoadBalanceRequestType::InitialRequest(
+                InitialLoadBalanceRequest { name: name.into() },
+            )),
+        }
+    }
+
+    async fn next(lists: &mut tonic::Streaming<LoadBalanceResponse>) -> LoadBalanceResponseType {
+        let message = tokio::time::timeout(TIMEOUT, lists.next())
+            .await
+            .expect("a message in time")
+            .expect("stream open")
+            .expect("message");
+        message.load_balance_response_type.expect("a response type")
+    }
+
+    /// Ports in a server list, each as often as it is listed.
+    fn counts(servers: &[Server]) -> HashMap<u16, usize> {
+        let mut counts = HashMap::new();
+        for server in servers {
+            assert_eq!(
+                server.ip_address,
+                vec![127, 0, 0, 1],
+                "IPv4 in network byte order"
+            );
+            *counts.entry(server.port as u16).or_default() += 1;
+        }
+        counts
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_lists_follow_health_and_load() {
+        let pool = workers(2, 8).await;
+        let balancer = Balancer::start(registry_of(&pool), options());
+        let server = balancer
+            .server(HealthState::new())
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        let mut client = LoadBalancerClient::connect(format!("http://{}", server.local_addr()))
+            .await
+            .expect("connect");
+        // The client keeps its side of the stream open for as long as it wants lists.
+        let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+        requests.send(initial("Worker:5000")).await.expect("send");
+        let mut lists = client
+            .balance_load(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await
+            .expect("stream")
+            .into_inner();
+        assert!(matches!(
+            next(&mut lists).await,
+            LoadBalanceResponseType::InitialResponse(_)
+        ));
+        let LoadBalanceResponseType::ServerList(first) = next(&mut lists).await else {
+            panic!("a server list")
+        };
+        let (a, b) = (pool[0].location.port, pool[1].location.port);
+        assert_eq!(
+            counts(&first.servers),
+            HashMap::from([(a, 8), (b, 8)]),
+            "idle: weight = free capacity, capped"
+        );
+
+        // Load on a: it is listed less often.
+        pool[0].load.reset_current_requests(6);
+        let loaded = loop {
+            let LoadBalanceResponseType::ServerList(list) = next(&mut lists).await else {
+                panic!("a server list")
+            };
+            let counts = counts(&list.servers);
+            if counts.get(&a) == Some(&2) {
+                break counts;
+            }
+        };
+        assert_eq!(loaded, HashMap::from([(a, 2), (b, 8)]));
+
+        // NOT_SERVING: gone from the list.
+        pool[1].reporter.set_serving("Worker", false);
+        loop {
+            let LoadBalanceResponseType::ServerList(list) = next(&mut lists).await else {
+                panic!("a server list")
+            };
+            if counts(&list.servers) == HashMap::from([(a, 2)]) {
+                break;
+            }
+        }
+        drop(requests);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_message_must_be_an_initial_request() {
+        let balancer = Balancer::start(MemoryRegistry::new(), options());
+        let server = balancer
+            .server(HealthState::new())
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        let mut client = LoadBalancerClient::connect(format!("http://{}", server.local_addr()))
+            .await
+            .expect("connect");
+        let stats = LoadBalanceRequest {
+            load_balance_request_type: None,
+        };
+        let error = client
+            .balance_load(tokio_stream::iter([stats]))
+            .await
+            .expect_err("no initial request");
+        assert_eq!(error.code(), Code::InvalidArgument);
+        let error = client
+            .balance_load(tokio_stream::iter([initial(":80")]))
+            .await
+            .expect_err("no service name");
+        assert_eq!(error.code(), Code::InvalidArgument);
+    }
+}

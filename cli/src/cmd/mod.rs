@@ -1,5 +1,6 @@
 //! One module per subcommand, and what they share.
 
+pub mod discover;
 pub mod health;
 pub mod load;
 pub mod registry;

@@ -1,5 +1,6 @@
 //! `quaestor worker`: the reference worker. Serves the demo Work service, health and load on
-//! one port, and can turn NOT_SERVING or crash on cue, as later tests and demos need.
+//! one port, and can turn NOT_SERVING or crash on cue, as later tests and demos need:
+//! `--unhealthy-after`, `--exit-after`, and SIGUSR1 (NOT_SERVING) / SIGUSR2 (SERVING).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -137,6 +138,23 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
             tokio::time::sleep(after).await;
             tracing::warn!(?after, code, "exiting as asked by --exit-after");
             std::process::exit(i32::from(code));
+        });
+    }
+
+    // SIGUSR1 / SIGUSR2: turn every service NOT_SERVING / SERVING, e.g. to watch a balancer
+    // move traffic away and back.
+    for (kind, serving) in [
+        (SignalKind::user_defined1(), false),
+        (SignalKind::user_defined2(), true),
+    ] {
+        let mut flips =
+            signal(kind).map_err(|e| Failure::unexpected(format!("cannot watch {kind:?}: {e}")))?;
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            while flips.recv().await.is_some() {
+                tracing::warn!(serving, "health flipped by signal");
+                reporter.set_all_serving(serving);
+            }
         });
     }
 

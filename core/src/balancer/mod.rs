@@ -4,12 +4,14 @@
 //! - [`monitor`]: one monitor per location (health Watch or Check, load polls, liveness).
 //! - [`ranking`]: the order of candidates; the C# Quaestor's by default.
 //! - [`discovery`]: `Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc` over a [`Balancer`].
+//! - [`grpclb`]: `grpc.lb.v1.LoadBalancer`, for stock gRPC clients with the grpclb policy.
 //!
 //! Anti-herding: a location handed out by `discover_top` counts as one more request until its
 //! next load report or until `recently_used_timeout` passes, and choosing plus counting happen
 //! under one lock per service, so simultaneous clients spread over equal workers.
 
 pub mod discovery;
+pub mod grpclb;
 pub mod monitor;
 pub mod ranking;
 
@@ -26,6 +28,9 @@ use crate::server::health::HealthState;
 use crate::tls::ClientTls;
 use monitor::{Monitored, ProbeState};
 use ranking::{Candidate, QuaestorRanking, Ranking};
+
+/// The most a location is repeated in a weighted list.
+pub const MAX_WEIGHT: u32 = 10;
 
 /// How the balancer probes and counts.
 #[derive(Debug, Clone)]
@@ -45,7 +50,7 @@ impl Default for BalancerOptions {
     fn default() -> Self {
         BalancerOptions {
             probe_interval: Duration::from_millis(1000),
-            response_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(2),
             recently_used_timeout: Duration::from_secs(5),
             client_tls: None,
         }
@@ -199,6 +204,41 @@ impl Balancer {
             .collect()
     }
 
+    /// Every healthy location of a service with a weight, best first: free capacity
+    /// (capacity − current, 1 to [`MAX_WEIGHT`]) for those that report load, 1 for those that
+    /// do not. For balancing protocols that express load by repetition (grpclb).
+    pub fn weighted(&self, scope: &str, service: &str) -> Vec<(ServiceLocation, u32)> {
+        let now = Instant::now();
+        let candidates = self.locations_of(scope, service);
+        let ranked = self.rank(&candidates, now);
+        let window = self.inner.options.recently_used_timeout;
+        let mut weighted: Vec<(ServiceLocation, u32)> = ranked
+            .iter()
+            .map(|m| {
+                let free = m.with_state(|s| match s.load {
+                    Some(load) if load.capacity > 0 => {
+                        i64::from(load.capacity)
+                            - i64::from(load.current_requests)
+                            - s.recent_handouts(now, window) as i64
+                    }
+                    _ => 1,
+                });
+                (
+                    m.location.clone(),
+                    free.clamp(1, i64::from(MAX_WEIGHT)) as u32,
+                )
+            })
+            .collect();
+        let liveness = self.liveness_window();
+        for m in &candidates {
+            let unranked = !ranked.iter().any(|r| Arc::ptr_eq(r, m));
+            if unranked && m.with_state(|s| s.is_healthy(now, liveness) && s.load.is_none()) {
+                weighted.push((m.location.clone(), 1));
+            }
+        }
+        weighted
+    }
+
     /// What the balancer knows of every location of a service.
     pub fn status(&self, scope: &str, service: &str) -> Vec<LocationStatus> {
         let now = Instant::now();
@@ -225,13 +265,15 @@ impl Balancer {
         discovery::service(self.clone())
     }
 
-    /// A server with health (`""` and `ServiceDiscoveryGrpc` SERVING), discovery and reflection.
+    /// A server with health (`""`, discovery and grpclb SERVING), discovery, grpclb and
+    /// reflection.
     pub fn server(&self, health: HealthState) -> GrpcServer {
-        health.set(
-            discovery::SERVICE_NAME,
-            crate::server::health::ServingStatus::Serving,
-        );
-        GrpcServer::new(health).add_service(self.discovery_service())
+        for service in [discovery::SERVICE_NAME, grpclb::SERVICE_NAME] {
+            health.set(service, crate::server::health::ServingStatus::Serving);
+        }
+        GrpcServer::new(health.clone())
+            .add_service(self.discovery_service())
+            .add_service(grpclb::service(self.clone(), health))
     }
 
     /// The locations of a service; the first time a service is asked for, waits (at most the

@@ -98,6 +98,12 @@ impl HealthState {
         self.set_all_unchecked(ServingStatus::NotServing);
     }
 
+    /// Completes once [`shutdown`](Self::shutdown) was called (streams end then).
+    pub async fn stopped(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
     pub fn is_shut_down(&self) -> bool {
         *self.inner.stopping.borrow()
     }

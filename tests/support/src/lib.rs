@@ -184,6 +184,11 @@ impl OutputLines {
         OutputLines { lines }
     }
 
+    /// The next line; panics after `timeout` or at the end of the output.
+    pub fn next(&self, timeout: Duration) -> String {
+        self.expect("a line", timeout, |line| Some(line.to_owned()))
+    }
+
     /// Returns the first line for which `pick` gives something, skipping (and echoing to
     /// stderr) the others; panics naming `what` after `timeout` or at the end of the output.
     pub fn expect<T>(

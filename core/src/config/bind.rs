@@ -1,0 +1,829 @@
+//! From the YAML tree to typed config: keys matched without regard to case, every value
+//! checked, every error placed at its line, column and key path.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
+use super::yaml::{Entry, Node, Value};
+use super::{AgentConfig, ClusterConfig, LoadBalancerConfig, QuaestorConfig, ShutdownAction};
+
+/// Top-level sections, as the C# Quaestor writes them.
+pub(crate) const TOP_KEYS: &[&str] = &["clusterConfig", "loadBalancerConfig", "agents"];
+/// `serverConfig`: the load balancer section's name in older C# files (same keys).
+const LEGACY_SERVER_CONFIG: &str = "serverConfig";
+/// `bootstrapCluster`: in the C# example Guardian's file, "not supported (yet)" there either.
+const LEGACY_BOOTSTRAP: &str = "bootstrapCluster";
+
+pub(crate) const CLUSTER_KEYS: &[&str] = &[
+    "name",
+    "heartBeatIntervalSeconds",
+    "memberResponseTimeOutSeconds",
+    "memberMaxShutdownTimeSeconds",
+    "memberMaxStartupRetries",
+];
+
+pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
+    "hostName",
+    "port",
+    "certificate",
+    "privateKeyFile",
+    "enforceMutualTls",
+    "serviceResponseTimeoutSeconds",
+    "recentlyUsedTimeoutSeconds",
+    "probeIntervalMs",
+];
+
+pub(crate) const AGENT_KEYS: &[&str] = &[
+    "agentType",
+    "executablePath",
+    "commandLineArguments",
+    "processCount",
+    "clusterShutdownAction",
+    "environmentVariables",
+    "hostName",
+    "useTls",
+    "clientCertificate",
+    "ports",
+    "serviceNames",
+    "startupWaitSeconds",
+    "recyclingIntervalHours",
+    "excludeFromServiceRegistry",
+];
+
+/// Where each key is valid, for the hint on a key given in the wrong place.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("the top level", TOP_KEYS),
+    ("`clusterConfig`", CLUSTER_KEYS),
+    ("`loadBalancerConfig`", LOAD_BALANCER_KEYS),
+    ("an agent", AGENT_KEYS),
+];
+
+/// Longest duration accepted anywhere (ten years): far beyond any sensible setting, far below
+/// anything that overflows an `Instant`.
+const MAX_SECONDS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
+/// More processes than this for one agent is a typo, not a plan.
+const MAX_PROCESS_COUNT: i64 = 10_000;
+
+struct Cx<'a> {
+    file: &'a Path,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl Cx<'_> {
+    fn error(&self, pos: Pos, key: &KeyPath, problem: Problem) -> ConfigError {
+        ConfigError::invalid(self.file, pos, key.clone(), problem)
+    }
+
+    /// A bad value: placed at the value (or, for an empty value, where it would be).
+    fn bad(&self, node: &Node, key: &KeyPath, message: impl Into<String>) -> ConfigError {
+        self.error(node.pos, key, Problem::InvalidValue(message.into()))
+    }
+
+    fn warn(&mut self, pos: Pos, key: KeyPath, message: impl Into<String>) {
+        self.warnings.push(ConfigWarning {
+            path: self.file.to_owned(),
+            pos,
+            key,
+            message: message.into(),
+        });
+    }
+}
+
+/// Binds a parsed document (`None`: an empty file) to a [`QuaestorConfig`].
+pub(crate) fn bind(root: Option<&Node>, file: &Path) -> Result<QuaestorConfig, ConfigError> {
+    let mut cx = Cx {
+        file,
+        warnings: Vec::new(),
+    };
+    let mut config = QuaestorConfig {
+        path: file.to_owned(),
+        cluster: None,
+        load_balancer: None,
+        agents: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let Some(root) = root else {
+        return Ok(config);
+    };
+    let top = KeyPath::root();
+    let entries = match &root.value {
+        Value::Null => &[][..],
+        Value::Map(entries) => entries,
+        _ => {
+            return Err(cx.bad(
+                root,
+                &top,
+                format!(
+                    "expected a mapping with sections ({}), found {}",
+                    TOP_KEYS.join(", "),
+                    root.kind()
+                ),
+            ));
+        }
+    };
+    let mut load_balancer_key: Option<&Entry> = None;
+    for entry in entries {
+        let at = top.key(&entry.key);
+        if entry.key.eq_ignore_ascii_case(LEGACY_BOOTSTRAP) {
+            cx.warn(
+                entry.key_pos,
+                at,
+                "ignored: the C# Quaestor did not support it either",
+            );
+            continue;
+        }
+        let legacy = entry.key.eq_ignore_ascii_case(LEGACY_SERVER_CONFIG);
+        let key = if legacy {
+            "loadBalancerConfig"
+        } else {
+            canonical_key(&cx, entry, &top, TOP_KEYS)?
+        };
+        match key {
+            "clusterConfig" => config.cluster = Some(cluster(&cx, &entry.value, &at)?),
+            "loadBalancerConfig" => {
+                if let Some(first) = load_balancer_key {
+                    return Err(cx.error(
+                        entry.key_pos,
+                        &at,
+                        Problem::InvalidValue(format!(
+                            "`{}` and `{}` (line {}) are the same section; give one",
+                            entry.key, first.key, first.key_pos.line
+                        )),
+                    ));
+                }
+                load_balancer_key = Some(entry);
+                if legacy {
+                    cx.warn(
+                        entry.key_pos,
+                        at.clone(),
+                        "older name of `loadBalancerConfig`; read as `loadBalancerConfig`",
+                    );
+                }
+                config.load_balancer = Some(load_balancer(&cx, &entry.value, &at)?);
+            }
+            _ => config.agents = agents(&cx, &entry.value, &at)?,
+        }
+    }
+    config.warnings = cx.warnings;
+    Ok(config)
+}
+
+// ---- keys ----------------------------------------------------------------------------------
+
+/// The canonical spelling of `entry`'s key among `valid`, or an unknown-key error.
+fn canonical_key(
+    cx: &Cx,
+    entry: &Entry,
+    parent: &KeyPath,
+    valid: &'static [&'static str],
+) -> Result<&'static str, ConfigError> {
+    valid
+        .iter()
+        .find(|key| key.eq_ignore_ascii_case(&entry.key))
+        .copied()
+        .ok_or_else(|| {
+            cx.error(
+                entry.key_pos,
+                &parent.key(&entry.key),
+                Problem::UnknownKey {
+                    suggestion: nearest_key(&entry.key, valid),
+                    belongs_in: SECTIONS
+                        .iter()
+                        .find(|(_, keys)| keys.iter().any(|k| k.eq_ignore_ascii_case(&entry.key)))
+                        .map(|(section, _)| *section),
+                    valid,
+                },
+            )
+        })
+}
+
+/// The entries of a section (a mapping; an empty value is an empty section), each with the
+/// canonical spelling of its key.
+fn section<'n>(
+    cx: &Cx,
+    node: &'n Node,
+    at: &KeyPath,
+    valid: &'static [&'static str],
+) -> Result<Vec<(&'static str, &'n Entry)>, ConfigError> {
+    let entries = match &node.value {
+        Value::Null => &[][..],
+        Value::Map(entries) => entries,
+        _ => {
+            return Err(cx.bad(
+                node,
+                at,
+                format!(
+                    "expected a mapping of keys to values, found {}",
+                    node.kind()
+                ),
+            ));
+        }
+    };
+    entries
+        .iter()
+        .map(|entry| Ok((canonical_key(cx, entry, at, valid)?, entry)))
+        .collect()
+}
+
+/// The valid key a mistyped `key` most likely meant: the nearest by edit distance (ignoring
+/// case) when near enough, or the one it is the start of.
+pub(crate) fn nearest_key(key: &str, valid: &[&'static str]) -> Option<&'static str> {
+    let key = key.to_lowercase();
+    if key.chars().count() > 64 {
+        return None; // not a typo of any key
+    }
+    let (best, distance) = valid
+        .iter()
+        .map(|candidate| (*candidate, edit_distance(&key, &candidate.to_lowercase())))
+        .min_by_key(|(_, distance)| *distance)?;
+    let budget = (best.chars().count() / 3).max(1);
+    if distance <= budget {
+        return Some(best);
+    }
+    if key.chars().count() >= 4 {
+        return valid
+            .iter()
+            .find(|candidate| candidate.to_lowercase().starts_with(&key))
+            .copied();
+    }
+    None
+}
+
+/// Edit distance in characters counting insertions, deletions, substitutions and swaps of
+/// neighbours (optimal string alignment): `prot` is one edit from `port`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(before[j - 2] + 1);
+            }
+            current[j] = best;
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+// ---- sections --------------------------------------------------------------------------------
+
+fn cluster(cx: &Cx, node: &Node, at: &KeyPath) -> Result<ClusterConfig, ConfigError> {
+    let mut config = ClusterConfig::default();
+    for (key, entry) in section(cx, node, at, CLUSTER_KEYS)? {
+        let at = at.key(&entry.key);
+        let value = &entry.value;
+        match key {
+            "name" => config.name = text(cx, value, &at)?,
+            "heartBeatIntervalSeconds" => {
+                set(
+                    &mut config.heartbeat_interval,
+                    positive_seconds(cx, value, &at)?,
+                );
+            }
+            "memberResponseTimeOutSeconds" => {
+                set(
+                    &mut config.member_response_timeout,
+                    positive_seconds(cx, value, &at)?,
+                );
+            }
+            "memberMaxShutdownTimeSeconds" => {
+                set(
+                    &mut config.member_max_shutdown_time,
+                    seconds(cx, value, &at)?,
+                );
+            }
+            _ => {
+                let retries = integer(cx, value, &at, 0, i64::from(u32::MAX))?;
+                set(
+                    &mut config.member_max_startup_retries,
+                    retries.map(clamp_u32),
+                );
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfig, ConfigError> {
+    let mut config = LoadBalancerConfig::default();
+    for (key, entry) in section(cx, node, at, LOAD_BALANCER_KEYS)? {
+        let at = at.key(&entry.key);
+        let value = &entry.value;
+        match key {
+            "hostName" => config.host_name = text(cx, value, &at)?,
+            "port" => config.port = port(cx, value, &at)?,
+            "certificate" => config.certificate = text(cx, value, &at)?,
+            "privateKeyFile" => config.private_key_file = text(cx, value, &at)?,
+            "enforceMutualTls" => set(&mut config.enforce_mutual_tls, boolean(cx, value, &at)?),
+            "serviceResponseTimeoutSeconds" => {
+                set(
+                    &mut config.service_response_timeout,
+                    seconds(cx, value, &at)?,
+                );
+            }
+            "recentlyUsedTimeoutSeconds" => {
+                set(&mut config.recently_used_timeout, seconds(cx, value, &at)?);
+            }
+            _ => {
+                let ms = integer(cx, value, &at, 1, 3_600_000)?;
+                set(
+                    &mut config.probe_interval,
+                    ms.map(|ms| Duration::from_millis(ms.unsigned_abs())),
+                );
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// `agents`: a list of agents each with its `agentType` (current C# files), or a mapping from
+/// agent type to agent (older C# files).
+fn agents(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<AgentConfig>, ConfigError> {
+    match &node.value {
+        Value::Null => Ok(Vec::new()),
+        Value::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| agent(cx, item, item.pos, &at.index(i), None))
+            .collect(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|entry| {
+                let name = Some(entry.key.as_str());
+                agent(cx, &entry.value, entry.key_pos, &at.key(&entry.key), name)
+            })
+            .collect(),
+        Value::Scalar(_) => Err(cx.bad(
+            node,
+            at,
+            "expected a list of agents (or a mapping from agent type to agent), found a single value",
+        )),
+    }
+}
+
+/// One agent. `named`: the agent type given by its key in the mapping form.
+fn agent(
+    cx: &Cx,
+    node: &Node,
+    agent_pos: Pos,
+    at: &KeyPath,
+    named: Option<&str>,
+) -> Result<AgentConfig, ConfigError> {
+    if matches!(node.value, Value::Scalar(_) | Value::Seq(_)) {
+        return Err(cx.bad(
+            node,
+            at,
+            format!(
+                "expected an agent (a mapping of keys to values), found {}",
+                node.kind()
+            ),
+        ));
+    }
+    let mut agent = AgentConfig::new(named.unwrap_or_default());
+    let mut process_count: Option<(u32, Pos)> = None;
+    let mut ports_pos = agent_pos;
+    for (key, entry) in section(cx, node, at, AGENT_KEYS)? {
+        let at = at.key(&entry.key);
+        let value = &entry.value;
+        match key {
+            "agentType" => {
+                let given = text(cx, value, &at)?
+                    .ok_or_else(|| cx.bad(value, &at, "the agent type must not be empty"))?;
+                match named {
+                    Some(name) if !name.eq_ignore_ascii_case(&given) => {
+                        return Err(cx.bad(
+                            value,
+                            &at,
+                            format!(
+                                "this agent is `{name}` by its key; agentType `{given}` contradicts it"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => agent.agent_type = given,
+                }
+            }
+            "executablePath" => agent.executable_path = text(cx, value, &at)?,
+            "commandLineArguments" => agent.command_line_arguments = text(cx, value, &at)?,
+            "processCount" => {
+                let count = integer(cx, value, &at, 1, MAX_PROCESS_COUNT)?;
+                process_count = count.map(|count| (clamp_u32(count), value.pos));
+            }
+            "clusterShutdownAction" => {
+                set(
+                    &mut agent.cluster_shutdown_action,
+                    shutdown_action(cx, value, &at)?,
+                );
+            }
+            "environmentVariables" => {
+                agent.environment_variables = environment(cx, value, &at)?;
+            }
+            "hostName" => {
+                if let Some(host) = text(cx, value, &at)? {
+                    agent.host_name = host;
+                }
+            }
+            "useTls" => set(&mut agent.use_tls, boolean(cx, value, &at)?),
+            "clientCertificate" => agent.client_certificate = text(cx, value, &at)?,
+            "ports" => {
+                agent.ports = ports(cx, value, &at)?;
+                ports_pos = entry.key_pos;
+            }
+            "serviceNames" => agent.service_names = service_names(cx, value, &at)?,
+            "startupWaitSeconds" => {
+                // As in the C# LocalProcess: 0 means the default (8 s), not "no wait".
+                if let Some(wait) = seconds(cx, value, &at)? {
+                    if !wait.is_zero() {
+                        agent.startup_wait = wait;
+                    }
+                }
+            }
+            "recyclingIntervalHours" => {
+                agent.recycling_interval_hours = hours(cx, value, &at)?.filter(|h| *h > 0.0);
+            }
+            _ => set(
+                &mut agent.exclude_from_service_registry,
+                boolean(cx, value, &at)?,
+            ),
+        }
+    }
+    if agent.agent_type.is_empty() {
+        return Err(cx.error(agent_pos, at, Problem::MissingKey("agentType")));
+    }
+    agent.process_count = match process_count {
+        Some((count, count_pos)) => {
+            if !agent.ports.is_empty() && agent.ports.len() != count as usize {
+                return Err(cx.error(
+                    agent_pos,
+                    at,
+                    Problem::InvalidValue(format!(
+                        "processCount is {count} (line {}) but ports lists {} (line {}); \
+                         give one port per process, or no ports for ephemeral ports",
+                        count_pos.line,
+                        agent.ports.len(),
+                        ports_pos.line
+                    )),
+                ));
+            }
+            count
+        }
+        // The C# load balancer's files list ports without a processCount: one per port.
+        None => u32::try_from(agent.ports.len()).unwrap_or(u32::MAX).max(1),
+    };
+    Ok(agent)
+}
+
+// ---- values ----------------------------------------------------------------------------------
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+fn clamp_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(if value < 0 { 0 } else { u32::MAX })
+}
+
+/// The text of a single value; `None` for an empty value (`key:`, `~`, `''`).
+fn text(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<String>, ConfigError> {
+    match &node.value {
+        Value::Null => Ok(None),
+        Value::Scalar(text) if text.is_empty() => Ok(None),
+        Value::Scalar(text) => Ok(Some(text.clone())),
+        _ => Err(cx.bad(
+            node,
+            at,
+            format!("expected a single value, found {}", node.kind()),
+        )),
+    }
+}
+
+/// The text of a single value that must be read as something else (a number, a flag).
+fn scalar<'n>(
+    cx: &Cx,
+    node: &'n Node,
+    at: &KeyPath,
+    expected: &str,
+) -> Result<Option<&'n str>, ConfigError> {
+    match &node.value {
+        Value::Null => Ok(None),
+        Value::Scalar(text) => Ok(Some(text.trim())),
+        _ => Err(cx.bad(
+            node,
+            at,
+            format!("expected {expected}, found {}", node.kind()),
+        )),
+    }
+}
+
+/// `true` or `false`, in any case (as .NET's `bool.Parse` reads them).
+fn boolean(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<bool>, ConfigError> {
+    let Some(text) = scalar(cx, node, at, "true or false")? else {
+        return Ok(None);
+    };
+    if text.eq_ignore_ascii_case("true") {
+        Ok(Some(true))
+    } else if text.eq_ignore_ascii_case("false") {
+        Ok(Some(false))
+    } else {
+        Err(cx.bad(node, at, format!("expected true or false, found `{text}`")))
+    }
+}
+
+/// A whole number in `min..=max` (decimal, optional sign, as .NET's `int.Parse` reads it).
+fn integer(
+    cx: &Cx,
+    node: &Node,
+    at: &KeyPath,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ConfigError> {
+    let Some(text) = scalar(cx, node, at, "a whole number")? else {
+        return Ok(None);
+    };
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(cx.bad(node, at, format!("expected a whole number, found `{text}`")));
+    }
+    match text.parse::<i64>() {
+        Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
+        _ => Err(cx.bad(
+            node,
+            at,
+            format!("{text} is out of range (expected {min} to {max})"),
+        )),
+    }
+}
+
+/// A finite decimal number (`8`, `0.5`, `1e3`); not YAML's `.inf`/`.nan`, not hex.
+fn number(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<f64>, ConfigError> {
+    let Some(text) = scalar(cx, node, at, "a number")? else {
+        return Ok(None);
+    };
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-' | b'e' | b'E'))
+        && text.bytes().any(|b| b.is_ascii_digit());
+    match text.parse::<f64>() {
+        Ok(value) if plain && value.is_finite() => Ok(Some(value)),
+        _ => Err(cx.bad(node, at, format!("expected a number, found `{text}`"))),
+    }
+}
+
+/// A number of seconds, 0 or more.
+fn seconds(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<Duration>, ConfigError> {
+    let Some(value) = number(cx, node, at)? else {
+        return Ok(None);
+    };
+    if !(0.0..=MAX_SECONDS).contains(&value) {
+        return Err(cx.bad(
+            node,
+            at,
+            format!("{value} seconds is out of range (expected 0 to {MAX_SECONDS})"),
+        ));
+    }
+    Ok(Some(Duration::from_secs_f64(value)))
+}
+
+/// A number of seconds greater than 0 (an interval or a timeout that cannot be zero).
+fn positive_seconds(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<Duration>, ConfigError> {
+    let duration = seconds(cx, node, at)?;
+    if duration.is_some_and(|d| d.is_zero()) {
+        return Err(cx.bad(node, at, "must be greater than 0 seconds"));
+    }
+    Ok(duration)
+}
+
+/// A number of hours, 0 or more (at most ten years).
+fn hours(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<f64>, ConfigError> {
+    let Some(value) = number(cx, node, at)? else {
+        return Ok(None);
+    };
+    let max = MAX_SECONDS / 3600.0;
+    if !(0.0..=max).contains(&value) {
+        return Err(cx.bad(
+            node,
+            at,
+            format!("{value} hours is out of range (expected 0 to {max})"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+fn port(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<u16>, ConfigError> {
+    let Some(text) = scalar(cx, node, at, "a port number")? else {
+        return Ok(None);
+    };
+    let Ok(value) = text.parse::<i64>() else {
+        return Err(cx.bad(
+            node,
+            at,
+            format!("expected a port number (1-65535), found `{text}`"),
+        ));
+    };
+    match u16::try_from(value) {
+        Ok(port) if port != 0 => Ok(Some(port)),
+        _ => Err(cx.bad(node, at, format!("port {value} is outside 1-65535"))),
+    }
+}
+
+/// A list of ports, flow (`[ 5161, 5162 ]`) or block; empty or no value: none.
+fn ports(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<u16>, ConfigError> {
+    let items = match &node.value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Seq(items) => items,
+        _ => {
+            return Err(cx.bad(
+                node,
+                at,
+                format!(
+                    "expected a list of ports (like `[ 5161, 5162 ]`), found {}",
+                    node.kind()
+                ),
+            ));
+        }
+    };
+    let mut ports: Vec<u16> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = at.index(i);
+        let Some(port) = port(cx, item, &at)? else {
+            return Err(cx.bad(
+                item,
+                &at,
+                "expected a port number (1-65535), found an empty value",
+            ));
+        };
+        if ports.contains(&port) {
+            return Err(cx.bad(item, &at, format!("port {port} is listed twice")));
+        }
+        ports.push(port);
+    }
+    Ok(ports)
+}
+
+/// `serviceNames`: no value means none given; `[]` means "check the empty service name".
+fn service_names(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<Vec<String>>, ConfigError> {
+    let items = match &node.value {
+        Value::Null => return Ok(None),
+        Value::Seq(items) => items,
+        _ => {
+            return Err(cx.bad(
+                node,
+                at,
+                format!("expected a list of service names, found {}", node.kind()),
+            ));
+        }
+    };
+    let mut names = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = at.index(i);
+        let Some(name) = text(cx, item, &at)? else {
+            return Err(cx.bad(
+                item,
+                &at,
+                "empty service name; write `serviceNames: []` to check the empty service name",
+            ));
+        };
+        if name.contains('/') {
+            return Err(cx.bad(
+                item,
+                &at,
+                format!("service name `{name}` must not contain '/'"),
+            ));
+        }
+        names.push(name);
+    }
+    Ok(Some(names))
+}
+
+/// `environmentVariables`: name → any single value, passed as its text (`false`, `8`,
+/// `C:\Temp`); an empty value is the empty string. In file order.
+fn environment(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<(String, String)>, ConfigError> {
+    let entries = match &node.value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Map(entries) => entries,
+        _ => {
+            return Err(cx.bad(
+                node,
+                at,
+                format!(
+                    "expected a mapping of variable names to values, found {}",
+                    node.kind()
+                ),
+            ));
+        }
+    };
+    let mut variables = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let at = at.key(&entry.key);
+        if entry.key.contains(['=', '\0']) {
+            return Err(cx.error(
+                entry.key_pos,
+                &at,
+                Problem::InvalidValue(
+                    "an environment variable name must not contain '=' or NUL".into(),
+                ),
+            ));
+        }
+        let value = text(cx, &entry.value, &at)?.unwrap_or_default();
+        if value.contains('\0') {
+            return Err(cx.bad(
+                &entry.value,
+                &at,
+                "an environment variable value must not contain NUL",
+            ));
+        }
+        variables.push((entry.key.clone(), value));
+    }
+    Ok(variables)
+}
+
+/// `None` or `Kill`, in any case, or their numbers 0 and 1 (as .NET reads enums).
+fn shutdown_action(
+    cx: &Cx,
+    node: &Node,
+    at: &KeyPath,
+) -> Result<Option<ShutdownAction>, ConfigError> {
+    let Some(text) = scalar(cx, node, at, "None or Kill")? else {
+        return Ok(None);
+    };
+    if text.eq_ignore_ascii_case("none") || text == "0" {
+        Ok(Some(ShutdownAction::None))
+    } else if text.eq_ignore_ascii_case("kill") || text == "1" {
+        Ok(Some(ShutdownAction::Kill))
+    } else {
+        Err(cx.bad(node, at, format!("expected None or Kill, found `{text}`")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("port", "ports"), 1);
+        assert_eq!(edit_distance("héllo", "hello"), 1);
+        assert_eq!(edit_distance("prot", "port"), 1);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("abc", ""), 3);
+    }
+
+    #[test]
+    fn nearest_key_suggests_typos_and_prefixes_only() {
+        assert_eq!(
+            nearest_key("heartBeatIntervalSecs", CLUSTER_KEYS),
+            Some("heartBeatIntervalSeconds")
+        );
+        assert_eq!(nearest_key("port", AGENT_KEYS), Some("ports"));
+        assert_eq!(nearest_key("USETSL", AGENT_KEYS), Some("useTls"));
+        assert_eq!(
+            nearest_key("heartbeat", CLUSTER_KEYS),
+            Some("heartBeatIntervalSeconds")
+        );
+        assert_eq!(nearest_key("agent", TOP_KEYS), Some("agents"));
+        assert_eq!(nearest_key("logging", TOP_KEYS), None);
+        assert_eq!(nearest_key("x", AGENT_KEYS), None);
+        assert_eq!(nearest_key("prot", LOAD_BALANCER_KEYS), Some("port"));
+        assert_eq!(nearest_key(&"a".repeat(10_000), AGENT_KEYS), None);
+    }
+
+    /// Every key of every table is handled by its section (a nested list is wrong for all of
+    /// them, so each must fail at its own key, not be ignored).
+    #[test]
+    fn every_known_key_is_bound() {
+        let cases: [(&str, &[&str]); 3] = [
+            ("clusterConfig:\n  ", CLUSTER_KEYS),
+            ("loadBalancerConfig:\n  ", LOAD_BALANCER_KEYS),
+            ("agents:\n  Worker:\n    ", AGENT_KEYS),
+        ];
+        for (prefix, keys) in cases {
+            for key in keys {
+                let text = format!("{prefix}{key}: [[1]]\n");
+                let root = super::super::yaml::parse(&text).unwrap();
+                let error = bind(root.as_ref(), Path::new("t.yml")).unwrap_err();
+                let shown = error.to_string();
+                assert!(shown.contains(&key.to_string()), "{key}: {shown}");
+                assert!(
+                    matches!(error.problem(), Some(Problem::InvalidValue(_))),
+                    "{key}: {shown}"
+                );
+            }
+        }
+    }
+}
