@@ -8,3 +8,5 @@ pub const LOG_FORMAT: &str = "QUAESTOR_LOG_FORMAT";
 pub const ETCD_ENDPOINTS: &str = "QUAESTOR_ETCD";
 /// Password for `--etcd-user`, so that it need not appear on a command line.
 pub const ETCD_PASSWORD: &str = "QUAESTOR_ETCD_PASSWORD";
+/// The config file (`--config`).
+pub const CONFIG: &str = "QUAESTOR_CONFIG";

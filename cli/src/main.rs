@@ -29,6 +29,8 @@ enum Command {
     Health(cmd::health::Args),
     /// Ask a worker for the load report of one of its services.
     Load(cmd::load::Args),
+    /// Run the balancer: discovery and grpclb over the registry of the C# load balancer config.
+    LoadBalancer(cmd::load_balancer::Args),
     /// Ask a balancer which workers serve a service; exit 1 when none does.
     Discover(cmd::discover::Args),
     /// List, follow or add registrations in etcd (the operator's view of the registry).
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Command::Load(args) => cmd::load::run(args).await,
             Command::Registry(command) => cmd::registry::run(command).await,
             Command::Discover(args) => cmd::discover::run(args).await,
+            Command::LoadBalancer(args) => cmd::load_balancer::run(args).await,
         }
     });
     // Do not wait for tasks still running (e.g. a connection being closed).

@@ -1,7 +1,7 @@
 // Command grpclb-client is a stock grpc-go client that balances with the standard grpclb
 // policy over a quaestor balancer, with no quaestor code. It calls
 // quaestor.example.Work/DoWork in a loop and prints, for each call, the worker that answered
-// ("worker HOST:PORT") or the error ("error CODE"), until its standard input closes.
+// ("worker HOST:PORT") or the error ("error CODE"), until it is killed.
 //
 // The balancer's address reaches grpclb through a manual resolver, as grpclb resolvers pass
 // it; the service config selects the grpclb policy and names the service to ask for.
@@ -11,7 +11,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -29,9 +28,12 @@ import (
 // the client needs no generated code.
 type rawCodec struct{}
 
-func (rawCodec) Marshal(v any) ([]byte, error)      { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(data []byte, v any) error { *(v.(*[]byte)) = append([]byte(nil), data...); return nil }
-func (rawCodec) Name() string                       { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
 
 func main() {
 	balancer := flag.String("balancer", "", "host:port of the quaestor balancer")
@@ -58,20 +60,9 @@ func main() {
 	}
 	defer conn.Close()
 
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		close(done)
-	}()
-
 	// WorkRequest { milliseconds = 1 }
 	request := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
 	for {
-		select {
-		case <-done:
-			return
-		default:
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var response []byte
 		err := conn.Invoke(ctx, "/quaestor.example.Work/DoWork", &request, &response, grpc.ForceCodec(rawCodec{}))

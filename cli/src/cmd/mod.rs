@@ -3,6 +3,7 @@
 pub mod discover;
 pub mod health;
 pub mod load;
+pub mod load_balancer;
 pub mod registry;
 pub mod worker;
 

@@ -33,6 +33,7 @@
 //! Nothing here panics, whatever the input: the YAML tree is built without recursion, with
 //! nesting and alias expansion bounded.
 
+mod balancer;
 mod bind;
 mod error;
 mod yaml;

@@ -155,7 +155,7 @@ pub fn run_command(mut command: Command, timeout: Duration) -> Finished {
     }
 }
 
-/// A running `quaestor worker` and the address it listens on.
+/// A running quaestor server process and the address it listens on.
 #[derive(Debug)]
 pub struct Worker {
     pub process: ChildProcess,
@@ -245,7 +245,13 @@ pub fn spawn_worker(bin: &Path, args: &[&str]) -> Worker {
         .chain(args)
         .copied()
         .collect();
-    let (process, lines) = spawn_reading(bin, &args);
+    spawn_listening(bin, &args)
+}
+
+/// Starts `bin ARGS...` (a quaestor server: worker, load-balancer, ...) and waits (with a
+/// deadline) for the line `listening on ADDR` it prints once it serves.
+pub fn spawn_listening(bin: &Path, args: &[&str]) -> Worker {
+    let (process, lines) = spawn_reading(bin, args);
     let addr = lines.expect("`listening on ADDR`", Duration::from_secs(30), |line| {
         line.strip_prefix("listening on ")?.trim().parse().ok()
     });

@@ -1,0 +1,358 @@
+//! `quaestor load-balancer` as a process, configured like the C# load balancer, with real
+//! `quaestor worker` processes, real etcd, and `quaestor discover` as the client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use quaestor_test_support::etcd::EtcdCluster;
+use quaestor_test_support::{
+    Finished, TestPki, Worker, quaestor_bin, run, spawn_listening, spawn_reading, spawn_worker,
+    wait_for,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn bin() -> PathBuf {
+    quaestor_bin(env!("CARGO_BIN_EXE_quaestor"))
+}
+
+fn quaestor(args: &[&str]) -> Finished {
+    run(&bin(), args, TIMEOUT)
+}
+
+/// A config with `loadBalancerConfig` (fast probes) plus `extra` lines, written to `dir`.
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("quaestor.loadbalancer.config.yml");
+    let text = format!(
+        "# written by the test\nloadBalancerConfig:\n  hostName: 127.0.0.1\n  port: 5150\n  probeIntervalMs: 100\n  serviceResponseTimeoutSeconds: 1\n{extra}"
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A Worker agent over the given workers' ports.
+fn worker_agent(workers: &[Worker]) -> String {
+    let ports: Vec<String> = workers.iter().map(|w| w.addr.port().to_string()).collect();
+    format!(
+        "agents:\n  - agentType: Worker\n    hostName: 127.0.0.1\n    ports: [ {} ]\n    serviceNames: [ Worker ]\n",
+        ports.join(", ")
+    )
+}
+
+fn start_balancer(config: &Path) -> Worker {
+    spawn_listening(
+        &bin(),
+        &[
+            "load-balancer",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--port",
+            "0",
+        ],
+    )
+}
+
+/// `quaestor discover` answers as sorted `host:port` lines.
+fn discover(balancer: &Worker, extra: &[&str]) -> Vec<String> {
+    let addr = balancer.addr.to_string();
+    let mut args = vec!["discover", addr.as_str(), "Worker"];
+    args.extend(extra);
+    let out = quaestor(&args);
+    assert!(matches!(out.code, Some(0) | Some(1)), "{out:?}");
+    let mut lines: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+fn addresses(workers: &[&Worker]) -> Vec<String> {
+    let mut all: Vec<String> = workers.iter().map(|w| w.addr.to_string()).collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn worker_agents_are_balanced_and_unhealthy_ones_leave() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|_| spawn_worker(&bin(), &["--capacity", "4"]))
+        .collect();
+    let config = write_config(dir.path(), &worker_agent(&workers));
+    let balancer = start_balancer(&config);
+    let all = addresses(&workers.iter().collect::<Vec<_>>());
+    assert_eq!(discover(&balancer, &[]), all);
+    assert_eq!(discover(&balancer, &["--top"]), all);
+    assert_eq!(discover(&balancer, &["--top", "--max", "1"]).len(), 1);
+
+    workers[0].process.signal(Signal::SIGUSR1);
+    let rest = addresses(&[&workers[1], &workers[2]]);
+    wait_for("the NOT_SERVING worker to leave", TIMEOUT, || {
+        (discover(&balancer, &[]) == rest).then_some(())
+    });
+    workers[0].process.signal(Signal::SIGUSR2);
+    wait_for("the worker to come back", TIMEOUT, || {
+        (discover(&balancer, &[]) == all).then_some(())
+    });
+
+    workers[1].process.signal(Signal::SIGKILL);
+    workers[1].process.wait_exit(TIMEOUT);
+    let alive = addresses(&[&workers[0], &workers[2]]);
+    wait_for("the killed worker to leave", TIMEOUT, || {
+        (discover(&balancer, &["--top"]) == alive).then_some(())
+    });
+}
+
+#[test]
+fn the_top_worker_is_the_least_loaded() {
+    let dir = tempfile::tempdir().expect("dir");
+    let busy = spawn_worker(&bin(), &["--capacity", "4", "--busy", "3"]);
+    let idle = spawn_worker(&bin(), &["--capacity", "4", "--busy", "1"]);
+    let workers = [busy, idle];
+    let balancer = start_balancer(&write_config(dir.path(), &worker_agent(&workers)));
+    let addr = balancer.addr.to_string();
+    let out = quaestor(&["discover", &addr, "Worker", "--top"]);
+    let order: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        order,
+        [workers[1].addr.to_string(), workers[0].addr.to_string()],
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_key_value_store_agent_makes_etcd_the_registry() {
+    let dir = tempfile::tempdir().expect("dir");
+    let etcd = EtcdCluster::single();
+    let worker = spawn_worker(&bin(), &[]);
+    let etcd_port = etcd
+        .endpoint(0)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {etcd_port} ]\n"
+        ),
+    );
+    let balancer = start_balancer(&config);
+    assert!(
+        discover(&balancer, &[]).is_empty(),
+        "nothing registered yet"
+    );
+
+    let endpoint = etcd.endpoint(0);
+    let port = worker.addr.port().to_string();
+    let (mut registration, lines) = spawn_reading(
+        &bin(),
+        &[
+            "registry",
+            "register",
+            "--etcd",
+            &endpoint,
+            "--service",
+            "Worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+    );
+    lines.expect("`registered`", TIMEOUT, |l| {
+        l.starts_with("registered ").then_some(())
+    });
+    lines.drain();
+    let found = vec![worker.addr.to_string()];
+    wait_for("the registered worker", TIMEOUT, || {
+        (discover(&balancer, &["--top"]) == found).then_some(())
+    });
+
+    registration.signal(Signal::SIGTERM);
+    registration.wait_exit(TIMEOUT);
+    wait_for("the deregistered worker to leave", TIMEOUT, || {
+        discover(&balancer, &[]).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn unreachable_etcd_falls_back_to_the_worker_agents() {
+    let dir = tempfile::tempdir().expect("dir");
+    let worker = spawn_worker(&bin(), &[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let agents = format!(
+        "{}  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {closed_port} ]\n",
+        worker_agent(std::slice::from_ref(&worker))
+    );
+    let balancer = start_balancer(&write_config(dir.path(), &agents));
+    assert_eq!(discover(&balancer, &[]), vec![worker.addr.to_string()]);
+}
+
+#[test]
+fn a_bad_config_names_file_line_and_key_and_exits_64() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(
+        dir.path(),
+        "agents:\n  - agentType: Worker\n    prots: [ 5161 ]\n",
+    );
+    let out = quaestor(&["load-balancer", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    let expected = format!("{}:9:5: key `agents[0].prots`", config.display());
+    assert!(
+        out.stderr.contains(&expected),
+        "{expected} in {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("did you mean `ports`"),
+        "{}",
+        out.stderr
+    );
+
+    let missing = quaestor(&[
+        "load-balancer",
+        "--config-dir",
+        dir.path().join("nowhere").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(missing.code, Some(64), "{missing:?}");
+}
+
+/// The server certificate followed by the CA: the chain clients are checked against too.
+fn certificate_chain(pki: &TestPki, dir: &Path) -> PathBuf {
+    let chain = dir.join("chain.pem");
+    let text = std::fs::read_to_string(&pki.server_cert).expect("cert")
+        + &std::fs::read_to_string(&pki.ca).expect("ca");
+    std::fs::write(&chain, text).expect("write chain");
+    chain
+}
+
+#[test]
+fn tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = TestPki::new();
+    let chain = certificate_chain(&pki, dir.path());
+    let worker = spawn_worker(&bin(), &[]);
+    let tls = |mutual: bool| {
+        format!(
+            "  certificate: {}\n  privateKeyFile: {}\n  enforceMutualTls: {mutual}\n{}",
+            chain.display(),
+            pki.server_key.display(),
+            worker_agent(std::slice::from_ref(&worker))
+        )
+    };
+    let ca = pki.ca.to_str().expect("utf-8");
+    let (cert, key) = (
+        pki.client_cert.to_str().expect("utf-8"),
+        pki.client_key.to_str().expect("utf-8"),
+    );
+    let (stranger_cert, stranger_key) = (
+        pki.stranger_cert.to_str().expect("utf-8"),
+        pki.stranger_key.to_str().expect("utf-8"),
+    );
+
+    let server = start_balancer(&write_config(dir.path(), &tls(false)));
+    let https = format!("https://localhost:{}", server.addr.port());
+    let found = quaestor(&["discover", &https, "Worker", "--ca", ca]);
+    assert_eq!(found.stdout.trim(), worker.addr.to_string(), "{found:?}");
+    let untrusted = quaestor(&["discover", &https, "Worker", "--timeout", "2s"]);
+    assert_eq!(
+        untrusted.code,
+        Some(2),
+        "the system roots do not trust the test CA: {untrusted:?}"
+    );
+    drop(server);
+
+    let mutual = start_balancer(&write_config(dir.path(), &tls(true)));
+    let https = format!("https://localhost:{}", mutual.addr.port());
+    let with_cert = quaestor(&[
+        "discover", &https, "Worker", "--ca", ca, "--cert", cert, "--key", key,
+    ]);
+    assert_eq!(with_cert.code, Some(0), "{with_cert:?}");
+    let without = quaestor(&["discover", &https, "Worker", "--ca", ca, "--timeout", "2s"]);
+    assert_ne!(without.code, Some(0), "no client certificate: {without:?}");
+    let stranger = quaestor(&[
+        "discover",
+        &https,
+        "Worker",
+        "--ca",
+        ca,
+        "--cert",
+        stranger_cert,
+        "--key",
+        stranger_key,
+    ]);
+    assert_ne!(
+        stranger.code,
+        Some(0),
+        "a certificate of another CA: {stranger:?}"
+    );
+}
+
+/// Builds the stock grpc-go client of tests/grpclb-go (its modules are fetched by
+/// scripts/setup.sh); fails if Go is missing.
+fn build_go_client(out: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/grpclb-go");
+    let binary = out.join("grpclb-client");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `go` (install Go; the grpclb test needs it): {e}"));
+    assert!(built.success(), "go build of {} failed", source.display());
+    binary
+}
+
+/// A grpc-go client with the grpclb policy and no quaestor code balances over the workers
+/// through `quaestor load-balancer`, and moves off a worker that turns NOT_SERVING.
+#[test]
+fn a_grpc_go_grpclb_client_balances_and_moves_off_a_not_serving_worker() {
+    let dir = tempfile::tempdir().expect("dir");
+    let client_bin = build_go_client(dir.path());
+    let workers: Vec<Worker> = (0..3)
+        .map(|_| spawn_worker(&bin(), &["--capacity", "4"]))
+        .collect();
+    let balancer = start_balancer(&write_config(dir.path(), &worker_agent(&workers)));
+    let served_by = addresses(&workers.iter().collect::<Vec<_>>());
+
+    let balancer_addr = balancer.addr.to_string();
+    let (client, lines) = spawn_reading(
+        &client_bin,
+        &["-balancer", &balancer_addr, "-service", "Worker"],
+    );
+    let next_worker = || {
+        lines
+            .next(TIMEOUT)
+            .strip_prefix("worker ")
+            .map(str::to_owned)
+    };
+
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 3 {
+        if let Some(worker) = next_worker() {
+            assert!(
+                served_by.contains(&worker),
+                "served by an unknown worker {worker}"
+            );
+            seen.insert(worker);
+        }
+    }
+    // Worker 0 turns NOT_SERVING: grpclb's next server list leaves it out.
+    let flipped = workers[0].addr.to_string();
+    workers[0].process.signal(Signal::SIGUSR1);
+    let mut others_in_a_row = 0;
+    while others_in_a_row < 30 {
+        match next_worker() {
+            Some(worker) if worker == flipped => others_in_a_row = 0,
+            Some(_) => others_in_a_row += 1,
+            None => {}
+        }
+    }
+    // Serving again: it gets calls again.
+    workers[0].process.signal(Signal::SIGUSR2);
+    while next_worker().as_deref() != Some(flipped.as_str()) {}
+    drop(client);
+}

@@ -1,0 +1,86 @@
+//! What a configuration means for the balancer: its registry (the Worker agents, or the
+//! etcd of a KeyValueStore agent), its probing options and its TLS.
+
+use std::path::{Path, PathBuf};
+
+use super::{AgentConfig, LoadBalancerConfig, QuaestorConfig};
+use crate::balancer::BalancerOptions;
+use crate::registry::ServiceLocation;
+use crate::registry::etcd::EtcdOptions;
+use crate::tls::ServerTls;
+
+impl QuaestorConfig {
+    /// The locations the Worker agents serve (one per port and service name): the memory
+    /// registry, as the C# load balancer's fallback. Agents excluded from the registry, and
+    /// names that cannot form a key, are left out (with a warning for the latter).
+    pub fn worker_locations(&self) -> Vec<ServiceLocation> {
+        let mut locations = Vec::new();
+        for agent in self
+            .agents
+            .iter()
+            .filter(|a| a.is_worker() && !a.exclude_from_service_registry)
+        {
+            for &port in &agent.ports {
+                for service in agent.service_names.iter().flatten() {
+                    match ServiceLocation::new("", service, &agent.host_name, port) {
+                        Ok(location) => locations.push(location.with_tls(agent.use_tls)),
+                        Err(error) => {
+                            tracing::warn!(%error, service, port, "a Worker agent's location is left out")
+                        }
+                    }
+                }
+            }
+        }
+        locations
+    }
+
+    /// The etcd of the KeyValueStore agent, if there is one: a member per port.
+    pub fn etcd_options(&self) -> Option<EtcdOptions> {
+        let store = self.agents.iter().find(|a| a.is_key_value_store())?;
+        Some(EtcdOptions::new(etcd_endpoints(store)))
+    }
+
+    /// A path in the config, relative to the config file's folder.
+    pub fn resolve_path(&self, path: &str) -> PathBuf {
+        let folder = self.path.parent().unwrap_or(Path::new("."));
+        folder.join(path)
+    }
+}
+
+fn etcd_endpoints(store: &AgentConfig) -> Vec<String> {
+    let scheme = if store.use_tls { "https" } else { "http" };
+    let ports = if store.ports.is_empty() {
+        vec![2379]
+    } else {
+        store.ports.clone()
+    };
+    ports
+        .iter()
+        .map(|port| format!("{scheme}://{}:{port}", store.host_name))
+        .collect()
+}
+
+impl LoadBalancerConfig {
+    pub fn balancer_options(&self) -> BalancerOptions {
+        BalancerOptions {
+            probe_interval: self.probe_interval,
+            response_timeout: self.service_response_timeout,
+            recently_used_timeout: self.recently_used_timeout,
+            client_tls: None,
+        }
+    }
+
+    /// TLS from `certificate` and `privateKeyFile` (PEM, relative to `config`'s folder); with
+    /// `enforceMutualTls`, clients must present a certificate signed by a CA in the
+    /// `certificate` file (the server's chain, as for a self-signed or private CA).
+    pub fn server_tls(&self, config: &QuaestorConfig) -> Option<ServerTls> {
+        let certificate = config.resolve_path(self.certificate.as_deref()?);
+        let key = config.resolve_path(self.private_key_file.as_deref()?);
+        let tls = ServerTls::new(&certificate, key);
+        Some(if self.enforce_mutual_tls {
+            tls.with_client_ca(certificate)
+        } else {
+            tls
+        })
+    }
+}
