@@ -161,20 +161,21 @@ def _wait_until_listening(process: subprocess.Popen, lines: "queue.Queue") -> re
 
 
 @pytest.fixture
-def start_worker(quaestor_bin: Path) -> Iterator[Callable[..., Worker]]:
-    """Returns a function that starts `quaestor worker --port 0 ARGS...` and returns a Worker
-    once it listens. Every worker started this way is stopped when the test ends."""
-    workers: List[Worker] = []
+def start_server(quaestor_bin: Path) -> Iterator[Callable[..., Worker]]:
+    """Returns a function that starts `quaestor ARGS...` (a subcommand that prints
+    `listening on HOST:PORT`, such as `worker` or `load-balancer`) and returns it once it
+    listens. Every process started this way is stopped when the test ends."""
+    servers: List[Worker] = []
 
     def start(*args: str) -> Worker:
         process = subprocess.Popen(
-            [str(quaestor_bin), "worker", "--port", "0", *args],
+            [str(quaestor_bin), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             text=True,
         )
         lines: "queue.Queue" = queue.Queue()
-        # The reader keeps draining stdout after the `listening on` line, so the worker
+        # The reader keeps draining stdout after the `listening on` line, so the process
         # never blocks on a full pipe.
         threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
         try:
@@ -183,10 +184,20 @@ def start_worker(quaestor_bin: Path) -> Iterator[Callable[..., Worker]]:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT)
             raise
-        worker = Worker(process, match["host"], int(match["port"]))
-        workers.append(worker)
-        return worker
+        server = Worker(process, match["host"], int(match["port"]))
+        servers.append(server)
+        return server
 
     yield start
-    for worker in workers:
-        worker.stop()
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_worker(start_server: Callable[..., Worker]) -> Callable[..., Worker]:
+    """Returns a function that starts `quaestor worker --port 0 ARGS...` once it listens."""
+
+    def start(*args: str) -> Worker:
+        return start_server("worker", "--port", "0", *args)
+
+    return start
