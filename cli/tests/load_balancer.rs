@@ -7,8 +7,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use quaestor_test_support::etcd::EtcdCluster;
 use quaestor_test_support::{
-    Finished, TestPki, Worker, quaestor_bin, run, spawn_listening, spawn_reading, spawn_worker,
-    wait_for,
+    Finished, TestPki, Worker, quaestor_bin, run, spawn_listening, spawn_reading,
+    spawn_registration, spawn_worker, wait_for,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,27 +142,13 @@ fn a_key_value_store_agent_makes_etcd_the_registry() {
         "nothing registered yet"
     );
 
-    let endpoint = etcd.endpoint(0);
-    let port = worker.addr.port().to_string();
-    let (mut registration, lines) = spawn_reading(
+    let mut registration = spawn_registration(
         &bin(),
-        &[
-            "registry",
-            "register",
-            "--etcd",
-            &endpoint,
-            "--service",
-            "Worker",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-        ],
+        &etcd.endpoint(0),
+        "127.0.0.1",
+        worker.addr.port(),
+        &[],
     );
-    lines.expect("`registered`", TIMEOUT, |l| {
-        l.starts_with("registered ").then_some(())
-    });
-    lines.drain();
     let found = vec![worker.addr.to_string()];
     wait_for("the registered worker", TIMEOUT, || {
         (discover(&balancer, &["--top"]) == found).then_some(())

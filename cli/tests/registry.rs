@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use quaestor_test_support::etcd::EtcdCluster;
-use quaestor_test_support::{ChildProcess, Finished, quaestor_bin, run, spawn_reading, wait_for};
+use quaestor_test_support::{
+    ChildProcess, Finished, quaestor_bin, run, spawn_reading, spawn_registration, wait_for,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const KEY: &str = "services//Worker/localhost/5161/http";
@@ -19,33 +21,10 @@ fn quaestor(args: &[&str]) -> Finished {
     run(&bin(), args, TIMEOUT)
 }
 
-/// Starts `quaestor registry register` for localhost:5161 with `ttl`, waits until it says so.
+/// Holds a registration of localhost:5161 (control 127.0.0.1:6161) on a lease of `ttl`.
 fn register(etcd: &EtcdCluster, ttl: &str) -> ChildProcess {
-    let endpoint = etcd.endpoint(0);
-    let (process, lines) = spawn_reading(
-        &bin(),
-        &[
-            "registry",
-            "register",
-            "--etcd",
-            &endpoint,
-            "--service",
-            "Worker",
-            "--host",
-            "localhost",
-            "--port",
-            "5161",
-            "--control",
-            "127.0.0.1:6161",
-            "--ttl",
-            ttl,
-        ],
-    );
-    lines.expect("`registered KEY`", TIMEOUT, |line| {
-        (line == format!("registered {KEY}")).then_some(())
-    });
-    lines.drain();
-    process
+    let extra = ["--control", "127.0.0.1:6161", "--ttl", ttl];
+    spawn_registration(&bin(), &etcd.endpoint(0), "localhost", 5161, &extra)
 }
 
 #[test]

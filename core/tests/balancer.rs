@@ -86,6 +86,30 @@ async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) ->
     .await
 }
 
+/// One DiscoverServices (or DiscoverTopServices when `top`) call that must succeed.
+async fn ask(
+    client: &mut ServiceDiscoveryGrpcClient<tonic::transport::Channel>,
+    top: bool,
+    scope: &str,
+    service: &str,
+    max_count: i32,
+) -> Vec<quaestor_core::proto::service_discovery::ServiceLocationMsg> {
+    let request = DiscoverServicesRequest {
+        scope: scope.into(),
+        service_name: service.into(),
+        max_count,
+    };
+    let answer = if top {
+        client.discover_top_services(request).await
+    } else {
+        client.discover_services(request).await
+    };
+    answer
+        .expect("discovery answers")
+        .into_inner()
+        .service_locations
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_discovery_contract_over_grpc() {
     let pool = workers(3, 4).await;
@@ -103,20 +127,13 @@ async fn the_discovery_contract_over_grpc() {
     let mut client = ServiceDiscoveryGrpcClient::connect(format!("http://{}", server.local_addr()))
         .await
         .expect("connect");
-    let request = |scope: &str, service: &str, max_count: i32| DiscoverServicesRequest {
-        scope: scope.into(),
-        service_name: service.into(),
-        max_count,
-    };
-
-    // The first question waits for the first probes: all three are there at once.
-    let all = client
-        .discover_services(request("", "Worker", 0))
-        .await
-        .expect("discover")
-        .into_inner();
-    assert_eq!(all.service_locations.len(), 3);
-    let first = &all.service_locations[0];
+    let all = ask(&mut client, false, "", "Worker", 0).await;
+    assert_eq!(
+        all.len(),
+        3,
+        "the first question waits for the first probes"
+    );
+    let first = &all[0];
     assert_eq!(
         (
             first.scope.as_str(),
@@ -125,39 +142,25 @@ async fn the_discovery_contract_over_grpc() {
         ),
         ("", "Worker", "127.0.0.1")
     );
-    let top = client
-        .discover_top_services(request("", "Worker", -1))
-        .await
-        .expect("top")
-        .into_inner();
-    assert_eq!(top.service_locations.len(), 3, "max_count < 0 means all");
-    let one = client
-        .discover_top_services(request("", "Worker", 1))
-        .await
-        .expect("top 1")
-        .into_inner();
-    assert_eq!(one.service_locations.len(), 1);
-    let two = client
-        .discover_services(request("", "Worker", 2))
-        .await
-        .expect("2")
-        .into_inner();
-    assert_eq!(two.service_locations.len(), 2);
-
-    let scoped = client
-        .discover_services(request("prod", "Worker", 0))
-        .await
-        .expect("scoped")
-        .into_inner();
-    assert_eq!(scoped.service_locations.len(), 1);
-    assert_eq!(scoped.service_locations[0].scope, "prod");
-
-    let unknown = client
-        .discover_top_services(request("", "Nope", 0))
-        .await
-        .expect("unknown is OK")
-        .into_inner();
-    assert!(unknown.service_locations.is_empty());
+    assert_eq!(
+        ask(&mut client, true, "", "Worker", -1).await.len(),
+        3,
+        "max_count < 0 means all"
+    );
+    assert_eq!(ask(&mut client, true, "", "Worker", 1).await.len(), 1);
+    assert_eq!(ask(&mut client, false, "", "Worker", 2).await.len(), 2);
+    let scoped = ask(&mut client, false, "prod", "Worker", 0).await;
+    assert_eq!(scoped.len(), 1);
+    assert_eq!(scoped[0].scope, "prod");
+    assert!(
+        ask(&mut client, true, "", "Nope", 0).await.is_empty(),
+        "an unknown service is an empty answer"
+    );
+    let request = |scope: &str, service: &str, max_count: i32| DiscoverServicesRequest {
+        scope: scope.into(),
+        service_name: service.into(),
+        max_count,
+    };
     for call in [true, false] {
         let empty = request("", "", 0);
         let error = if call {

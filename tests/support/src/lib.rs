@@ -237,6 +237,38 @@ pub fn spawn_reading(bin: &Path, args: &[&str]) -> (ChildProcess, OutputLines) {
     (process, lines)
 }
 
+/// Starts `quaestor registry register --etcd ENDPOINT --service Worker --host HOST --port PORT
+/// EXTRA...` and waits (with a deadline) until it says it registered; it holds the
+/// registration until it is stopped.
+pub fn spawn_registration(
+    bin: &Path,
+    etcd: &str,
+    host: &str,
+    port: u16,
+    extra: &[&str],
+) -> ChildProcess {
+    let port = port.to_string();
+    let base = [
+        "registry",
+        "register",
+        "--etcd",
+        etcd,
+        "--service",
+        "Worker",
+        "--host",
+        host,
+        "--port",
+        &port,
+    ];
+    let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+    let (process, lines) = spawn_reading(bin, &args);
+    lines.expect("`registered KEY`", Duration::from_secs(30), |line| {
+        line.starts_with("registered ").then_some(())
+    });
+    lines.drain();
+    process
+}
+
 /// Starts `quaestor worker --port 0 ARGS...` and waits (with a deadline) for the line
 /// `listening on ADDR` it prints once it serves.
 pub fn spawn_worker(bin: &Path, args: &[&str]) -> Worker {
