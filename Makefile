@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
 VENV := $(CURDIR)/.venv
 
-.PHONY: test setup build test-rust test-python lint clean
+.PHONY: test setup build test-rust test-python bench lint clean
 
 test: setup test-rust test-python
 
@@ -23,6 +23,10 @@ test-rust: build
 # The wire format as a stock grpcio client sees it, against the real binary.
 test-python: build
 	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c tests/python/pytest.ini tests/python
+
+# Benchmarks print figures; they are not part of `make test`.
+bench:
+	cargo bench -p quaestor-core --bench discovery
 
 lint:
 	cargo fmt --all --check

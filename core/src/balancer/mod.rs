@@ -164,16 +164,13 @@ impl Balancer {
         service: &str,
         max_count: i32,
     ) -> Result<Vec<ServiceLocation>, DiscoveryError> {
-        let candidates = self.candidates(scope, service).await?;
+        let mut candidates = self.candidates(scope, service).await?;
         let now = Instant::now();
-        let mut healthy: Vec<ServiceLocation> = candidates
-            .iter()
-            .filter(|m| m.with_state(|s| s.is_healthy(now, self.liveness_window())))
-            .map(|m| m.location.clone())
-            .collect();
-        fastrand::shuffle(&mut healthy);
-        truncate(&mut healthy, max_count);
-        Ok(healthy)
+        let liveness = self.liveness_window();
+        candidates.retain(|m| m.with_state(|s| s.is_healthy(now, liveness)));
+        fastrand::shuffle(&mut candidates);
+        truncate(&mut candidates, max_count);
+        Ok(candidates.iter().map(|m| m.location.clone()).collect())
     }
 
     /// Healthy locations that report load with capacity ≠ 0, best first; `max_count` ≤ 0
@@ -187,8 +184,8 @@ impl Balancer {
         let candidates = self.candidates(scope, service).await?;
         let lock = self.choosing_lock(scope, service);
         let _choosing = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut ranked = self.rank(&candidates, Instant::now());
-        truncate(&mut ranked, max_count);
+        let limit = usize::try_from(max_count).ok().filter(|&n| n > 0);
+        let ranked = self.rank(&candidates, Instant::now(), limit);
         if let Some(first) = ranked.first() {
             first.handed_out(Instant::now(), self.inner.options.recently_used_timeout);
         }
@@ -198,7 +195,7 @@ impl Balancer {
     /// The ranked healthy locations of a service, without counting a hand-out (grpclb).
     pub fn ranked(&self, scope: &str, service: &str) -> Vec<ServiceLocation> {
         let candidates = self.locations_of(scope, service);
-        self.rank(&candidates, Instant::now())
+        self.rank(&candidates, Instant::now(), None)
             .iter()
             .map(|m| m.location.clone())
             .collect()
@@ -210,7 +207,7 @@ impl Balancer {
     pub fn weighted(&self, scope: &str, service: &str) -> Vec<(ServiceLocation, u32)> {
         let now = Instant::now();
         let candidates = self.locations_of(scope, service);
-        let ranked = self.rank(&candidates, now);
+        let ranked = self.rank(&candidates, now, None);
         let window = self.inner.options.recently_used_timeout;
         let mut weighted: Vec<(ServiceLocation, u32)> = ranked
             .iter()
@@ -318,7 +315,13 @@ impl Balancer {
     }
 
     /// Healthy candidates that report load with a capacity other than 0, best first.
-    fn rank(&self, candidates: &[Arc<Monitored>], now: Instant) -> Vec<Arc<Monitored>> {
+    /// With a `limit`, only the best `limit` are found and ordered (in linear time).
+    fn rank(
+        &self,
+        candidates: &[Arc<Monitored>],
+        now: Instant,
+        limit: Option<usize>,
+    ) -> Vec<Arc<Monitored>> {
         let window = self.inner.options.recently_used_timeout;
         let liveness = self.liveness_window();
         let table = self
@@ -359,7 +362,18 @@ impl Balancer {
                 (candidate, m)
             })
             .collect();
-        ranked.sort_by(|(a, _), (b, _)| self.inner.ranking.compare(a, b));
+        let order = |(a, _): &(Candidate<'_>, &Arc<Monitored>),
+                     (b, _): &(Candidate<'_>, &Arc<Monitored>)| {
+            self.inner.ranking.compare(a, b)
+        };
+        match limit {
+            Some(limit) if limit < ranked.len() => {
+                ranked.select_nth_unstable_by(limit - 1, order);
+                ranked.truncate(limit);
+            }
+            _ => {}
+        }
+        ranked.sort_by(order);
         ranked.into_iter().map(|(_, m)| Arc::clone(m)).collect()
     }
 

@@ -21,6 +21,10 @@ use crate::proto::load_reporting::load_reporting_grpc_client::LoadReportingGrpcC
 use crate::registry::ServiceLocation;
 use crate::server::health::ServingStatus;
 
+/// Hand-outs counted at most per location between two reports: more would not change its
+/// place (it already weighs as that many requests), and the count stays cheap to keep.
+const MAX_HANDOUTS: usize = 1024;
+
 /// The last load report of a location.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadSample {
@@ -65,12 +69,13 @@ impl ProbeState {
                 .is_some_and(|at| now.saturating_duration_since(at) <= timeout)
     }
 
-    /// Hand-outs still counted: since the last load report and within `window`.
+    /// Hand-outs still counted: since the last load report and within `window`. They are
+    /// kept in time order, so this is a binary search, not a walk.
     pub fn recent_handouts(&self, now: Instant, window: Duration) -> usize {
-        self.handouts
-            .iter()
-            .filter(|at| now.saturating_duration_since(**at) <= window)
-            .count()
+        let expired = self
+            .handouts
+            .partition_point(|at| now.saturating_duration_since(*at) > window);
+        self.handouts.len() - expired
     }
 }
 
@@ -133,10 +138,17 @@ impl Monitored {
     /// Counts one hand-out (it weighs as a request until the next load report).
     pub fn handed_out(&self, now: Instant, window: Duration) {
         let mut state = self.lock();
-        state
-            .handouts
-            .retain(|at| now.saturating_duration_since(*at) <= window);
-        state.handouts.push_back(now);
+        let handouts = &mut state.handouts;
+        while handouts
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) > window)
+        {
+            handouts.pop_front();
+        }
+        if handouts.len() == MAX_HANDOUTS {
+            handouts.pop_front();
+        }
+        handouts.push_back(now);
     }
 
     fn update(&self, changed: &watch::Sender<u64>, change: impl FnOnce(&mut ProbeState)) {
@@ -333,7 +345,9 @@ fn answered(state: &mut ProbeState, sent_at: Instant) {
     state.latency = Some(now.saturating_duration_since(sent_at));
     state.failures = 0;
     // The report counts the requests that began before it was asked for.
-    state.handouts.retain(|at| *at > sent_at);
+    while state.handouts.front().is_some_and(|at| *at <= sent_at) {
+        state.handouts.pop_front();
+    }
 }
 
 /// Answers from a live server that has no load to report for this service.

@@ -46,14 +46,16 @@ impl Ranking for QuaestorRanking {
         by_rate
             .then_with(|| a.host_utilization.total_cmp(&b.host_utilization))
             .then_with(|| a.utilization().total_cmp(&b.utilization()))
-            .then_with(|| {
-                a.location
-                    .host
-                    .to_lowercase()
-                    .cmp(&b.location.host.to_lowercase())
-            })
+            .then_with(|| ignoring_case(&a.location.host, &b.location.host))
             .then_with(|| a.location.port.cmp(&b.location.port))
     }
+}
+
+/// Compares host names ignoring (ASCII) case, without allocating: this runs for every
+/// comparison of a sort.
+fn ignoring_case(a: &str, b: &str) -> Ordering {
+    let a = a.bytes().map(|byte| byte.to_ascii_lowercase());
+    a.cmp(b.bytes().map(|byte| byte.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
