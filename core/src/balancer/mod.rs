@@ -8,7 +8,8 @@
 //!
 //! Anti-herding: a location handed out by `discover_top` counts as one more request until its
 //! next load report or until `recently_used_timeout` passes, and choosing plus counting happen
-//! under one lock per service, so simultaneous clients spread over equal workers.
+//! under one lock per service, so simultaneous clients spread over equal workers. Each
+//! service's ranking is kept between requests (see [`Balancer::discover_top`]).
 
 pub mod discovery;
 pub mod grpclb;
@@ -76,13 +77,65 @@ struct Inner {
     table: RwLock<Table>,
     /// Bumped whenever a location's health or load changes, or the set of locations does.
     changes: watch::Sender<u64>,
-    /// One lock per (scope, service): choosing and counting a hand-out are one step.
-    choosing: Mutex<ChoosingLocks>,
+    /// The ranking of each (scope, service) asked for; its lock makes choosing and
+    /// counting a hand-out one step.
+    rankings: Mutex<Rankings>,
     follower: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// One lock per (scope, service).
-type ChoosingLocks = HashMap<(String, String), Arc<Mutex<()>>>;
+type Rankings = HashMap<(String, String), Arc<Mutex<ServiceRanking>>>;
+
+/// A service's ranking as kept between requests.
+#[derive(Debug, Default)]
+struct ServiceRanking {
+    /// The balancer's change counter when it was computed.
+    generation: Option<u64>,
+    computed_at: Option<Instant>,
+    /// Best first, hand-outs since included.
+    entries: Vec<Ranked>,
+}
+
+impl ServiceRanking {
+    /// Still good for `generation` at `now`: nothing changed (or it was computed less than
+    /// [`RERANK_AFTER`] ago), and it is younger than one probe interval (hand-outs expire).
+    fn is_fresh(&self, generation: u64, now: Instant, options: &BalancerOptions) -> bool {
+        let Some(computed_at) = self.computed_at else {
+            return false;
+        };
+        let age = now.saturating_duration_since(computed_at);
+        age < options.probe_interval && (self.generation == Some(generation) || age < RERANK_AFTER)
+    }
+}
+
+/// One ranked location and the figures it was ranked by.
+#[derive(Debug, Clone)]
+struct Ranked {
+    monitored: Arc<Monitored>,
+    known_load_rate: f64,
+    current_requests: i64,
+    capacity: i64,
+    host_utilization: f64,
+}
+
+impl Ranked {
+    fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            location: &self.monitored.location,
+            known_load_rate: self.known_load_rate,
+            current_requests: self.current_requests,
+            capacity: self.capacity,
+            host_utilization: self.host_utilization,
+        }
+    }
+}
+
+/// How stale a ranking may be when something changed: the bound on how late a change of
+/// health or load shows in `discover_top`.
+pub const RERANK_AFTER: Duration = Duration::from_millis(20);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[derive(Debug, Default)]
 struct Table {
@@ -132,7 +185,7 @@ impl Balancer {
             ranking,
             table: RwLock::new(Table::default()),
             changes: watch::Sender::new(0),
-            choosing: Mutex::new(HashMap::new()),
+            rankings: Mutex::new(HashMap::new()),
             follower: Mutex::new(None),
         });
         let mut views = registry.subscribe();
@@ -175,29 +228,73 @@ impl Balancer {
 
     /// Healthy locations that report load with capacity ≠ 0, best first; `max_count` ≤ 0
     /// means all. The first one counts as handed out.
+    ///
+    /// The service's ranking is kept between requests: recomputed when something changed (at
+    /// most every [`RERANK_AFTER`], and at least every probe interval), and adjusted in place
+    /// for each hand-out in between, so a request costs O(log n), not a sort of n locations.
     pub async fn discover_top(
         &self,
         scope: &str,
         service: &str,
         max_count: i32,
     ) -> Result<Vec<ServiceLocation>, DiscoveryError> {
-        let candidates = self.candidates(scope, service).await?;
-        let lock = self.choosing_lock(scope, service);
-        let _choosing = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let limit = usize::try_from(max_count).ok().filter(|&n| n > 0);
-        let ranked = self.rank(&candidates, Instant::now(), limit);
-        if let Some(first) = ranked.first() {
-            first.handed_out(Instant::now(), self.inner.options.recently_used_timeout);
+        if service.is_empty() {
+            return Err(DiscoveryError::EmptyServiceName);
         }
-        Ok(ranked.iter().map(|m| m.location.clone()).collect())
+        let cached = self.ranking_of(scope, service);
+        let limit = usize::try_from(max_count).ok().filter(|&n| n > 0);
+        {
+            let mut ranking = lock(&cached);
+            if ranking.is_fresh(
+                *self.inner.changes.borrow(),
+                Instant::now(),
+                &self.inner.options,
+            ) {
+                return Ok(self.hand_out(&mut ranking, limit));
+            }
+        }
+        let candidates = self.candidates(scope, service).await?;
+        let mut ranking = lock(&cached);
+        let now = Instant::now();
+        let generation = *self.inner.changes.borrow();
+        if !ranking.is_fresh(generation, now, &self.inner.options) {
+            ranking.entries = self.rank(&candidates, now, None);
+            ranking.generation = Some(generation);
+            ranking.computed_at = Some(now);
+        }
+        Ok(self.hand_out(&mut ranking, limit))
+    }
+
+    /// The best `limit` of a service's ranking; the first counts as handed out and moves to
+    /// its new place.
+    fn hand_out(&self, ranking: &mut ServiceRanking, limit: Option<usize>) -> Vec<ServiceLocation> {
+        let chosen = ranking
+            .entries
+            .iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|r| r.monitored.location.clone())
+            .collect();
+        if !ranking.entries.is_empty() {
+            let mut first = ranking.entries.remove(0);
+            first
+                .monitored
+                .handed_out(Instant::now(), self.inner.options.recently_used_timeout);
+            first.current_requests += 1;
+            let ranker = &self.inner.ranking;
+            let place = ranking
+                .entries
+                .partition_point(|r| ranker.compare(&r.candidate(), &first.candidate()).is_le());
+            ranking.entries.insert(place, first);
+        }
+        chosen
     }
 
     /// The ranked healthy locations of a service, without counting a hand-out (grpclb).
     pub fn ranked(&self, scope: &str, service: &str) -> Vec<ServiceLocation> {
         let candidates = self.locations_of(scope, service);
         self.rank(&candidates, Instant::now(), None)
-            .iter()
-            .map(|m| m.location.clone())
+            .into_iter()
+            .map(|r| r.monitored.location.clone())
             .collect()
     }
 
@@ -208,27 +305,23 @@ impl Balancer {
         let now = Instant::now();
         let candidates = self.locations_of(scope, service);
         let ranked = self.rank(&candidates, now, None);
-        let window = self.inner.options.recently_used_timeout;
         let mut weighted: Vec<(ServiceLocation, u32)> = ranked
             .iter()
-            .map(|m| {
-                let free = m.with_state(|s| match s.load {
-                    Some(load) if load.capacity > 0 => {
-                        i64::from(load.capacity)
-                            - i64::from(load.current_requests)
-                            - s.recent_handouts(now, window) as i64
-                    }
-                    _ => 1,
-                });
+            .map(|r| {
+                let free = if r.capacity > 0 {
+                    r.capacity - r.current_requests
+                } else {
+                    1
+                };
                 (
-                    m.location.clone(),
+                    r.monitored.location.clone(),
                     free.clamp(1, i64::from(MAX_WEIGHT)) as u32,
                 )
             })
             .collect();
         let liveness = self.liveness_window();
         for m in &candidates {
-            let unranked = !ranked.iter().any(|r| Arc::ptr_eq(r, m));
+            let unranked = !ranked.iter().any(|r| Arc::ptr_eq(&r.monitored, m));
             if unranked && m.with_state(|s| s.is_healthy(now, liveness) && s.load.is_none()) {
                 weighted.push((m.location.clone(), 1));
             }
@@ -315,13 +408,14 @@ impl Balancer {
     }
 
     /// Healthy candidates that report load with a capacity other than 0, best first.
-    /// With a `limit`, only the best `limit` are found and ordered (in linear time).
+    /// Healthy candidates that report load with a capacity other than 0, best first. With a
+    /// `limit`, only the best `limit` are found and ordered (in linear time).
     fn rank(
         &self,
         candidates: &[Arc<Monitored>],
         now: Instant,
         limit: Option<usize>,
-    ) -> Vec<Arc<Monitored>> {
+    ) -> Vec<Ranked> {
         let window = self.inner.options.recently_used_timeout;
         let liveness = self.liveness_window();
         let table = self
@@ -330,9 +424,9 @@ impl Balancer {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let mut host_utilization: HashMap<&str, f64> = HashMap::new();
-        let mut scored: Vec<(Arc<Monitored>, f64, i64, i64)> = Vec::with_capacity(candidates.len());
+        let mut ranked: Vec<Ranked> = Vec::with_capacity(candidates.len());
         for m in candidates {
-            let Some((rate, current, capacity)) = m.with_state(|s| {
+            let Some((known_load_rate, current_requests, capacity)) = m.with_state(|s| {
                 let load = s.load.filter(|_| s.is_healthy(now, liveness))?;
                 let current =
                     i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
@@ -344,28 +438,19 @@ impl Balancer {
                 continue;
             }
             let host = m.location.host.as_str();
-            if !host_utilization.contains_key(host) {
-                host_utilization.insert(host, host_load(table.by_host.get(host), now, window));
-            }
-            scored.push((Arc::clone(m), rate, current, capacity));
+            let host_utilization = *host_utilization
+                .entry(host)
+                .or_insert_with(|| host_load(table.by_host.get(host), now, window));
+            ranked.push(Ranked {
+                monitored: Arc::clone(m),
+                known_load_rate,
+                current_requests,
+                capacity,
+                host_utilization,
+            });
         }
-        let mut ranked: Vec<(Candidate<'_>, &Arc<Monitored>)> = scored
-            .iter()
-            .map(|(m, rate, current, capacity)| {
-                let candidate = Candidate {
-                    location: &m.location,
-                    known_load_rate: *rate,
-                    current_requests: *current,
-                    capacity: *capacity,
-                    host_utilization: host_utilization[m.location.host.as_str()],
-                };
-                (candidate, m)
-            })
-            .collect();
-        let order = |(a, _): &(Candidate<'_>, &Arc<Monitored>),
-                     (b, _): &(Candidate<'_>, &Arc<Monitored>)| {
-            self.inner.ranking.compare(a, b)
-        };
+        let order =
+            |a: &Ranked, b: &Ranked| self.inner.ranking.compare(&a.candidate(), &b.candidate());
         match limit {
             Some(limit) if limit < ranked.len() => {
                 ranked.select_nth_unstable_by(limit - 1, order);
@@ -374,17 +459,13 @@ impl Balancer {
             _ => {}
         }
         ranked.sort_by(order);
-        ranked.into_iter().map(|(_, m)| Arc::clone(m)).collect()
+        ranked
     }
 
-    fn choosing_lock(&self, scope: &str, service: &str) -> Arc<Mutex<()>> {
-        let mut locks = self
-            .inner
-            .choosing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    fn ranking_of(&self, scope: &str, service: &str) -> Arc<Mutex<ServiceRanking>> {
+        let mut rankings = lock(&self.inner.rankings);
         Arc::clone(
-            locks
+            rankings
                 .entry((scope.to_owned(), service.to_owned()))
                 .or_default(),
         )
