@@ -342,3 +342,95 @@ fn a_grpc_go_grpclb_client_balances_and_moves_off_a_not_serving_worker() {
     while next_worker().as_deref() != Some(flipped.as_str()) {}
     drop(client);
 }
+
+/// Ten real workers registered in real etcd: 50 simultaneous DiscoverTopServices spread over
+/// them, and a worker turned NOT_SERVING or killed leaves the answers long before the next
+/// load probe (60 s away here), through the health Watch. (Ranking by load end to end:
+/// `the_top_worker_is_the_least_loaded` and the Python parity test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_workers_in_etcd_spread_rank_and_leave_through_the_watch() {
+    use quaestor_core::client::Target;
+    use quaestor_core::registry::ServiceLocation;
+    use quaestor_core::registry::etcd::{EtcdOptions, EtcdRegistrar};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let etcd = EtcdCluster::single();
+    let mut workers: Vec<Worker> = (0..10)
+        .map(|_| spawn_worker(&bin(), &["--capacity", "4"]))
+        .collect();
+    let registrar = EtcdRegistrar::connect(EtcdOptions::new(etcd.endpoints()))
+        .await
+        .expect("registrar");
+    for worker in &workers {
+        let location =
+            ServiceLocation::new("", "Worker", "127.0.0.1", worker.addr.port()).expect("location");
+        registrar.register(&location).await.expect("register");
+    }
+    let etcd_port = etcd
+        .endpoint(0)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {etcd_port} ]\n"
+        ),
+    );
+    // A load probe every 60 s: only the health Watch can make changes visible in time below.
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace("probeIntervalMs: 100", "probeIntervalMs: 60000");
+    std::fs::write(&config, text).expect("write");
+    let balancer = start_balancer(&config);
+    let target = Target::new(&balancer.addr.to_string(), None, TIMEOUT).expect("target");
+    let channel = target.connect().await.expect("connect");
+    assert_eq!(
+        target
+            .discover(channel.clone(), "", "Worker", 0, false)
+            .await
+            .expect("discover")
+            .len(),
+        10
+    );
+
+    // 50 clients at once, each taking the top worker: no worker gets more than 20 %.
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (target, channel) = (target.clone(), channel.clone());
+            tokio::spawn(async move { target.discover(channel, "", "Worker", 1, true).await })
+        })
+        .collect();
+    let mut handed = std::collections::HashMap::<i32, usize>::new();
+    for call in calls {
+        let chosen = call.await.expect("task").expect("discover");
+        assert_eq!(chosen.len(), 1);
+        *handed.entry(chosen[0].port).or_default() += 1;
+    }
+    assert!(
+        handed.values().all(|&n| n <= 10),
+        "no worker over 20 %: {handed:?}"
+    );
+
+    // NOT_SERVING and killed workers leave within the deadline, far inside one probe interval.
+    let not_serving = workers[0].addr.port() as i32;
+    workers[0].process.signal(Signal::SIGUSR1);
+    let killed = workers[1].addr.port() as i32;
+    workers[1].process.signal(Signal::SIGKILL);
+    workers[1].process.wait_exit(TIMEOUT);
+    quaestor_test_support::wait_for_async(
+        "both to leave the answers",
+        Duration::from_secs(10),
+        || async {
+            let found = target
+                .discover(channel.clone(), "", "Worker", 0, false)
+                .await
+                .expect("discover");
+            let ports: Vec<i32> = found.iter().map(|l| l.port).collect();
+            (ports.len() == 8 && !ports.contains(&not_serving) && !ports.contains(&killed))
+                .then_some(())
+        },
+    )
+    .await;
+}
