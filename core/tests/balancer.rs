@@ -496,3 +496,105 @@ mod grpclb {
         assert_eq!(error.code(), Code::InvalidArgument);
     }
 }
+
+/// A health service that answers `Check` but not `Watch`, as some workers do.
+#[derive(Clone)]
+struct CheckOnly(HealthState);
+
+#[tonic::async_trait]
+impl quaestor_core::proto::health::health_server::Health for CheckOnly {
+    async fn check(
+        &self,
+        request: tonic::Request<quaestor_core::proto::health::HealthCheckRequest>,
+    ) -> Result<tonic::Response<quaestor_core::proto::health::HealthCheckResponse>, tonic::Status>
+    {
+        let status = self
+            .0
+            .status(&request.get_ref().service)
+            .ok_or_else(|| tonic::Status::not_found("unknown"))?;
+        Ok(tonic::Response::new(
+            quaestor_core::proto::health::HealthCheckResponse {
+                status: status.into(),
+            },
+        ))
+    }
+
+    type WatchStream = tokio_stream::Empty<
+        Result<quaestor_core::proto::health::HealthCheckResponse, tonic::Status>,
+    >;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<quaestor_core::proto::health::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no Watch here"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_without_watch_are_polled_with_check() {
+    let health = HealthState::new();
+    health.set_serving("Worker", true);
+    let reporter = Reporter::new();
+    reporter.add_service("Worker", 4).expect("add");
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(
+        quaestor_core::proto::health::health_server::HealthServer::new(CheckOnly(health.clone())),
+    );
+    routes.add_service(reporter.load_reporting_service());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes.routes())
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let location = ServiceLocation::new("", "Worker", "127.0.0.1", port).expect("valid");
+    let balancer = Balancer::start(MemoryRegistry::from_locations([location]), options());
+    assert_eq!(
+        ports(&balancer.discover_top("", "Worker", 0).await.expect("top")),
+        [port]
+    );
+    health.set_serving("Worker", false);
+    until_top(&balancer, "Check polls to see NOT_SERVING", |top| {
+        top.is_empty()
+    })
+    .await;
+    health.set_serving("Worker", true);
+    until_top(&balancer, "Check polls to see SERVING again", |top| {
+        top == [port]
+    })
+    .await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_is_probed_until_it_returns() {
+    let mut worker = TestWorker::start(4).await;
+    let location = worker.location.clone();
+    let balancer = Balancer::start(
+        MemoryRegistry::from_locations([location.clone()]),
+        options(),
+    );
+    assert_eq!(
+        balancer
+            .discover("", "Worker", 0)
+            .await
+            .expect("discover")
+            .len(),
+        1
+    );
+    worker.stop().await;
+    until_top(&balancer, "the dead worker to leave", |top| top.is_empty()).await;
+    // A new worker on the same port: the backed-off probes find it again.
+    let reporter = Reporter::new();
+    reporter.add_service("Worker", 4).expect("add");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], location.port));
+    let _back = reporter.serve(addr, None).await.expect("same port again");
+    until_top(&balancer, "the worker to return", |top| {
+        top == [location.port]
+    })
+    .await;
+}
