@@ -21,14 +21,29 @@ fn quaestor(args: &[&str]) -> Finished {
     run(&bin(), args, TIMEOUT)
 }
 
-/// A config with `loadBalancerConfig` (fast probes) plus `extra` lines, written to `dir`.
+/// A config with `loadBalancerConfig` (a load probe every 100 ms) plus `extra` lines.
 fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config_probing(dir, 100, extra)
+}
+
+/// A config with `loadBalancerConfig` (a load probe every `probe_ms`) plus `extra` lines,
+/// written to `dir`.
+fn write_config_probing(dir: &Path, probe_ms: u32, extra: &str) -> PathBuf {
     let path = dir.join("quaestor.loadbalancer.config.yml");
     let text = format!(
-        "# written by the test\nloadBalancerConfig:\n  hostName: 127.0.0.1\n  port: 5150\n  probeIntervalMs: 100\n  serviceResponseTimeoutSeconds: 1\n{extra}"
+        "# written by the test\nloadBalancerConfig:\n  hostName: 127.0.0.1\n  port: 5150\n  probeIntervalMs: {probe_ms}\n  serviceResponseTimeoutSeconds: 1\n{extra}"
     );
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// A KeyValueStore agent: the given etcd is the registry.
+fn etcd_agent(etcd: &EtcdCluster) -> String {
+    let endpoint = etcd.endpoint(0);
+    let port = endpoint.rsplit(':').next().expect("port");
+    format!(
+        "agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {port} ]\n"
+    )
 }
 
 /// A Worker agent over the given workers' ports.
@@ -124,18 +139,7 @@ fn a_key_value_store_agent_makes_etcd_the_registry() {
     let dir = tempfile::tempdir().expect("dir");
     let etcd = EtcdCluster::single();
     let worker = spawn_worker(&bin(), &[]);
-    let etcd_port = etcd
-        .endpoint(0)
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .to_owned();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {etcd_port} ]\n"
-        ),
-    );
+    let config = write_config(dir.path(), &etcd_agent(&etcd));
     let balancer = start_balancer(&config);
     assert!(
         discover(&balancer, &[]).is_empty(),
@@ -366,23 +370,8 @@ async fn ten_workers_in_etcd_spread_rank_and_leave_through_the_watch() {
             ServiceLocation::new("", "Worker", "127.0.0.1", worker.addr.port()).expect("location");
         registrar.register(&location).await.expect("register");
     }
-    let etcd_port = etcd
-        .endpoint(0)
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .to_owned();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {etcd_port} ]\n"
-        ),
-    );
     // A load probe every 60 s: only the health Watch can make changes visible in time below.
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace("probeIntervalMs: 100", "probeIntervalMs: 60000");
-    std::fs::write(&config, text).expect("write");
+    let config = write_config_probing(dir.path(), 60_000, &etcd_agent(&etcd));
     let balancer = start_balancer(&config);
     let target = Target::new(&balancer.addr.to_string(), None, TIMEOUT).expect("target");
     let channel = target.connect().await.expect("connect");
