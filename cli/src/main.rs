@@ -33,6 +33,10 @@ enum Command {
     LoadBalancer(cmd::load_balancer::Args),
     /// Ask a balancer which workers serve a service; exit 1 when none does.
     Discover(cmd::discover::Args),
+    /// (Internal) Start a cluster member with a parent-death signal: `exec-member --parent PID
+    /// -- PROGRAM ARGS...`. The supervisor starts members through it.
+    #[command(hide = true)]
+    ExecMember(cmd::exec_member::Args),
     /// List, follow or add registrations in etcd (the operator's view of the registry).
     #[command(subcommand)]
     Registry(cmd::registry::Command),
@@ -43,6 +47,10 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(error) => return exit::usage_error(&error),
     };
+    // Becomes the member (no runtime, no logging): must stay minimal.
+    if let Command::ExecMember(args) = &cli.command {
+        return cmd::exec_member::run(args);
+    }
     if let Err(error) = logging::init(&cli.log) {
         return Failure::usage(error).report();
     }
@@ -61,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Registry(command) => cmd::registry::run(command).await,
             Command::Discover(args) => cmd::discover::run(args).await,
             Command::LoadBalancer(args) => cmd::load_balancer::run(args).await,
+            Command::ExecMember(_) => unreachable!("handled before the runtime starts"),
         }
     });
     // Do not wait for tasks still running (e.g. a connection being closed).

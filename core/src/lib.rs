@@ -3,6 +3,7 @@
 //! - [`load`]: the load of one service inside a worker ([`load::ServiceLoad`]).
 //! - [`reporter`]: serves `grpc.health.v1.Health` and `LoadReportingGrpc` for a worker.
 //! - [`registry`]: where the workers are: in memory or in etcd (leases, watch, failover).
+//! - [`supervisor`]: starts, checks, restarts, recycles and registers local processes.
 //! - [`server`]: one gRPC server (health, reflection, TLS, graceful stop) every role serves on.
 //! - [`balancer`]: follows a registry, monitors every location, answers discovery from memory.
 //! - [`config`]: the C# Quaestor's YAML config files (`quaestor.config.yml` and the roles' own).
@@ -20,5 +21,6 @@ pub mod proto;
 pub mod registry;
 pub mod reporter;
 pub mod server;
+pub mod supervisor;
 pub mod tls;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! One module per subcommand, and what they share.
 
 pub mod discover;
+pub mod exec_member;
 pub mod health;
 pub mod load;
 pub mod load_balancer;

@@ -1,0 +1,388 @@
+//! Starting a member: its command line (`{HostName}` and `{Port}` replaced, words split as a
+//! shell would split them, but never run through a shell), its executable (found as the C#
+//! Quaestor finds it), its own process group, and its output, line by line, into the log.
+//!
+//! So that a member does not outlive a supervisor killed with SIGKILL, the supervisor can
+//! start it through a shim ([`exec_member`], behind a hidden `quaestor` subcommand) that asks
+//! Linux for a parent-death signal and then becomes the member (execve keeps the request).
+//! This keeps the crate free of `unsafe` (a `pre_exec` hook would need it).
+
+use std::convert::Infallible;
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("commandLineArguments {text:?} has an unbalanced quote")]
+    Quotes { text: String },
+    #[error("executable {name:?} not found (looked in {looked})")]
+    NotFound { name: String, looked: String },
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to run for one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to the supervisor's environment.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+}
+
+/// The arguments of `template` for a member on `host`:`port`: `{HostName}` and `{Port}`
+/// replaced, then split into words with shell quoting rules (no shell runs them). No
+/// template (`commandLineArguments:` with no value) means no arguments.
+pub fn command_line(
+    template: Option<&str>,
+    host: &str,
+    port: Option<u16>,
+) -> Result<Vec<String>, SpawnError> {
+    let Some(template) = template else {
+        return Ok(Vec::new());
+    };
+    let port = port.map(|p| p.to_string()).unwrap_or_default();
+    let text = template
+        .replace("{HostName}", host)
+        .replace("{Port}", &port);
+    shlex::split(&text).ok_or(SpawnError::Quotes { text })
+}
+
+/// Finds `name`: as given if absolute; else relative to the working directory, then to the
+/// folder of the quaestor binary (the C# Quaestor's rule); a bare name also on `PATH`.
+pub fn resolve_executable(
+    name: &str,
+    working_dir: &Path,
+    quaestor_dir: Option<&Path>,
+) -> Result<PathBuf, SpawnError> {
+    let path = Path::new(name);
+    if path.is_absolute() {
+        return Ok(path.to_owned());
+    }
+    let mut looked = vec![working_dir.to_owned()];
+    looked.extend(quaestor_dir.map(Path::to_owned));
+    if !name.contains('/') {
+        looked.extend(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
+    }
+    looked
+        .iter()
+        .map(|dir| dir.join(path))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| SpawnError::NotFound {
+            name: name.to_owned(),
+            looked: looked
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Which output a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Receives every line a member prints: (which output, the member's tag, its pid, the line).
+pub type LineSink = Arc<dyn Fn(Output, &str, u32, &str) + Send + Sync>;
+
+/// The default sink: the supervisor's log, tagged with the member.
+pub fn log_lines() -> LineSink {
+    Arc::new(|output, member, pid, line| match output {
+        Output::Stdout => tracing::info!(target: "quaestor::member", member, pid, "{line}"),
+        Output::Stderr => tracing::warn!(target: "quaestor::member", member, pid, "{line}"),
+    })
+}
+
+/// How to start members.
+#[derive(Clone)]
+pub struct Spawner {
+    /// Start members through `SHIM exec-member -- PROGRAM ARGS` (the quaestor binary), so that
+    /// they get a parent-death signal; `None` starts them directly.
+    pub shim: Option<PathBuf>,
+    pub sink: LineSink,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("shim", &self.shim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hidden subcommand of the quaestor binary that [`exec_member`] serves.
+pub const SHIM_SUBCOMMAND: &str = "exec-member";
+
+impl Spawner {
+    /// Starts `command` in a process group of its own; `tag` (e.g. `Worker[2]`) names it in
+    /// the log. `parent_death` asks for a parent-death signal (needs a shim).
+    pub fn spawn(
+        &self,
+        command: &MemberCommand,
+        tag: &str,
+        parent_death: bool,
+    ) -> Result<Child, SpawnError> {
+        let mut process = match (&self.shim, parent_death) {
+            (Some(shim), true) => {
+                let mut process = Command::new(shim);
+                process.args([
+                    SHIM_SUBCOMMAND,
+                    "--parent",
+                    &std::process::id().to_string(),
+                    "--",
+                ]);
+                process.arg(&command.program);
+                process
+            }
+            _ => Command::new(&command.program),
+        };
+        process
+            .args(&command.args)
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(dir) = &command.working_dir {
+            process.current_dir(dir);
+        }
+        let mut child = process.spawn().map_err(|source| SpawnError::Start {
+            program: command.program.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        if let Some(stdout) = child.stdout.take() {
+            forward(
+                stdout,
+                Output::Stdout,
+                tag.to_owned(),
+                pid,
+                Arc::clone(&self.sink),
+            );
+        }
+        if let Some(stderr) = child.stderr.take() {
+            forward(
+                stderr,
+                Output::Stderr,
+                tag.to_owned(),
+                pid,
+                Arc::clone(&self.sink),
+            );
+        }
+        Ok(child)
+    }
+}
+
+fn forward(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    output: Output,
+    tag: String,
+    pid: u32,
+    sink: LineSink,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink(output, &tag, pid, &line);
+        }
+    });
+}
+
+/// Sends `signal` to the process group led by `pid` (every process the member started too).
+pub fn signal_group(pid: u32, signal: Signal) -> nix::Result<()> {
+    killpg(Pid::from_raw(pid as i32), signal)
+}
+
+/// The shim: asks for SIGKILL when the supervisor (`parent`) dies, then becomes `program`.
+/// Returns only on failure.
+pub fn exec_member(program: &OsStr, args: &[&OsStr], parent: u32) -> Result<Infallible, String> {
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| format!("cannot ask for a parent-death signal: {e}"))?;
+        // The supervisor may have died before the request: then nobody would signal us.
+        if nix::unistd::getppid() != Pid::from_raw(parent as i32) {
+            return Err("the supervisor is gone".to_owned());
+        }
+    }
+    let to_c = |text: &OsStr| {
+        CString::new(text.as_bytes()).map_err(|_| format!("{text:?} contains a NUL byte"))
+    };
+    let program_c = to_c(program)?;
+    let mut argv = vec![program_c.clone()];
+    for arg in args {
+        argv.push(to_c(arg)?);
+    }
+    nix::unistd::execvp(&program_c, &argv)
+        .map_err(|e| format!("cannot start {}: {e}", program.to_string_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn command_lines_like_a_shell_without_one() {
+        let args = command_line(
+            Some("--port {Port} --host {HostName} --name 'a b' \"c d\" $HOME;x"),
+            "h1",
+            Some(5161),
+        )
+        .expect("valid");
+        assert_eq!(
+            args,
+            [
+                "--port", "5161", "--host", "h1", "--name", "a b", "c d", "$HOME;x"
+            ]
+        );
+        assert_eq!(
+            command_line(None, "h", Some(1)).expect("none"),
+            Vec::<String>::new()
+        );
+        assert!(matches!(
+            command_line(Some("--x 'open"), "h", None),
+            Err(SpawnError::Quotes { .. })
+        ));
+    }
+
+    #[test]
+    fn executables_are_found_as_the_csharp_version_finds_them() {
+        let work = tempfile::tempdir().expect("dir");
+        let home = tempfile::tempdir().expect("dir");
+        std::fs::write(work.path().join("local-tool"), "").expect("write");
+        std::fs::create_dir(home.path().join("bin")).expect("mkdir");
+        std::fs::write(home.path().join("bin/worker"), "").expect("write");
+        let found = |name| resolve_executable(name, work.path(), Some(home.path()));
+        assert_eq!(
+            found("local-tool").expect("in the working dir"),
+            work.path().join("local-tool")
+        );
+        assert_eq!(
+            found("bin/worker").expect("next to quaestor"),
+            home.path().join("bin/worker")
+        );
+        assert_eq!(
+            found("sh").expect("on PATH").file_name(),
+            Some(OsStr::new("sh"))
+        );
+        assert_eq!(
+            found("/bin/sh").expect("absolute"),
+            PathBuf::from("/bin/sh")
+        );
+        let missing = found("bin/nope").expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .contains(&home.path().display().to_string()),
+            "{missing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn members_run_in_their_own_group_and_their_output_is_tagged() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let spawner = Spawner {
+            shim: None,
+            sink: Arc::new(move |output, tag: &str, pid, line: &str| {
+                let _ = tx.send((output, tag.to_owned(), pid, line.to_owned()));
+            }),
+        };
+        // The member starts a child of its own: the group signal must reach it too.
+        let command = MemberCommand {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo out; echo err >&2; sleep 600 & echo $!; wait".into(),
+            ],
+            env: vec![("QUAESTOR_TEST".into(), "1".into())],
+            working_dir: None,
+        };
+        let mut child = spawner.spawn(&command, "Worker[0]", false).expect("spawn");
+        let pid = child.id().expect("pid");
+        assert_eq!(
+            nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))).expect("pgid"),
+            Pid::from_raw(pid as i32)
+        );
+        let mut seen = Vec::new();
+        let mut grandchild = None;
+        while seen.len() < 3 {
+            let (output, tag, line_pid, line) =
+                tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("output in time")
+                    .expect("sink open");
+            assert_eq!((tag.as_str(), line_pid), ("Worker[0]", pid));
+            if let Ok(n) = line.parse::<i32>() {
+                grandchild = Some(Pid::from_raw(n));
+            }
+            seen.push((output, line));
+        }
+        assert!(
+            seen.contains(&(Output::Stdout, "out".into()))
+                && seen.contains(&(Output::Stderr, "err".into()))
+        );
+        signal_group(pid, Signal::SIGKILL).expect("killpg");
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("exits")
+            .expect("status");
+        assert!(!status.success());
+        let grandchild = grandchild.expect("the sleep's pid");
+        quaestor_test_support::wait_for_async(
+            "the member's own child to die",
+            Duration::from_secs(10),
+            || async {
+                // Gone, or a zombie waiting for init: either way no longer running.
+                let stat =
+                    std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+                (stat.is_empty() || stat.contains(") Z ")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    #[test]
+    fn spawn_errors_name_the_program() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = runtime.enter();
+        let spawner = Spawner {
+            shim: None,
+            sink: log_lines(),
+        };
+        let command = MemberCommand {
+            program: "/nonexistent/worker".into(),
+            args: vec![],
+            env: vec![],
+            working_dir: None,
+        };
+        let error = spawner
+            .spawn(&command, "Worker[0]", false)
+            .expect_err("missing program");
+        assert!(error.to_string().contains("/nonexistent/worker"), "{error}");
+    }
+}
