@@ -65,3 +65,226 @@ fn the_shim_reports_a_program_it_cannot_start() {
     assert_eq!(out.code, Some(127), "{out:?}");
     assert!(out.stderr.contains("/nonexistent/worker"), "{out:?}");
 }
+
+mod runner {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+    use quaestor_core::registry::memory::MemoryRegistry;
+    use quaestor_core::registry::{RegistryReader, ServiceLocation};
+    use quaestor_core::supervisor::member::{Policy, State};
+    use quaestor_core::supervisor::runner::{MemberSpec, MemberStatus, Runner};
+    use quaestor_core::supervisor::spawn::{MemberCommand, Spawner, log_lines};
+    use quaestor_test_support::wait_for_async;
+    use tokio::sync::watch;
+
+    use super::bin;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            startup_wait: Duration::from_secs(10),
+            max_failures: 25,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            reset_after: Duration::from_secs(60),
+            unhealthy_after: 1,
+            shutdown_timeout: Duration::from_secs(5),
+            failed_retry: Duration::from_secs(300),
+        }
+    }
+
+    /// A `quaestor worker` member on a free port with `extra` arguments.
+    fn worker_spec(extra: &[&str]) -> (MemberSpec, u16) {
+        let port = free_port();
+        let mut args = vec!["worker".to_owned(), "--port".to_owned(), port.to_string()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let spec = MemberSpec {
+            tag: "Worker[0]".into(),
+            command: MemberCommand {
+                program: bin(),
+                args,
+                env: vec![],
+                working_dir: None,
+            },
+            health_address: format!("127.0.0.1:{port}"),
+            services: vec!["Worker".into()],
+            locations: vec![
+                ServiceLocation::new("", "Worker", "127.0.0.1", port).expect("location"),
+            ],
+            policy: policy(),
+            heartbeat: Duration::from_millis(200),
+            response_timeout: Duration::from_secs(2),
+            stop_signal: Signal::SIGTERM,
+            die_with_supervisor: true,
+        };
+        (spec, port)
+    }
+
+    fn spawner() -> Spawner {
+        Spawner {
+            shim: Some(bin()),
+            sink: log_lines(),
+        }
+    }
+
+    async fn until(
+        status: &mut watch::Receiver<MemberStatus>,
+        what: &str,
+        ready: impl Fn(&MemberStatus) -> bool,
+    ) -> MemberStatus {
+        wait_for_async(what, TIMEOUT, || {
+            let current = status.borrow_and_update().clone();
+            let done = ready(&current).then_some(current);
+            async move { done }
+        })
+        .await
+    }
+
+    fn is_ready(s: &MemberStatus) -> bool {
+        matches!(s.state, State::Ready { .. })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn starts_with_readiness_and_registers_only_while_serving() {
+        let registry = MemoryRegistry::new();
+        let (spec, port) = worker_spec(&[]);
+        let runner = Runner::start(spec, spawner(), Arc::new(registry.clone()));
+        let mut status = runner.status.clone();
+        until(&mut status, "Ready", is_ready).await;
+        let registered: Vec<u16> = registry
+            .current()
+            .locations
+            .values()
+            .map(|l| l.port)
+            .collect();
+        assert_eq!(registered, [port], "registered once SERVING");
+        runner.stop().await;
+        assert!(
+            registry.current().locations.is_empty(),
+            "deregistered by the stop"
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the worker is gone"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_is_restarted_after_backoff() {
+        let registry = MemoryRegistry::new();
+        let (spec, _) = worker_spec(&["--exit-after", "1s", "--exit-code", "3"]);
+        let runner = Runner::start(spec, spawner(), Arc::new(registry.clone()));
+        let mut status = runner.status.clone();
+        until(&mut status, "Ready", is_ready).await;
+        let crashed_at = std::time::Instant::now();
+        until(&mut status, "a restart", |s| s.starts >= 2).await;
+        let restarted = until(&mut status, "Ready again", |s| is_ready(s) && s.starts >= 2).await;
+        eprintln!("crash to SERVING again: {:?}", crashed_at.elapsed());
+        assert!(
+            restarted.failures >= 1,
+            "the crash counts as a failure: {restarted:?}"
+        );
+        runner.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn not_serving_is_restarted() {
+        let registry = MemoryRegistry::new();
+        // Every change of the registry, as counts of registered locations.
+        let mut views = registry.subscribe();
+        let counts = tokio::spawn(async move {
+            let mut counts = Vec::new();
+            while views.changed().await.is_ok() {
+                counts.push(views.borrow_and_update().locations.len());
+            }
+            counts
+        });
+        let (spec, _) = worker_spec(&["--unhealthy-after", "1s"]);
+        let runner = Runner::start(spec, spawner(), Arc::new(registry.clone()));
+        let mut status = runner.status.clone();
+        let again = until(&mut status, "Ready again", |s| is_ready(s) && s.starts >= 2).await;
+        let unhealthy = again
+            .history
+            .iter()
+            .position(|s| *s == "Unhealthy")
+            .expect("went through Unhealthy");
+        assert_eq!(again.history[unhealthy - 1], "Ready", "{:?}", again.history);
+        runner.stop().await;
+        drop(registry);
+        let counts = counts.await.expect("recorder");
+        assert_eq!(
+            counts,
+            [1, 0, 1, 0],
+            "registered, withdrawn when unhealthy, again when serving, withdrawn at the stop"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn too_many_failed_starts_make_it_failed() {
+        let (mut spec, _) = worker_spec(&[]);
+        spec.command = MemberCommand {
+            program: "/bin/false".into(),
+            args: vec![],
+            env: vec![],
+            working_dir: None,
+        };
+        spec.policy.max_failures = 3;
+        let runner = Runner::start(spec, spawner(), Arc::new(MemoryRegistry::new()));
+        let mut status = runner.status.clone();
+        let failed = until(&mut status, "Failed", |s| {
+            matches!(s.state, State::Failed { .. })
+        })
+        .await;
+        assert_eq!((failed.starts, failed.failures), (3, 3));
+        runner.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_that_ignores_sigterm_is_killed_with_its_children() {
+        let (mut spec, _) = worker_spec(&[]);
+        // Ignores SIGTERM, and has a child of its own; it never reports SERVING.
+        spec.command = MemberCommand {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "trap '' TERM; sleep 600 & echo $! > child.pid; wait".into(),
+            ],
+            env: vec![],
+            working_dir: Some(tempfile::tempdir().expect("dir").keep()),
+        };
+        let dir = spec.command.working_dir.clone().expect("dir");
+        spec.policy.shutdown_timeout = Duration::from_millis(500);
+        let runner = Runner::start(spec, spawner(), Arc::new(MemoryRegistry::new()));
+        let mut status = runner.status.clone();
+        until(&mut status, "Starting", |s| {
+            matches!(s.state, State::Starting { .. })
+        })
+        .await;
+        let child_pid: i32 = wait_for_async("the member's child", TIMEOUT, || async {
+            std::fs::read_to_string(dir.join("child.pid"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .await;
+        tokio::time::timeout(TIMEOUT, runner.stop())
+            .await
+            .expect("the stop ends with SIGKILL");
+        wait_for_async("the member's child to die", TIMEOUT, || async {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{child_pid}/stat")).unwrap_or_default();
+            (stat.is_empty() || stat.contains(") Z ")).then_some(())
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

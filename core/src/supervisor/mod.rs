@@ -3,6 +3,8 @@
 //!
 //! - [`member`]: the state machine of one member (pure transitions).
 //! - [`spawn`]: building a member's command line and starting it in its own process group.
+//! - [`runner`]: runs one member: the state machine driven by the real process.
 
 pub mod member;
+pub mod runner;
 pub mod spawn;
