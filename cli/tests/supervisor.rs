@@ -7,17 +7,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use quaestor_test_support::{quaestor_bin, spawn_reading, wait_for, within};
+use quaestor_test_support::{process_running, quaestor_bin, spawn_reading, wait_for, within};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn bin() -> PathBuf {
     quaestor_bin(env!("CARGO_BIN_EXE_quaestor"))
-}
-
-fn running(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
 }
 
 /// A parent shell that starts `member` in the background, prints its pid, is then killed
@@ -26,11 +21,16 @@ fn member_outlives_killed_parent(member: &str) -> bool {
     let script = format!("{member} & echo $!; wait");
     let (mut parent, lines) = spawn_reading(PathBuf::from("/bin/sh").as_path(), &["-c", &script]);
     let pid: i32 = lines.expect("the member's pid", TIMEOUT, |line| line.trim().parse().ok());
-    wait_for("the member to run", TIMEOUT, || running(pid).then_some(()));
+    wait_for("the member to run", TIMEOUT, || {
+        process_running(pid).then_some(())
+    });
     // Kill only the parent shell, not its process group.
     kill(Pid::from_raw(parent.pid() as i32), Signal::SIGKILL).expect("kill the parent");
     parent.wait_exit(TIMEOUT);
-    let outlived = within(Duration::from_secs(5), || (!running(pid)).then_some(())).is_none();
+    let outlived = within(Duration::from_secs(5), || {
+        (!process_running(pid)).then_some(())
+    })
+    .is_none();
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     outlived
 }
@@ -280,9 +280,7 @@ mod runner {
             .await
             .expect("the stop ends with SIGKILL");
         wait_for_async("the member's child to die", TIMEOUT, || async {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{child_pid}/stat")).unwrap_or_default();
-            (stat.is_empty() || stat.contains(") Z ")).then_some(())
+            (!quaestor_test_support::process_running(child_pid)).then_some(())
         })
         .await;
         let _ = std::fs::remove_dir_all(dir);

@@ -354,10 +354,7 @@ mod tests {
             "the member's own child to die",
             Duration::from_secs(10),
             || async {
-                // Gone, or a zombie waiting for init: either way no longer running.
-                let stat =
-                    std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-                (stat.is_empty() || stat.contains(") Z ")).then_some(())
+                (!quaestor_test_support::process_running(grandchild.as_raw())).then_some(())
             },
         )
         .await;

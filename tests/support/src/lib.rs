@@ -60,6 +60,12 @@ where
     }
 }
 
+/// Whether process `pid` is running: it exists and is not a zombie waiting to be reaped.
+pub fn process_running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
 /// A child process in its own process group. Dropping it kills the group (SIGKILL) and
 /// reaps the child, so no test leaves a process behind, whatever happens.
 #[derive(Debug)]
