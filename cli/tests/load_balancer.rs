@@ -98,6 +98,20 @@ fn worker_agents_are_balanced_and_unhealthy_ones_leave() {
     assert_eq!(discover(&balancer, &[]), all);
     assert_eq!(discover(&balancer, &["--top"]), all);
     assert_eq!(discover(&balancer, &["--top", "--max", "1"]).len(), 1);
+    // The health names the C# configs check the balancer under.
+    let addr = balancer.addr.to_string();
+    for service in [
+        "",
+        "ServiceDiscoveryGrpc",
+        "Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc",
+        "grpc.lb.v1.LoadBalancer",
+    ] {
+        assert_eq!(
+            quaestor(&["health", &addr, service]).code,
+            Some(0),
+            "{service:?}"
+        );
+    }
 
     workers[0].process.signal(Signal::SIGUSR1);
     let rest = addresses(&[&workers[1], &workers[2]]);

@@ -15,6 +15,10 @@ use crate::registry::ServiceLocation;
 /// The full gRPC name of the discovery service (a health status of its own).
 pub const SERVICE_NAME: &str = "Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc";
 
+/// The short name the C# Quaestor's configs check the balancer's health under
+/// (`serviceNames: [ ServiceDiscoveryGrpc ]`); reported SERVING too.
+pub const SHORT_SERVICE_NAME: &str = "ServiceDiscoveryGrpc";
+
 pub type ServiceDiscoveryServer = ServiceDiscoveryGrpcServer<DiscoveryService>;
 
 pub(super) fn service(balancer: Balancer) -> ServiceDiscoveryServer {

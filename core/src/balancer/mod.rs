@@ -355,10 +355,14 @@ impl Balancer {
         discovery::service(self.clone())
     }
 
-    /// A server with health (`""`, discovery and grpclb SERVING), discovery, grpclb and
-    /// reflection.
+    /// A server with health (`""`, discovery (by its full and its short C# name) and grpclb
+    /// SERVING), discovery, grpclb and reflection.
     pub fn server(&self, health: HealthState) -> GrpcServer {
-        for service in [discovery::SERVICE_NAME, grpclb::SERVICE_NAME] {
+        for service in [
+            discovery::SERVICE_NAME,
+            discovery::SHORT_SERVICE_NAME,
+            grpclb::SERVICE_NAME,
+        ] {
             health.set(service, crate::server::health::ServingStatus::Serving);
         }
         GrpcServer::new(health.clone())
