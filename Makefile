@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
 VENV := $(CURDIR)/.venv
 
-.PHONY: test setup build test-rust test-python bench lint clean
+.PHONY: test setup build test-rust test-python bench demo lint clean
 
 test: setup test-rust test-python
 
@@ -23,6 +23,12 @@ test-rust: build
 # The wire format as a stock grpcio client sees it, against the real binary.
 test-python: build
 	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c tests/python/pytest.ini tests/python
+
+# The hello-world cluster: 4 workers on 5161-5164, the balancer on 5150. Then, elsewhere:
+#   target/debug/quaestor discover --top 127.0.0.1:5150 Worker
+demo:
+	cargo build -p quaestor-cli
+	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world/quaestor.config.yml
 
 # Benchmarks print figures; they are not part of `make test`.
 bench:

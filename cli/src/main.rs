@@ -29,6 +29,8 @@ enum Command {
     Health(cmd::health::Args),
     /// Ask a worker for the load report of one of its services.
     Load(cmd::load::Args),
+    /// Run the processes of a C# cluster config: start, check, restart and register them.
+    Cluster(cmd::cluster::Args),
     /// Run the balancer: discovery and grpclb over the registry of the C# load balancer config.
     LoadBalancer(cmd::load_balancer::Args),
     /// Ask a balancer which workers serve a service; exit 1 when none does.
@@ -69,6 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Registry(command) => cmd::registry::run(command).await,
             Command::Discover(args) => cmd::discover::run(args).await,
             Command::LoadBalancer(args) => cmd::load_balancer::run(args).await,
+            Command::Cluster(args) => cmd::cluster::run(args).await,
             Command::ExecMember(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -1,5 +1,6 @@
 //! One module per subcommand, and what they share.
 
+pub mod cluster;
 pub mod discover;
 pub mod exec_member;
 pub mod health;

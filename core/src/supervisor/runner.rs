@@ -111,6 +111,8 @@ pub const HISTORY: usize = 32;
 pub enum Order {
     Recycle,
     Stop,
+    /// Deregister and let go of the process without stopping it (shutdown action None).
+    Leave,
 }
 
 /// A running member: its status, and a way to give it orders. The runner ends after a stop.
@@ -218,6 +220,13 @@ async fn run(
             order = orders.recv() => match order {
                 Some(Order::Recycle) => pending.push(Event::Recycle),
                 Some(Order::Stop) => pending.push(Event::Stop),
+                Some(Order::Leave) => {
+                    if matches!(member.state, State::Ready { .. }) {
+                        perform(&Action::Deregister, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
+                    }
+                    tracing::info!(member = %spec.tag, "left running (shutdown action None)");
+                    return;
+                }
                 // Nobody can give orders any more: stop.
                 None => pending.push(Event::Stop),
             },

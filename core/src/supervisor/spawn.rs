@@ -105,11 +105,15 @@ pub enum Output {
 /// Receives every line a member prints: (which output, the member's tag, its pid, the line).
 pub type LineSink = Arc<dyn Fn(Output, &str, u32, &str) + Send + Sync>;
 
-/// The default sink: the supervisor's log, tagged with the member.
+/// The default sink: the supervisor's log, tagged with the member (stderr is where most
+/// programs log, so it is not a warning by itself).
 pub fn log_lines() -> LineSink {
-    Arc::new(|output, member, pid, line| match output {
-        Output::Stdout => tracing::info!(target: "quaestor::member", member, pid, "{line}"),
-        Output::Stderr => tracing::warn!(target: "quaestor::member", member, pid, "{line}"),
+    Arc::new(|output, member, pid, line| {
+        let stream = match output {
+            Output::Stdout => "stdout",
+            Output::Stderr => "stderr",
+        };
+        tracing::info!(target: "quaestor::member", member, pid, stream, "{line}");
     })
 }
 
