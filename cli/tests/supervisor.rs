@@ -286,3 +286,148 @@ mod runner {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+mod recycling {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use quaestor_core::config::QuaestorConfig;
+    use quaestor_core::proto::example::WorkRequest;
+    use quaestor_core::proto::example::work_client::WorkClient;
+    use quaestor_core::registry::memory::MemoryRegistry;
+    use quaestor_core::supervisor::cluster::{Cluster, ClusterOptions};
+    use quaestor_core::supervisor::runner::MemberStatus;
+    use quaestor_core::supervisor::spawn::{Spawner, log_lines};
+    use quaestor_test_support::{wait_for_async, within};
+
+    use super::bin;
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// `count` workers on free ports, recycled every `hours`.
+    fn config(count: usize, hours: f64) -> (QuaestorConfig, Vec<u16>) {
+        let ports: Vec<u16> = (0..count)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .expect("bind")
+                    .local_addr()
+                    .expect("addr")
+                    .port()
+            })
+            .collect();
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let text = format!(
+            "clusterConfig:\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n  memberMaxShutdownTimeSeconds: 5\n\
+             agents:\n  - agentType: Worker\n    executablePath: {}\n    commandLineArguments: worker --port {{Port}}\n    \
+             processCount: {count}\n    clusterShutdownAction: Kill\n    hostName: 127.0.0.1\n    ports: [ {} ]\n    \
+             serviceNames: [ Worker ]\n    recyclingIntervalHours: {hours}\n",
+            bin().display(),
+            list.join(", ")
+        );
+        (
+            QuaestorConfig::parse(&text, "test.yml").expect("valid config"),
+            ports,
+        )
+    }
+
+    fn start(config: &QuaestorConfig) -> Cluster {
+        let options = ClusterOptions {
+            working_dir: std::env::temp_dir(),
+            quaestor_bin: Some(bin()),
+        };
+        let spawner = Spawner {
+            shim: Some(bin()),
+            sink: log_lines(),
+        };
+        Cluster::start(config, &options, Arc::new(MemoryRegistry::new()), spawner).expect("cluster")
+    }
+
+    fn starts(cluster: &Cluster) -> Vec<u32> {
+        cluster
+            .statuses()
+            .iter()
+            .map(|s: &MemberStatus| s.starts)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_members_are_recycled_one_at_a_time() {
+        // About every 1.5 s.
+        let (config, _) = config(2, 0.0004);
+        let cluster = start(&config);
+        // Every state change of both members, in one ordered log.
+        let log = Arc::new(std::sync::Mutex::new(Vec::<(usize, &'static str)>::new()));
+        for (index, mut status) in cluster.status_receivers().into_iter().enumerate() {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut last = "";
+                while status.changed().await.is_ok() {
+                    let state = *status.borrow_and_update().history.last().expect("a state");
+                    if state != last {
+                        log.lock().expect("log").push((index, state));
+                        last = state;
+                    }
+                }
+            });
+        }
+        wait_for_async("both members recycled", TIMEOUT, || {
+            let done = starts(&cluster).iter().all(|&n| n >= 2);
+            async move { done.then_some(()) }
+        })
+        .await;
+        for status in cluster.statuses() {
+            assert!(status.history.contains(&"Recycling"), "{status:?}");
+        }
+        cluster.stop().await;
+        // Once both served, never both out of service at once (until the cluster's own stop).
+        let log = log.lock().expect("log").clone();
+        let before_stop = log.iter().take_while(|(_, state)| *state != "Stopping");
+        let mut serving = [false, false];
+        let mut both_served = false;
+        for (index, state) in before_stop {
+            serving[*index] = *state == "Ready";
+            both_served |= serving == [true, true];
+            assert!(
+                !both_served || serving.iter().any(|s| *s),
+                "both members out of service at once: {log:?}"
+            );
+        }
+        assert!(both_served, "{log:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_member_is_recycled_only_once_idle() {
+        let (config, ports) = config(1, 0.0003);
+        let cluster = start(&config);
+        wait_for_async("the member to serve", TIMEOUT, || {
+            let ready = cluster.statuses()[0].history.contains(&"Ready");
+            async move { ready.then_some(()) }
+        })
+        .await;
+        let mut work = WorkClient::connect(format!("http://127.0.0.1:{}", ports[0]))
+            .await
+            .expect("connect");
+        let call = tokio::spawn(async move {
+            work.do_work(WorkRequest {
+                milliseconds: 600_000,
+                service_name: String::new(),
+            })
+            .await
+        });
+        // Busy for several intervals (about 1.1 s each): not recycled.
+        let recycled_while_busy = within(Duration::from_secs(4), || {
+            (starts(&cluster)[0] >= 2).then_some(())
+        });
+        assert!(
+            recycled_while_busy.is_none(),
+            "a busy member must not be recycled"
+        );
+        call.abort();
+        wait_for_async("the recycle once idle", TIMEOUT, || {
+            let done = starts(&cluster)[0] >= 2;
+            async move { done.then_some(()) }
+        })
+        .await;
+        cluster.stop().await;
+    }
+}

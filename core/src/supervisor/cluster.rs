@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::member::Policy;
+use super::recycle::{Recyclable, recycle_agent};
 use super::runner::{MemberRegistry, MemberSpec, MemberStatus, Order, Runner};
 use super::spawn::{MemberCommand, SpawnError, Spawner, command_line, resolve_executable};
 use crate::config::{AgentConfig, ClusterConfig, QuaestorConfig, ShutdownAction};
@@ -40,6 +41,7 @@ pub struct ClusterOptions {
 /// The running members of a configuration.
 pub struct Cluster {
     members: Vec<(ShutdownAction, Runner)>,
+    recyclers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -65,19 +67,47 @@ impl Cluster {
             for member in 0..agent.process_count as usize {
                 let spec = member_spec(agent, member, &cluster, options)
                     .map_err(|e| problem(e.to_string()))?;
-                specs.push((agent.cluster_shutdown_action, spec));
+                specs.push((index, agent.cluster_shutdown_action, spec));
             }
         }
-        let members = specs
-            .into_iter()
-            .map(|(action, spec)| {
-                (
-                    action,
-                    Runner::start(spec, spawner.clone(), Arc::clone(&registry)),
-                )
-            })
-            .collect();
-        Ok(Cluster { members })
+        let mut members = Vec::new();
+        let mut recyclers = Vec::new();
+        let mut by_agent: Vec<(usize, Recyclable)> = Vec::new();
+        for (agent, action, spec) in specs {
+            let (load_address, services) = (spec.health_address.clone(), spec.services.clone());
+            let runner = Runner::start(spec, spawner.clone(), Arc::clone(&registry));
+            by_agent.push((
+                agent,
+                Recyclable {
+                    runner: runner.handle(),
+                    load_address,
+                    services,
+                },
+            ));
+            members.push((action, runner));
+        }
+        for (index, agent) in config.agents.iter().enumerate() {
+            let Some(hours) = agent.recycling_interval_hours.filter(|h| *h > 0.0) else {
+                continue;
+            };
+            let mine: Vec<Recyclable> = by_agent
+                .iter()
+                .filter(|(a, _)| *a == index)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let interval = Duration::from_secs_f64(hours * 3600.0);
+            recyclers.push(tokio::spawn(recycle_agent(
+                mine,
+                interval,
+                cluster.member_response_timeout,
+            )));
+        }
+        Ok(Cluster { members, recyclers })
+    }
+
+    /// Followers of every member's status, in config order.
+    pub fn status_receivers(&self) -> Vec<tokio::sync::watch::Receiver<MemberStatus>> {
+        self.members.iter().map(|(_, r)| r.status.clone()).collect()
     }
 
     /// Every member's status, in config order.
@@ -92,6 +122,9 @@ impl Cluster {
     /// stop signal, SIGKILL after the timeout); those with None are deregistered and left
     /// running, as in the C# version. All at once; returns when every runner is done.
     pub async fn stop(self) {
+        for recycler in &self.recyclers {
+            recycler.abort();
+        }
         for (action, runner) in &self.members {
             let order = match action {
                 ShutdownAction::Kill => Order::Stop,

@@ -5,8 +5,10 @@
 //! - [`spawn`]: building a member's command line and starting it in its own process group.
 //! - [`runner`]: runs one member: the state machine driven by the real process.
 //! - [`cluster`]: the members of every agent of a configuration.
+//! - [`recycle`]: restarting members after an interval, when idle, one per agent at a time.
 
 pub mod cluster;
 pub mod member;
+pub mod recycle;
 pub mod runner;
 pub mod spawn;

@@ -122,7 +122,27 @@ pub struct Runner {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// What others need to follow a runner and give it orders (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct RunnerHandle {
+    pub status: watch::Receiver<MemberStatus>,
+    orders: mpsc::Sender<Order>,
+}
+
+impl RunnerHandle {
+    pub async fn order(&self, order: Order) {
+        let _ = self.orders.send(order).await;
+    }
+}
+
 impl Runner {
+    pub fn handle(&self) -> RunnerHandle {
+        RunnerHandle {
+            status: self.status.clone(),
+            orders: self.orders.clone(),
+        }
+    }
+
     /// Starts running `spec`: spawns the process at once.
     pub fn start(spec: MemberSpec, spawner: Spawner, registry: Arc<dyn MemberRegistry>) -> Runner {
         let (status_tx, status) = watch::channel(MemberStatus {
