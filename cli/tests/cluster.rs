@@ -110,3 +110,67 @@ fn a_bad_cluster_config_exits_64_naming_file_line_and_key() {
         out.stderr
     );
 }
+
+/// A KeyValueStore agent is the cluster's own etcd: started first, members registered in it
+/// (as etcdctl sees), the balancer reading it; everything stops with the cluster.
+#[test]
+fn a_key_value_store_agent_is_the_clusters_etcd() {
+    let dir = tempfile::tempdir().expect("dir");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (etcd_port, peer_port, balancer_port) = (free(), free(), free());
+    let etcd = quaestor_test_support::etcd::etcd_bin();
+    let data = dir.path().join("etcd-data");
+    let text = format!(
+        "clusterConfig:\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n  memberMaxShutdownTimeSeconds: 5\n\
+         loadBalancerConfig:\n  hostName: 127.0.0.1\n  port: {balancer_port}\n  probeIntervalMs: 100\n\
+         agents:\n\
+         \x20 - agentType: KeyValueStore\n    executablePath: {etcd}\n    commandLineArguments: >-\n      \
+         --name kvs --data-dir {data} --listen-client-urls http://127.0.0.1:{{Port}} --advertise-client-urls http://127.0.0.1:{{Port}}\n      \
+         --listen-peer-urls http://127.0.0.1:{peer_port} --initial-advertise-peer-urls http://127.0.0.1:{peer_port}\n      \
+         --initial-cluster kvs=http://127.0.0.1:{peer_port}\n    \
+         processCount: 1\n    clusterShutdownAction: Kill\n    hostName: 127.0.0.1\n    ports: [ {etcd_port} ]\n\
+         \x20 - agentType: Worker\n    executablePath: {bin}\n    commandLineArguments: worker --host {{HostName}} --port {{Port}}\n    \
+         processCount: 2\n    clusterShutdownAction: Kill\n    hostName: 127.0.0.1\n    serviceNames: [ Worker ]\n",
+        etcd = etcd.display(),
+        data = data.display(),
+        bin = bin().display(),
+    );
+    let config = dir.path().join("quaestor.config.yml");
+    std::fs::write(&config, text).expect("write config");
+    let mut cluster = start_cluster(&config);
+    let workers = serving_workers(&cluster, 2);
+
+    let etcdctl = |args: &[&str]| {
+        let mut command = std::process::Command::new(quaestor_test_support::etcd::etcdctl_bin());
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=http://127.0.0.1:{etcd_port}"))
+            .args(args);
+        quaestor_test_support::run_command(command, TIMEOUT)
+    };
+    let keys = etcdctl(&["get", "--prefix", "--keys-only", "services/"]);
+    let mut listed: Vec<&str> = keys.stdout.lines().filter(|l| !l.is_empty()).collect();
+    listed.sort();
+    let mut expected: Vec<String> = workers
+        .iter()
+        .map(|w| format!("services//Worker/{}/http", w.replace(':', "/")))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected, "{keys:?}");
+
+    cluster.process.signal(Signal::SIGTERM);
+    assert_eq!(cluster.process.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(
+        !listening(&format!("127.0.0.1:{etcd_port}")),
+        "etcd stopped with the cluster"
+    );
+    for worker in &workers {
+        assert!(!listening(worker), "{worker} stopped with the cluster");
+    }
+}

@@ -38,6 +38,43 @@ pub struct ClusterOptions {
     pub quaestor_bin: Option<PathBuf>,
 }
 
+/// Starts the member of the config's KeyValueStore agent (the etcd the cluster then uses as
+/// its registry), if there is one, and waits (at most its startup wait and 10 s more) until
+/// it serves. It is registered nowhere.
+pub async fn start_key_value_store(
+    config: &QuaestorConfig,
+    options: &ClusterOptions,
+    spawner: Spawner,
+) -> Result<Option<Runner>, ClusterError> {
+    let cluster = config.cluster.clone().unwrap_or_default();
+    let Some((index, agent)) = config
+        .agents
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.is_key_value_store())
+    else {
+        return Ok(None);
+    };
+    let mut spec = member_spec(agent, 0, &cluster, options).map_err(|e| ClusterError::Agent {
+        agent: index,
+        agent_type: agent.agent_type.clone(),
+        problem: e.to_string(),
+    })?;
+    spec.locations.clear();
+    let wait = spec.policy.startup_wait + Duration::from_secs(10);
+    let runner = Runner::start(
+        spec,
+        spawner,
+        Arc::new(crate::registry::memory::MemoryRegistry::new()),
+    );
+    let mut status = runner.status.clone();
+    let serving = status.wait_for(|s| matches!(s.state, super::member::State::Ready { .. }));
+    if tokio::time::timeout(wait, serving).await.is_err() {
+        tracing::error!(agent = %agent.agent_type, ?wait, "the KeyValueStore agent does not serve yet");
+    }
+    Ok(Some(runner))
+}
+
 /// The running members of a configuration.
 pub struct Cluster {
     members: Vec<(ShutdownAction, Runner)>,
