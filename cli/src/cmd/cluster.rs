@@ -7,37 +7,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use quaestor_core::balancer::Balancer;
-use quaestor_core::config::{CLUSTER_FILE, QuaestorConfig, find_config};
+use quaestor_core::config::{CLUSTER_FILE, QuaestorConfig};
+use quaestor_core::registry::RegistryReader;
 use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::memory::MemoryRegistry;
-use quaestor_core::server::health::HealthState;
 use quaestor_core::supervisor::cluster::{Cluster, ClusterOptions, start_key_value_store};
 use quaestor_core::supervisor::runner::MemberRegistry;
 use quaestor_core::supervisor::spawn::{Spawner, log_lines};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::ConfigArgs;
 use crate::exit::{Exit, Failure};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The config file [default: quaestor.config.yml or quaestor.cluster.config.yml in --config-dir].
-    #[arg(long, value_name = "FILE", env = crate::env::CONFIG)]
-    config: Option<PathBuf>,
-    /// Where to look for the config file.
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    config_dir: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 pub async fn run(args: Args) -> Result<Exit, Failure> {
-    let path = find_config(args.config.as_deref(), &args.config_dir, CLUSTER_FILE)
-        .map_err(Failure::usage)?;
-    let config = QuaestorConfig::load(&path).map_err(Failure::usage)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    let config = args.config.load(CLUSTER_FILE)?;
     let quaestor_bin = std::env::current_exe().ok();
     let options = ClusterOptions {
-        working_dir: path
+        working_dir: config
+            .path
             .parent()
             .map(PathBuf::from)
             .filter(|p| !p.as_os_str().is_empty())
@@ -53,68 +46,29 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let store = start_key_value_store(&config, &options, spawner.clone())
         .await
         .map_err(Failure::usage)?;
-    let memory = MemoryRegistry::new();
-    let (registry, balancer_registry): (Arc<dyn MemberRegistry>, BalancerRegistry) = match config
-        .etcd_options()
-    {
-        Some(etcd) if store.is_some() => match connect_etcd(etcd).await {
-            Ok((registrar, reader)) => (Arc::new(registrar), BalancerRegistry::Etcd(reader)),
-            Err(error) => {
-                tracing::error!(%error, "the cluster's etcd does not answer; members are registered in memory");
-                (
-                    Arc::new(memory.clone()),
-                    BalancerRegistry::Memory(memory.clone()),
-                )
-            }
-        },
-        _ => (
-            Arc::new(memory.clone()),
-            BalancerRegistry::Memory(memory.clone()),
-        ),
+    let etcd = match config.etcd_options() {
+        Some(etcd) if store.is_some() => connect_etcd(etcd)
+            .await
+            .inspect_err(|error| tracing::error!(%error, "the cluster's etcd does not answer; members are registered in memory"))
+            .ok(),
+        _ => None,
+    };
+    let (registry, balancer): (Arc<dyn MemberRegistry>, Option<Balancer>) = match etcd {
+        Some((registrar, reader)) => (Arc::new(registrar), balancer_over(reader, &config)),
+        None => {
+            let memory = MemoryRegistry::new();
+            (Arc::new(memory.clone()), balancer_over(memory, &config))
+        }
     };
 
     // The balancer first, so that clients can ask as soon as members serve.
-    let mut balancer_server = None;
-    if let Some(settings) = &config.load_balancer {
-        let host = settings
-            .host_name
-            .clone()
-            .unwrap_or_else(|| "localhost".to_owned());
-        let port = settings.port.ok_or_else(|| {
-            Failure::usage(format!(
-                "{}: loadBalancerConfig.port is not set",
-                path.display()
-            ))
-        })?;
-        let addr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                Failure::usage(format!(
-                    "loadBalancerConfig.hostName {host:?} does not resolve"
-                ))
-            })?;
-        let balancer = match balancer_registry {
-            BalancerRegistry::Memory(registry) => {
-                Balancer::start(registry, settings.balancer_options())
-            }
-            BalancerRegistry::Etcd(registry) => {
-                Balancer::start(registry, settings.balancer_options())
-            }
-        };
-        let server = balancer
-            .server(HealthState::new())
-            .with_tls(settings.server_tls(&config))
-            .bind(addr)
-            .await
-            .map_err(|e| Failure::new(Exit::Failure, e))?;
-        println!("listening on {}", server.local_addr());
-        balancer_server = Some(server);
-    }
+    let balancer_server = match &balancer {
+        Some(balancer) => Some(super::load_balancer::serve(balancer, &config, None, None).await?),
+        None => None,
+    };
 
     let cluster = Cluster::start(&config, &options, registry, spawner).map_err(Failure::usage)?;
-    tracing::info!(members = cluster.statuses().len(), config = %path.display(), "cluster started");
+    tracing::info!(members = cluster.statuses().len(), config = %config.path.display(), "cluster started");
 
     let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
     tokio::select! {
@@ -133,10 +87,13 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-/// Where the in-process balancer reads locations from.
-enum BalancerRegistry {
-    Memory(MemoryRegistry),
-    Etcd(EtcdRegistry),
+/// The in-process balancer over `registry`, when the config has `loadBalancerConfig`.
+fn balancer_over<R: RegistryReader + Send + Sync + 'static>(
+    registry: R,
+    config: &QuaestorConfig,
+) -> Option<Balancer> {
+    let settings = config.load_balancer.as_ref()?;
+    Some(Balancer::start(registry, settings.balancer_options()))
 }
 
 /// A registrar for the members and a reader for the balancer, on the cluster's etcd.

@@ -9,14 +9,51 @@ pub mod load_balancer;
 pub mod registry;
 pub mod worker;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use quaestor_core::client::{ClientError, Target};
+use quaestor_core::config::{QuaestorConfig, find_config};
 use quaestor_core::registry::etcd::{EtcdError, EtcdOptions};
 use quaestor_core::tls::ClientTls;
 
 use crate::exit::{Exit, Failure};
+
+/// Which config file to read: `--config`, else `quaestor.config.yml`, then the role's own
+/// file, in `--config-dir`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// The config file [default: quaestor.config.yml, then the role's own file, in --config-dir].
+    #[arg(long, value_name = "FILE", env = crate::env::CONFIG)]
+    config: Option<PathBuf>,
+    /// Where to look for the config file.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    config_dir: PathBuf,
+}
+
+impl ConfigArgs {
+    /// Finds and loads the config (`role_file` is the role's own file name); its warnings go
+    /// to the log. A missing or bad file exits 64, naming file, line and key.
+    pub fn load(&self, role_file: &str) -> Result<QuaestorConfig, Failure> {
+        let path = find_config(self.config.as_deref(), &self.config_dir, role_file)
+            .map_err(Failure::usage)?;
+        let config = QuaestorConfig::load(&path).map_err(Failure::usage)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
+    }
+}
+
+/// The first address `host`:`port` resolves to; `what` names the setting in the error.
+pub async fn resolve(what: &str, host: &str, port: u16) -> Result<SocketAddr, Failure> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Failure::usage(format!("{what} {host:?}: {e}")))?
+        .next()
+        .ok_or_else(|| Failure::usage(format!("{what} {host:?} resolves to no address")))
+}
 
 /// How to reach a server.
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,6 @@
 //! one port, and can turn NOT_SERVING or crash on cue, as later tests and demos need:
 //! `--unhealthy-after`, `--exit-after`, and SIGUSR1 (NOT_SERVING) / SIGUSR2 (SERVING).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use quaestor_core::worker::WorkService;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::parse_duration;
+use super::{parse_duration, resolve};
 use crate::exit::{Exit, Failure};
 
 /// The service reported when no `--service` is given (the C# HelloWorld worker's name).
@@ -104,7 +103,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
                 None => tls,
             }
         });
-    let addr = resolve(&args.host, args.port).await?;
+    let addr = resolve("--host", &args.host, args.port).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::new(Exit::Failure, format!("cannot listen on {addr}: {e}")))?;
@@ -173,13 +172,4 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     server.shutdown().await.map_err(Failure::unexpected)?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
-}
-
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, Failure> {
-    let mut addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| Failure::usage(format!("--host {host:?}: {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| Failure::usage(format!("--host {host:?} resolves to no address")))
 }
