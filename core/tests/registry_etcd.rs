@@ -38,12 +38,18 @@ async fn until<T>(receiver: &mut watch::Receiver<T>, what: &str, ready: impl Fn(
     .await;
 }
 
-/// One etcd member, a reader and a registrar on it.
-async fn single_with_reader_and_registrar() -> (EtcdCluster, EtcdRegistry, EtcdRegistrar) {
+/// One etcd member and a reader on it.
+async fn single_with_reader() -> (EtcdCluster, EtcdRegistry) {
     let etcd = EtcdCluster::single();
     let registry = EtcdRegistry::connect(options(etcd.endpoints()))
         .await
         .expect("reader");
+    (etcd, registry)
+}
+
+/// One etcd member, a reader and a registrar on it.
+async fn single_with_reader_and_registrar() -> (EtcdCluster, EtcdRegistry, EtcdRegistrar) {
+    let (etcd, registry) = single_with_reader().await;
     let registrar = EtcdRegistrar::connect(options(etcd.endpoints()))
         .await
         .expect("registrar");
@@ -151,10 +157,7 @@ async fn bad_names_are_rejected_before_reaching_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_drop_revoke_at_once() {
-    let etcd = EtcdCluster::single();
-    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
-        .await
-        .expect("reader");
+    let (etcd, registry) = single_with_reader().await;
     let mut view = registry.subscribe();
     // A TTL far longer than the test's deadline: only a revoke can remove the entries in time.
     let long = options(etcd.endpoints()).with_lease_ttl(Duration::from_secs(300));
@@ -221,10 +224,7 @@ async fn the_watch_delivers_changes_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_is_granted_again_and_entries_put_back() {
-    let etcd = EtcdCluster::single();
-    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
-        .await
-        .expect("reader");
+    let (etcd, registry) = single_with_reader().await;
     let ttl = options(etcd.endpoints()).with_lease_ttl(Duration::from_secs(3));
     let registrar = EtcdRegistrar::connect(ttl).await.expect("registrar");
     registrar
