@@ -60,6 +60,14 @@ impl Failure {
         Self::new(Exit::Unreachable, message)
     }
 
+    /// The same failure, its message preceded by `context`.
+    pub fn context(self, context: impl Display) -> Self {
+        Failure {
+            exit: self.exit,
+            message: format!("{context}: {}", self.message),
+        }
+    }
+
     /// Prints the message and gives the exit code.
     pub fn report(self) -> ExitCode {
         eprintln!("quaestor: {}", self.message);

@@ -44,8 +44,33 @@ enum Command {
     Registry(cmd::registry::Command),
 }
 
+/// Names the binary answers to as the C# Quaestor's programs (a link or copy named so):
+/// the subcommand they stand for.
+const PROGRAM_NAMES: &[(&str, &str)] = &[
+    ("quaestor-worker", "worker"),
+    ("quaestor-loadbalancer", "load-balancer"),
+    ("quaestor-cluster", "cluster"),
+];
+
+/// The command line, with the subcommand put in when the binary runs under one of
+/// [`PROGRAM_NAMES`] (`quaestor-worker 5161 100` is `quaestor worker 5161 100`).
+fn arguments() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_stem())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some((_, command)) = PROGRAM_NAMES.iter().find(|(program, _)| *program == name) {
+        args.insert(1, command.into());
+    }
+    args
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(arguments()) {
         Ok(cli) => cli,
         Err(error) => return exit::usage_error(&error),
     };

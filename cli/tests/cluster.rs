@@ -1,11 +1,16 @@
 //! `quaestor cluster` as a process: members from a C#-style config, the in-process balancer
-//! over them, a graceful stop, no orphans after `kill -9`, bad configs.
+//! over them, a graceful stop, no orphans after `kill -9`, bad configs, config reload, status.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use quaestor_test_support::{Finished, Worker, quaestor_bin, run, spawn_listening, wait_for};
+use quaestor_core::supervisor::control::ClusterReport;
+use quaestor_test_support::{
+    ChildProcess, Finished, OutputLines, Worker, process_running, quaestor_bin, run,
+    spawn_listening, spawn_reading, wait_for,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -172,5 +177,331 @@ fn a_key_value_store_agent_is_the_clusters_etcd() {
     );
     for worker in &workers {
         assert!(!listening(worker), "{worker} stopped with the cluster");
+    }
+}
+
+// ---- reload and status ---------------------------------------------------------------------
+
+/// `quaestor cluster` with its stdout echoed and its log (stderr) to read.
+fn start_logged(config: &Path, socket: &Path) -> (ChildProcess, OutputLines) {
+    let mut command = std::process::Command::new(bin());
+    command
+        .args(["cluster", "--config"])
+        .arg(config)
+        .arg("--control")
+        .arg(socket)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut process = ChildProcess::spawn("quaestor cluster", command);
+    OutputLines::of(&mut process).drain();
+    let log = OutputLines::of_stderr(&mut process);
+    (process, log)
+}
+
+/// The running cluster's status, as `quaestor cluster status --json` gives it.
+fn status(socket: &Path) -> ClusterReport {
+    try_status(socket).expect("the cluster answers")
+}
+
+/// The status, or None while no cluster answers at `socket` (exit 2).
+fn try_status(socket: &Path) -> Option<ClusterReport> {
+    let out = quaestor(&[
+        "cluster",
+        "status",
+        "--json",
+        "--control",
+        socket.to_str().expect("utf-8"),
+    ]);
+    if out.code == Some(2) {
+        return None;
+    }
+    assert_eq!(out.code, Some(0), "{out:?}");
+    Some(serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout)))
+}
+
+/// Waits until every member in the status is Ready and their tags are `tags`; returns the
+/// pid of each, by tag.
+fn ready(socket: &Path, tags: &[&str]) -> BTreeMap<String, u32> {
+    let mut want: Vec<&str> = tags.to_vec();
+    want.sort_unstable();
+    wait_for(&format!("members {tags:?} Ready"), TIMEOUT, || {
+        let report = try_status(socket)?;
+        let mut have: Vec<&str> = report.members.iter().map(|m| m.member.as_str()).collect();
+        have.sort_unstable();
+        let all_ready = report
+            .members
+            .iter()
+            .all(|m| m.state == "Ready" && m.pid.is_some());
+        (have == want && all_ready).then(|| {
+            report
+                .members
+                .iter()
+                .map(|m| (m.member.clone(), m.pid.expect("ready")))
+                .collect()
+        })
+    })
+}
+
+/// An agent running `quaestor worker` for service `service` (also its agent type).
+fn worker_agent(service: &str, extra: &str) -> String {
+    format!(
+        "  - agentType: {service}\n    executablePath: {bin}\n    \
+         commandLineArguments: worker --host {{HostName}} --port {{Port}} --service {service} {extra}\n    \
+         clusterShutdownAction: Kill\n    serviceNames: [ {service} ]\n",
+        bin = bin().display()
+    )
+}
+
+fn cluster_config(agents: &[String]) -> String {
+    format!(
+        "clusterConfig:\n  name: reloading\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n  \
+         memberMaxShutdownTimeSeconds: 5\nagents:\n{}",
+        agents.concat()
+    )
+}
+
+/// SIGHUP and file changes apply the config again: added agents start, removed ones stop,
+/// changed ones restart, and the members of unchanged agents keep running (same pid), also
+/// when only their timing settings changed. A config that does not load changes nothing.
+#[test]
+fn reload_adds_removes_and_changes_agents_and_leaves_the_rest() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("quaestor.config.yml");
+    let socket = dir.path().join("control.sock");
+    let v1 = cluster_config(&[
+        worker_agent("Staying", ""),
+        worker_agent("Changing", ""),
+        worker_agent("Leaving", ""),
+    ]);
+    std::fs::write(&config, &v1).expect("write");
+    let (mut cluster, log) = start_logged(&config, &socket);
+    let before = ready(&socket, &["Staying[0]", "Changing[0]", "Leaving[0]"]);
+
+    // SIGHUP with the file unchanged: applied, nothing touched (and SIGHUP does not end it).
+    cluster.signal(Signal::SIGHUP);
+    log.expect("the SIGHUP reload", TIMEOUT, |line| {
+        line.contains("SIGHUP: config applied; no member to start or stop")
+            .then_some(())
+    });
+    assert_eq!(
+        ready(&socket, &["Staying[0]", "Changing[0]", "Leaving[0]"]),
+        before
+    );
+
+    // A file that does not load: named in the log, nothing changes.
+    std::fs::write(&config, format!("{v1}    processCount: many\n")).expect("write");
+    let refused = log.expect("the refused reload", TIMEOUT, |line| {
+        line.contains("the config does not load")
+            .then(|| line.to_owned())
+    });
+    assert!(
+        refused.contains("quaestor.config.yml:") && refused.contains("processCount"),
+        "{refused}"
+    );
+    assert_eq!(
+        ready(&socket, &["Staying[0]", "Changing[0]", "Leaving[0]"]),
+        before
+    );
+
+    // Staying: only timing changes; Changing: another command line; Leaving: gone;
+    // Arriving: new.
+    let staying = worker_agent("Staying", "").replace(
+        "    serviceNames",
+        "    healthCheck:\n      failuresBeforeRestart: 2\n    restartBackoff:\n      initialSeconds: 0.2\n    serviceNames",
+    );
+    let v2 = cluster_config(&[
+        staying,
+        worker_agent("Changing", "--capacity 8"),
+        worker_agent("Arriving", ""),
+    ]);
+    std::fs::write(&config, v2).expect("write");
+    let applied = log.expect("the file-change reload", TIMEOUT, |line| {
+        line.contains("the config file changed: config applied")
+            .then(|| line.to_owned())
+    });
+    assert!(applied.contains("kept=1"), "{applied}");
+    let after = ready(&socket, &["Staying[0]", "Changing[0]", "Arriving[0]"]);
+    assert_eq!(after["Staying[0]"], before["Staying[0]"], "untouched");
+    assert_ne!(after["Changing[0]"], before["Changing[0]"], "restarted");
+    assert!(
+        !process_running(before["Leaving[0]"] as i32),
+        "the removed member was stopped"
+    );
+    assert!(
+        !process_running(before["Changing[0]"] as i32),
+        "the changed member's old process was stopped"
+    );
+    let report = status(&socket);
+    let staying = report
+        .members
+        .iter()
+        .find(|m| m.member == "Staying[0]")
+        .expect("Staying");
+    assert_eq!(staying.restarts, 0);
+    assert_eq!(staying.last_health.as_deref(), Some("SERVING"));
+
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
+    for pid in after.values() {
+        assert!(
+            !process_running(*pid as i32),
+            "{pid} stopped with the cluster"
+        );
+    }
+    assert!(!socket.exists(), "the control socket is removed");
+}
+
+/// `quaestor cluster status` lists state, pid, port, restarts, health and uptime; it exits 2
+/// when no cluster runs the config, and a second cluster on the same config is refused.
+#[test]
+fn status_lists_the_members_and_one_cluster_runs_a_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("quaestor.config.yml");
+    let config_arg = config.to_str().expect("utf-8");
+    let out = quaestor(&["cluster", "status", "--config", config_arg]);
+    assert_eq!(out.code, Some(64), "no config file: {out:?}");
+
+    std::fs::write(&config, cluster_config(&[worker_agent("Worker", "")])).expect("write");
+    let out = quaestor(&["cluster", "status", "--config", config_arg]);
+    assert_eq!(out.code, Some(2), "no cluster runs it: {out:?}");
+    assert!(out.stderr.contains("no cluster answers"), "{}", out.stderr);
+
+    // The default control socket: found from the same --config.
+    let (process, lines) = spawn_reading(&bin(), &["cluster", "--config", config_arg]);
+    lines.drain();
+    let socket = quaestor_core::supervisor::control::default_socket_path(&config);
+    let pids = ready(&socket, &["Worker[0]"]);
+    let out = quaestor(&["cluster", "status", "--config", config_arg]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut lines = out.stdout.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("cluster reloading (pid ")),
+        "{}",
+        out.stdout
+    );
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "MEMBER", "STATE", "PID", "PORT", "RESTARTS", "HEALTH", "UPTIME"
+        ]
+    );
+    let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
+    let report = status(&socket);
+    let member = &report.members[0];
+    assert_eq!(
+        row[..6],
+        [
+            "Worker[0]",
+            "Ready",
+            &pids["Worker[0]"].to_string(),
+            &member.port.to_string(),
+            "0",
+            "SERVING"
+        ]
+    );
+    assert!(row[6].ends_with('s') || row[6].ends_with('m'), "{row:?}");
+    assert!(member.uptime_seconds.is_some_and(|s| s >= 0.0));
+    assert_eq!(report.pid, process.pid());
+    assert!(listening(&format!("127.0.0.1:{}", member.port)));
+
+    let second = quaestor(&["cluster", "--config", config_arg]);
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(second.stderr.contains("already runs"), "{}", second.stderr);
+    assert_eq!(
+        ready(&socket, &["Worker[0]"]),
+        pids,
+        "the first is untouched"
+    );
+    process.signal(Signal::SIGTERM);
+}
+
+/// The C# Quaestor's own sample files (`core/tests/config/csharp`), run with quaestor's
+/// programs: the cluster file unchanged but for the worker's path and the ports (free ones,
+/// as every test takes), the load balancer's file beside it unchanged but for the ports. The
+/// cluster finds its file by the C# name, runs `quaestor-worker {Port} 100` (the C#
+/// WorkerProcess's arguments) four times and `quaestor-loadbalancer.exe` (found as
+/// `quaestor-loadbalancer` next to the file), which reads its own file and offers the four.
+#[test]
+fn the_csharp_sample_configs_run_with_quaestors_programs() {
+    let dir = tempfile::tempdir().expect("dir");
+    for program in ["quaestor-worker", "quaestor-loadbalancer"] {
+        std::os::unix::fs::symlink(bin(), dir.path().join(program)).expect("symlink");
+    }
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let workers: Vec<u16> = (0..4).map(|_| free()).collect();
+    let (balancer, no_etcd) = (free(), free());
+    let ports = workers
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/config/csharp");
+    let sample = |file: &str| std::fs::read_to_string(samples.join(file)).expect("sample");
+    let cluster_file = sample("Quaestor.Cluster.Console/quaestor.cluster.config.yml")
+        .replace(
+            r"..\..\..\..\..\examples\HelloWorld\WorkerProcess\bin\Debug\net8.0\WorkerProcess.exe",
+            "quaestor-worker",
+        )
+        .replace("5161, 5162, 5163, 5164", &ports)
+        .replace("    - 5150", &format!("    - {balancer}"));
+    let balancer_file = sample("Quaestor.LoadBalancer.Console/quaestor.loadbalancer.config.yml")
+        .replace("5161, 5162, 5163, 5164", &ports)
+        .replace("port: 5150", &format!("port: {balancer}"))
+        .replace("    - 2379", &format!("    - {no_etcd}"));
+    std::fs::write(dir.path().join("quaestor.cluster.config.yml"), cluster_file).expect("write");
+    std::fs::write(
+        dir.path().join("quaestor.loadbalancer.config.yml"),
+        balancer_file,
+    )
+    .expect("write");
+
+    let socket = dir.path().join("control.sock");
+    let mut command = std::process::Command::new(bin());
+    command
+        .arg("cluster")
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("--control")
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped());
+    let mut cluster = ChildProcess::spawn("quaestor cluster (C# samples)", command);
+    OutputLines::of(&mut cluster).drain();
+    ready(
+        &socket,
+        &[
+            "Worker[0]",
+            "Worker[1]",
+            "Worker[2]",
+            "Worker[3]",
+            "LoadBalancer[0]",
+        ],
+    );
+    let offered = wait_for("the load balancer to offer the four", TIMEOUT, || {
+        let out = quaestor(&["discover", &format!("127.0.0.1:{balancer}"), "Worker"]);
+        let mut found: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+        found.sort();
+        (found.len() == 4).then_some(found)
+    });
+    let mut expected: Vec<String> = workers.iter().map(|p| format!("localhost:{p}")).collect();
+    expected.sort();
+    assert_eq!(offered, expected);
+
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
+    for port in workers.iter().chain([&balancer]) {
+        assert!(
+            !listening(&format!("127.0.0.1:{port}")),
+            "{port} stopped with the cluster (clusterShutdownAction: Kill)"
+        );
     }
 }

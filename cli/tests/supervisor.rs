@@ -330,7 +330,7 @@ mod recycling {
         )
     }
 
-    fn start(config: &QuaestorConfig) -> Cluster {
+    async fn start(config: &QuaestorConfig) -> Cluster {
         let options = ClusterOptions {
             working_dir: std::env::temp_dir(),
             quaestor_bin: Some(bin()),
@@ -339,7 +339,9 @@ mod recycling {
             shim: Some(bin()),
             sink: log_lines(),
         };
-        Cluster::start(config, &options, Arc::new(MemoryRegistry::new()), spawner).expect("cluster")
+        Cluster::start(config, &options, Arc::new(MemoryRegistry::new()), spawner)
+            .await
+            .expect("cluster")
     }
 
     fn starts(cluster: &Cluster) -> Vec<u32> {
@@ -354,7 +356,7 @@ mod recycling {
     async fn idle_members_are_recycled_one_at_a_time() {
         // About every 1.5 s.
         let (config, _) = config(2, 0.0004);
-        let cluster = start(&config);
+        let cluster = start(&config).await;
         // Every state change of both members, in one ordered log.
         let log = Arc::new(std::sync::Mutex::new(Vec::<(usize, &'static str)>::new()));
         for (index, mut status) in cluster.status_receivers().into_iter().enumerate() {
@@ -398,7 +400,7 @@ mod recycling {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_member_is_recycled_only_once_idle() {
         let (config, ports) = config(1, 0.0003);
-        let cluster = start(&config);
+        let cluster = start(&config).await;
         wait_for_async("the member to serve", TIMEOUT, || {
             let ready = cluster.statuses()[0].history.contains(&"Ready");
             async move { ready.then_some(()) }

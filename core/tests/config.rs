@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quaestor_core::config::{
     AgentConfig, CLUSTER_FILE, ConfigError, GENERAL_FILE, LOAD_BALANCER_FILE, Problem,
-    QuaestorConfig, ShutdownAction, find_config,
+    QuaestorConfig, ShutdownAction, Signal, find_config,
 };
 
 /// The C# repository's sample files, copied unchanged (see `config/csharp/README.md`).
@@ -438,6 +438,103 @@ fn defaults_are_the_csharp_ones() {
     assert_eq!(lb.probe_interval, Duration::from_millis(250));
     assert_eq!(config.agents[0].recycling_interval_hours, Some(0.25));
     assert_eq!(config.agents[0].startup_wait, Duration::from_millis(1500));
+}
+
+#[test]
+fn quaestors_own_keys_are_read_with_compatible_defaults() {
+    let config = parse("agents:\n- agentType: Worker\n");
+    let agent = &config.agents[0];
+    assert_eq!(agent.working_directory, None);
+    assert_eq!(agent.stop_signal, Signal::SIGTERM);
+    assert_eq!(
+        agent.health_check.failures_before_restart, 1,
+        "the C# version restarts at the first failed heartbeat"
+    );
+    assert_eq!(agent.restart_backoff.initial, Duration::from_millis(500));
+    assert_eq!(agent.restart_backoff.max, secs(60));
+    assert_eq!(agent.restart_backoff.reset_after, secs(60));
+
+    let config = parse(
+        "clusterConfig:\n  etcd: [ http://127.0.0.1:2379, http://127.0.0.1:22379 ]\n\
+         agents:\n- agentType: Worker\n  workingDirectory: run/workers\n  stopSignal: int\n  \
+         HEALTHCHECK:\n    failuresBeforeRestart: 3\n  restartBackoff:\n    initialSeconds: 0.25\n    \
+         maxSeconds: 10\n    resetAfterSeconds: 0\n",
+    );
+    assert_eq!(
+        config.cluster.as_ref().unwrap().etcd,
+        ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+    );
+    let agent = &config.agents[0];
+    assert_eq!(agent.working_directory.as_deref(), Some("run/workers"));
+    assert_eq!(agent.stop_signal, Signal::SIGINT);
+    assert_eq!(agent.health_check.failures_before_restart, 3);
+    assert_eq!(agent.restart_backoff.initial, Duration::from_millis(250));
+    assert_eq!(agent.restart_backoff.max, secs(10));
+    assert_eq!(agent.restart_backoff.reset_after, Duration::ZERO);
+
+    // One URL alone is a list of one; signals with or without SIG, in any case.
+    let config = parse(
+        "clusterConfig:\n  etcd: http://10.0.0.1:2379\nagents:\n- agentType: W\n  stopSignal: SIGQUIT\n",
+    );
+    assert_eq!(config.cluster.unwrap().etcd, ["http://10.0.0.1:2379"]);
+    assert_eq!(config.agents[0].stop_signal, Signal::SIGQUIT);
+    // Only initialSeconds, above the default max: the max follows.
+    let config = parse("agents:\n- agentType: W\n  restartBackoff:\n    initialSeconds: 120\n");
+    assert_eq!(config.agents[0].restart_backoff.max, secs(120));
+    // The etcd list is the registry the balancer reads too.
+    let config = parse(
+        "clusterConfig:\n  etcd: [ http://127.0.0.1:2379 ]\nagents:\n- agentType: KeyValueStore\n  ports: [ 32379 ]\n",
+    );
+    assert_eq!(
+        config.etcd_options().unwrap().endpoints,
+        ["http://127.0.0.1:2379"],
+        "an explicit list wins over the KeyValueStore agent"
+    );
+}
+
+#[test]
+fn quaestors_own_keys_refuse_bad_values() {
+    let agent = "agents:\n  - agentType: Worker\n";
+    assert_eq!(
+        error(&format!("{agent}    stopSignal: SIGNOPE\n")),
+        "test.yml:3:17: key `agents[0].stopSignal`: \
+         `SIGNOPE` is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{agent}    healthCheck:\n      failuresBeforeRestart: 0\n"
+        )),
+        "test.yml:4:30: key `agents[0].healthCheck.failuresBeforeRestart`: \
+         0 is out of range (expected 1 to 4294967295)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{agent}    restartBackoff:\n      initialSeconds: 5\n      maxSeconds: 2\n"
+        )),
+        "test.yml:5:19: key `agents[0].restartBackoff.maxSeconds`: \
+         maxSeconds (2) is less than initialSeconds (5)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{agent}    restartBackoff:\n      initialSeconds: 0\n"
+        )),
+        "test.yml:4:23: key `agents[0].restartBackoff.initialSeconds`: \
+         must be greater than 0 seconds"
+    );
+    assert!(
+        error(&format!("{agent}    restartBackoff:\n      maxSecs: 2\n"))
+            .contains("key `agents[0].restartBackoff.maxSecs`"),
+    );
+    assert!(
+        error(&format!("{agent}    restartBackoff:\n      maxSecs: 2\n")).contains("maxSeconds"),
+        "the nearest key is suggested"
+    );
+    assert_eq!(
+        error("clusterConfig:\n  etcd: [ '' ]\n"),
+        "test.yml:2:11: key `clusterConfig.etcd[0]`: \
+         expected an etcd client URL like http://127.0.0.1:2379"
+    );
+    assert!(error("clusterConfig:\n  etcd:\n    url: x\n").contains("key `clusterConfig.etcd`"),);
 }
 
 #[test]

@@ -33,11 +33,15 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
+    /// The config file's path (not read); exit 64 naming every path tried if none exists.
+    pub fn find(&self, role_file: &str) -> Result<PathBuf, Failure> {
+        find_config(self.config.as_deref(), &self.config_dir, role_file).map_err(Failure::usage)
+    }
+
     /// Finds and loads the config (`role_file` is the role's own file name); its warnings go
     /// to the log. A missing or bad file exits 64, naming file, line and key.
     pub fn load(&self, role_file: &str) -> Result<QuaestorConfig, Failure> {
-        let path = find_config(self.config.as_deref(), &self.config_dir, role_file)
-            .map_err(Failure::usage)?;
+        let path = self.find(role_file)?;
         let config = QuaestorConfig::load(&path).map_err(Failure::usage)?;
         for warning in &config.warnings {
             tracing::warn!("{warning}");

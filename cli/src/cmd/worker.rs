@@ -20,8 +20,20 @@ pub const DEFAULT_SERVICE: &str = "Worker";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Port to serve on; 0 picks a free port. The worker prints `listening on HOST:PORT`.
-    #[arg(long)]
-    port: u16,
+    #[arg(long, required_unless_present = "port_given")]
+    port: Option<u16>,
+    /// The port, as the C# HelloWorld WorkerProcess takes it: `worker PORT [SECONDS]`.
+    #[arg(value_name = "PORT", conflicts_with = "port")]
+    port_given: Option<u16>,
+    /// Seconds until every service turns NOT_SERVING, as the C# WorkerProcess takes them
+    /// (≤ 0: never); the same as --unhealthy-after.
+    #[arg(
+        value_name = "SECONDS",
+        requires = "port_given",
+        conflicts_with = "unhealthy_after",
+        allow_negative_numbers = true
+    )]
+    seconds_given: Option<i64>,
     /// Host name or IP address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -103,7 +115,12 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
                 None => tls,
             }
         });
-    let addr = resolve("--host", &args.host, args.port).await?;
+    let port = args.port.or(args.port_given).unwrap_or_default();
+    let unhealthy_after = args.unhealthy_after.or(args
+        .seconds_given
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s.unsigned_abs())));
+    let addr = resolve("--host", &args.host, port).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::new(Exit::Failure, format!("cannot listen on {addr}: {e}")))?;
@@ -123,7 +140,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     println!("listening on {local}");
     tracing::info!(%local, ?services, capacity = args.capacity, "worker serving");
 
-    if let Some(after) = args.unhealthy_after {
+    if let Some(after) = unhealthy_after {
         let reporter = reporter.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;

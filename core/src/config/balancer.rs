@@ -1,5 +1,5 @@
-//! What a configuration means for the balancer: its registry (the Worker agents, or the
-//! etcd of a KeyValueStore agent), its probing options and its TLS.
+//! What a configuration means for the balancer: its registry (the Worker agents, or an etcd:
+//! `clusterConfig.etcd` or a KeyValueStore agent's), its probing options and its TLS.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +34,12 @@ impl QuaestorConfig {
         locations
     }
 
-    /// The etcd of the KeyValueStore agent, if there is one: a member per port.
+    /// The etcd of the registry: `clusterConfig.etcd` if given, else the KeyValueStore
+    /// agent's (a member per port), else none.
     pub fn etcd_options(&self) -> Option<EtcdOptions> {
+        if let Some(cluster) = self.cluster.as_ref().filter(|c| !c.etcd.is_empty()) {
+            return Some(EtcdOptions::new(cluster.etcd.iter().cloned()));
+        }
         let store = self.agents.iter().find(|a| a.is_key_value_store())?;
         Some(EtcdOptions::new(etcd_endpoints(store)))
     }

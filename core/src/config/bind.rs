@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
 use super::yaml::{Entry, Node, Value};
-use super::{AgentConfig, ClusterConfig, LoadBalancerConfig, QuaestorConfig, ShutdownAction};
+use super::{
+    AgentConfig, ClusterConfig, HealthCheckConfig, LoadBalancerConfig, QuaestorConfig,
+    RestartBackoffConfig, ShutdownAction, Signal,
+};
 
 /// Top-level sections, as the C# Quaestor writes them.
 pub(crate) const TOP_KEYS: &[&str] = &["clusterConfig", "loadBalancerConfig", "agents"];
@@ -21,6 +24,7 @@ pub(crate) const CLUSTER_KEYS: &[&str] = &[
     "memberResponseTimeOutSeconds",
     "memberMaxShutdownTimeSeconds",
     "memberMaxStartupRetries",
+    "etcd",
 ];
 
 pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
@@ -49,7 +53,16 @@ pub(crate) const AGENT_KEYS: &[&str] = &[
     "startupWaitSeconds",
     "recyclingIntervalHours",
     "excludeFromServiceRegistry",
+    "workingDirectory",
+    "stopSignal",
+    "healthCheck",
+    "restartBackoff",
 ];
+
+pub(crate) const HEALTH_CHECK_KEYS: &[&str] = &["failuresBeforeRestart"];
+
+pub(crate) const RESTART_BACKOFF_KEYS: &[&str] =
+    &["initialSeconds", "maxSeconds", "resetAfterSeconds"];
 
 /// Where each key is valid, for the hint on a key given in the wrong place.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -57,6 +70,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("`clusterConfig`", CLUSTER_KEYS),
     ("`loadBalancerConfig`", LOAD_BALANCER_KEYS),
     ("an agent", AGENT_KEYS),
+    ("an agent's `healthCheck`", HEALTH_CHECK_KEYS),
+    ("an agent's `restartBackoff`", RESTART_BACKOFF_KEYS),
 ];
 
 /// Longest duration accepted anywhere (ten years): far beyond any sensible setting, far below
@@ -303,16 +318,54 @@ fn cluster(cx: &Cx, node: &Node, at: &KeyPath) -> Result<ClusterConfig, ConfigEr
                     seconds(cx, value, &at)?,
                 );
             }
-            _ => {
+            "memberMaxStartupRetries" => {
                 let retries = integer(cx, value, &at, 0, i64::from(u32::MAX))?;
                 set(
                     &mut config.member_max_startup_retries,
                     retries.map(clamp_u32),
                 );
             }
+            _ => config.etcd = etcd_endpoints(cx, value, &at)?,
         }
     }
     Ok(config)
+}
+
+/// `etcd`: one client URL, or a list of them (flow or block).
+fn etcd_endpoints(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<String>, ConfigError> {
+    let items = match &node.value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Scalar(_) => std::slice::from_ref(node),
+        Value::Seq(items) => items.as_slice(),
+        Value::Map(_) => {
+            return Err(cx.bad(
+                node,
+                at,
+                "expected etcd client URLs (like `[ http://127.0.0.1:2379 ]`), found a mapping",
+            ));
+        }
+    };
+    let mut endpoints = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = if matches!(node.value, Value::Seq(_)) {
+            at.index(i)
+        } else {
+            at.clone()
+        };
+        match text(cx, item, &at)? {
+            Some(url) if !url.trim().is_empty() && !url.contains(char::is_whitespace) => {
+                endpoints.push(url)
+            }
+            _ => {
+                return Err(cx.bad(
+                    item,
+                    &at,
+                    "expected an etcd client URL like http://127.0.0.1:2379",
+                ));
+            }
+        }
+    }
+    Ok(endpoints)
 }
 
 fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfig, ConfigError> {
@@ -452,10 +505,14 @@ fn agent(
             "recyclingIntervalHours" => {
                 agent.recycling_interval_hours = hours(cx, value, &at)?.filter(|h| *h > 0.0);
             }
-            _ => set(
+            "excludeFromServiceRegistry" => set(
                 &mut agent.exclude_from_service_registry,
                 boolean(cx, value, &at)?,
             ),
+            "workingDirectory" => agent.working_directory = text(cx, value, &at)?,
+            "stopSignal" => set(&mut agent.stop_signal, stop_signal(cx, value, &at)?),
+            "healthCheck" => agent.health_check = health_check(cx, value, &at)?,
+            _ => agent.restart_backoff = restart_backoff(cx, value, &at)?,
         }
     }
     if agent.agent_type.is_empty() {
@@ -751,6 +808,78 @@ fn environment(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<(String, String
     Ok(variables)
 }
 
+/// A signal by name, in any case, with or without `SIG` (`TERM`, `SIGINT`, `sigquit`).
+fn stop_signal(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<Signal>, ConfigError> {
+    let Some(text) = scalar(cx, node, at, "a signal name")? else {
+        return Ok(None);
+    };
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map(Some).map_err(|_| {
+        cx.bad(
+            node,
+            at,
+            format!("`{text}` is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT)"),
+        )
+    })
+}
+
+/// `healthCheck: { failuresBeforeRestart: N }`.
+fn health_check(cx: &Cx, node: &Node, at: &KeyPath) -> Result<HealthCheckConfig, ConfigError> {
+    let mut config = HealthCheckConfig::default();
+    for (_, entry) in section(cx, node, at, HEALTH_CHECK_KEYS)? {
+        let at = at.key(&entry.key);
+        let failures = integer(cx, &entry.value, &at, 1, i64::from(u32::MAX))?;
+        set(&mut config.failures_before_restart, failures.map(clamp_u32));
+    }
+    Ok(config)
+}
+
+/// `restartBackoff: { initialSeconds, maxSeconds, resetAfterSeconds }`; max must not be less
+/// than initial.
+fn restart_backoff(
+    cx: &Cx,
+    node: &Node,
+    at: &KeyPath,
+) -> Result<RestartBackoffConfig, ConfigError> {
+    let mut config = RestartBackoffConfig::default();
+    let mut max_given: Option<(&Node, KeyPath)> = None;
+    for (key, entry) in section(cx, node, at, RESTART_BACKOFF_KEYS)? {
+        let at = at.key(&entry.key);
+        let value = &entry.value;
+        match key {
+            "initialSeconds" => set(&mut config.initial, positive_seconds(cx, value, &at)?),
+            "maxSeconds" => {
+                set(&mut config.max, positive_seconds(cx, value, &at)?);
+                max_given = Some((value, at));
+            }
+            _ => set(&mut config.reset_after, seconds(cx, value, &at)?),
+        }
+    }
+    if config.max < config.initial {
+        match max_given {
+            Some((value, at)) => {
+                return Err(cx.bad(
+                    value,
+                    &at,
+                    format!(
+                        "maxSeconds ({}) is less than initialSeconds ({})",
+                        config.max.as_secs_f64(),
+                        config.initial.as_secs_f64()
+                    ),
+                ));
+            }
+            // Only initialSeconds given, above the default max: the max follows it.
+            None => config.max = config.initial,
+        }
+    }
+    Ok(config)
+}
+
 /// `None` or `Kill`, in any case, or their numbers 0 and 1 (as .NET reads enums).
 fn shutdown_action(
     cx: &Cx,
@@ -807,10 +936,18 @@ mod tests {
     /// them, so each must fail at its own key, not be ignored).
     #[test]
     fn every_known_key_is_bound() {
-        let cases: [(&str, &[&str]); 3] = [
+        let cases: [(&str, &[&str]); 5] = [
             ("clusterConfig:\n  ", CLUSTER_KEYS),
             ("loadBalancerConfig:\n  ", LOAD_BALANCER_KEYS),
             ("agents:\n  Worker:\n    ", AGENT_KEYS),
+            (
+                "agents:\n  Worker:\n    healthCheck:\n      ",
+                HEALTH_CHECK_KEYS,
+            ),
+            (
+                "agents:\n  Worker:\n    restartBackoff:\n      ",
+                RESTART_BACKOFF_KEYS,
+            ),
         ];
         for (prefix, keys) in cases {
             for key in keys {

@@ -42,6 +42,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use nix::sys::signal::Signal;
+
 pub use error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
 
 /// The file every role looks for first.
@@ -84,6 +86,10 @@ pub struct ClusterConfig {
     pub member_max_shutdown_time: Duration,
     /// `memberMaxStartupRetries` (default 25): restarts tried before a member is given up.
     pub member_max_startup_retries: u32,
+    /// `etcd` (quaestor's own): client URLs of an etcd the cluster registers its members in
+    /// (one per member of the etcd cluster). Empty: a KeyValueStore agent's etcd, if any, else
+    /// the in-memory registry.
+    pub etcd: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -94,6 +100,7 @@ impl Default for ClusterConfig {
             member_response_timeout: Duration::from_secs(5),
             member_max_shutdown_time: Duration::from_secs(45),
             member_max_startup_retries: 25,
+            etcd: Vec::new(),
         }
     }
 }
@@ -186,6 +193,54 @@ pub struct AgentConfig {
     pub recycling_interval_hours: Option<f64>,
     /// `excludeFromServiceRegistry` (default false): run and check, but never register.
     pub exclude_from_service_registry: bool,
+    /// `workingDirectory` (quaestor's own): where the processes run, relative to the config
+    /// file's folder; None: the config file's folder.
+    pub working_directory: Option<String>,
+    /// `stopSignal` (quaestor's own; default SIGTERM): what a stop sends to the process group
+    /// before the SIGKILL that follows `memberMaxShutdownTimeSeconds` later.
+    pub stop_signal: Signal,
+    /// `healthCheck` (quaestor's own).
+    pub health_check: HealthCheckConfig,
+    /// `restartBackoff` (quaestor's own).
+    pub restart_backoff: RestartBackoffConfig,
+}
+
+/// An agent's `healthCheck`: when failed heartbeats lead to a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// `failuresBeforeRestart` (default 1, as in the C# version, which restarts at the first
+    /// failed heartbeat): failed health checks in a row before the member is restarted.
+    pub failures_before_restart: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            failures_before_restart: 1,
+        }
+    }
+}
+
+/// An agent's `restartBackoff`: how long a member that crashed or failed waits before it is
+/// started again. The wait doubles with each failure in a row (with jitter), up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBackoffConfig {
+    /// `initialSeconds` (default 0.5): the wait after the first failure.
+    pub initial: Duration,
+    /// `maxSeconds` (default 60): the longest wait.
+    pub max: Duration,
+    /// `resetAfterSeconds` (default 60): serving this long forgets earlier failures.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartBackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            reset_after: Duration::from_secs(60),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -206,6 +261,10 @@ impl AgentConfig {
             startup_wait: Duration::from_secs(8),
             recycling_interval_hours: None,
             exclude_from_service_registry: false,
+            working_directory: None,
+            stop_signal: Signal::SIGTERM,
+            health_check: HealthCheckConfig::default(),
+            restart_backoff: RestartBackoffConfig::default(),
         }
     }
 

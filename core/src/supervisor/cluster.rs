@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use tokio::sync::watch;
 
 use super::member::Policy;
 use super::recycle::{Recyclable, recycle_agent};
-use super::runner::{MemberRegistry, MemberSpec, MemberStatus, Order, Runner};
+use super::runner::{MemberRegistry, MemberSpec, MemberStatus, Order, Runner, Tuning};
 use super::spawn::{MemberCommand, SpawnError, Spawner, command_line, resolve_executable};
 use crate::config::{AgentConfig, ClusterConfig, QuaestorConfig, ShutdownAction};
 use crate::registry::ServiceLocation;
@@ -75,83 +75,324 @@ pub async fn start_key_value_store(
     Ok(Some(runner))
 }
 
-/// The running members of a configuration.
+/// The running members of a configuration. [`Cluster::reload`] moves it to another
+/// configuration, touching only the members that differ.
 pub struct Cluster {
-    members: Vec<(ShutdownAction, Runner)>,
-    recyclers: Vec<tokio::task::JoinHandle<()>>,
+    options: ClusterOptions,
+    registry: Arc<dyn MemberRegistry>,
+    spawner: Spawner,
+    /// In config order.
+    members: Vec<Managed>,
+    recyclers: Vec<RecyclerRun>,
+    next_serial: u64,
+}
+
+/// One running member and what it was started from.
+struct Managed {
+    /// Unique for the cluster's life: tells a restarted member from the one before it.
+    serial: u64,
+    identity: Identity,
+    view: MemberView,
+    action: ShutdownAction,
+    recyclable: Recyclable,
+    runner: Runner,
+}
+
+/// What makes a member's process what it is: the agent's settings that reach the process
+/// (command line, environment, where it serves and is registered), its index and its
+/// configured port. A member whose identity is unchanged by a reload keeps running; the
+/// other settings are applied to it in place (see [`Tuning`]).
+#[derive(Debug, Clone, PartialEq)]
+struct Identity {
+    process: AgentConfig,
+    index: usize,
+    port: Option<u16>,
+}
+
+impl Identity {
+    fn of(agent: &AgentConfig, index: usize) -> Identity {
+        let defaults = AgentConfig::new("");
+        let mut process = agent.clone();
+        process.process_count = defaults.process_count;
+        process.ports.clear();
+        process.startup_wait = defaults.startup_wait;
+        process.recycling_interval_hours = None;
+        process.stop_signal = defaults.stop_signal;
+        process.health_check = defaults.health_check;
+        process.restart_backoff = defaults.restart_backoff;
+        Identity {
+            process,
+            index,
+            port: agent.ports.get(index).copied(),
+        }
+    }
+}
+
+/// A member as the status shows it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub agent_type: String,
+    /// Its index among its agent's processes.
+    pub index: usize,
+    pub port: u16,
+    pub status: watch::Receiver<MemberStatus>,
+}
+
+/// The recycling of one agent's members.
+struct RecyclerRun {
+    serials: Vec<u64>,
+    interval: Duration,
+    response_timeout: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a reload did, by member tag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    /// Members left running (with their settings updated).
+    pub kept: usize,
+}
+
+impl ReloadSummary {
+    pub fn is_empty(&self) -> bool {
+        self.started.is_empty() && self.stopped.is_empty()
+    }
+}
+
+/// One member of the configuration being applied: a running member that stays, or a new one.
+enum Planned {
+    Keep {
+        /// In the running members.
+        position: usize,
+        agent: usize,
+        tuning: Box<Tuning>,
+    },
+    Start {
+        agent: usize,
+        identity: Box<Identity>,
+        spec: Box<MemberSpec>,
+    },
 }
 
 impl Cluster {
     /// Starts every member of every agent but KeyValueStore agents (an etcd is started and
     /// used as the registry by the caller).
-    pub fn start(
+    pub async fn start(
         config: &QuaestorConfig,
         options: &ClusterOptions,
         registry: Arc<dyn MemberRegistry>,
         spawner: Spawner,
     ) -> Result<Cluster, ClusterError> {
+        let mut cluster = Cluster {
+            options: options.clone(),
+            registry,
+            spawner,
+            members: Vec::new(),
+            recyclers: Vec::new(),
+            next_serial: 0,
+        };
+        cluster.reload(config).await?;
+        Ok(cluster)
+    }
+
+    /// Moves the cluster to `config`: members of removed agents (and removed processes) are
+    /// stopped first, then those of added agents started; a member whose process would be
+    /// started differently (command line, environment, working directory, port, service
+    /// names, shutdown action, …) is stopped and started anew; every other member keeps
+    /// running and takes the new timing settings (health check, backoff, stop signal,
+    /// heartbeat, startup wait). KeyValueStore agents are not touched. If a new member cannot
+    /// be built (its executable is missing, say), nothing changes.
+    pub async fn reload(&mut self, config: &QuaestorConfig) -> Result<ReloadSummary, ClusterError> {
+        let plan = self.plan(config)?;
+        let mut summary = ReloadSummary::default();
+        let mut running: Vec<Option<Managed>> = std::mem::take(&mut self.members)
+            .into_iter()
+            .map(Some)
+            .collect();
+
+        // Stop first: a changed member's successor may need its port.
+        let kept: Vec<usize> = plan
+            .iter()
+            .filter_map(|p| match p {
+                Planned::Keep { position, .. } => Some(*position),
+                Planned::Start { .. } => None,
+            })
+            .collect();
+        let mut removed = Vec::new();
+        for (position, slot) in running.iter_mut().enumerate() {
+            if !kept.contains(&position) {
+                if let Some(member) = slot.take() {
+                    summary
+                        .stopped
+                        .push(member.view.status.borrow().tag.clone());
+                    member.runner.order(Order::Stop).await;
+                    removed.push(member.runner.task);
+                }
+            }
+        }
+        for task in removed {
+            let _ = task.await;
+        }
+
+        let mut members = Vec::with_capacity(plan.len());
+        for planned in plan {
+            match planned {
+                Planned::Keep {
+                    position,
+                    agent,
+                    tuning,
+                } => {
+                    let member = running[position].take().expect("kept once");
+                    member.runner.order(Order::Retune(tuning)).await;
+                    summary.kept += 1;
+                    members.push((agent, member));
+                }
+                Planned::Start {
+                    agent,
+                    identity,
+                    spec,
+                } => {
+                    summary.started.push(spec.tag.clone());
+                    members.push((agent, self.launch(*identity, *spec, &config.agents[agent])));
+                }
+            }
+        }
+        self.recycle(config, &members);
+        self.members = members.into_iter().map(|(_, m)| m).collect();
+        Ok(summary)
+    }
+
+    /// Matches `config`'s members to the running ones, and builds (without starting) every
+    /// member that is not running yet.
+    fn plan(&self, config: &QuaestorConfig) -> Result<Vec<Planned>, ClusterError> {
         let cluster = config.cluster.clone().unwrap_or_default();
-        let mut specs = Vec::new();
-        for (index, agent) in config.agents.iter().enumerate() {
+        let mut taken = vec![false; self.members.len()];
+        let mut plan = Vec::new();
+        for (agent_index, agent) in config.agents.iter().enumerate() {
             if agent.is_key_value_store() {
                 continue;
             }
-            let problem = |problem: String| ClusterError::Agent {
-                agent: index,
-                agent_type: agent.agent_type.clone(),
-                problem,
-            };
-            for member in 0..agent.process_count as usize {
-                let spec = member_spec(agent, member, &cluster, options)
-                    .map_err(|e| problem(e.to_string()))?;
-                specs.push((index, agent.cluster_shutdown_action, spec));
+            for index in 0..agent.process_count as usize {
+                let identity = Identity::of(agent, index);
+                let running = (0..self.members.len())
+                    .find(|&at| !taken[at] && self.members[at].identity == identity);
+                if let Some(position) = running {
+                    taken[position] = true;
+                    plan.push(Planned::Keep {
+                        position,
+                        agent: agent_index,
+                        tuning: Box::new(tuning(agent, &cluster)),
+                    });
+                    continue;
+                }
+                let spec = member_spec(agent, index, &cluster, &self.options).map_err(|e| {
+                    ClusterError::Agent {
+                        agent: agent_index,
+                        agent_type: agent.agent_type.clone(),
+                        problem: e.to_string(),
+                    }
+                })?;
+                plan.push(Planned::Start {
+                    agent: agent_index,
+                    identity: Box::new(identity),
+                    spec: Box::new(spec),
+                });
             }
         }
-        let mut members = Vec::new();
-        let mut recyclers = Vec::new();
-        let mut by_agent: Vec<(usize, Recyclable)> = Vec::new();
-        for (agent, action, spec) in specs {
-            let (load_address, services) = (spec.health_address.clone(), spec.services.clone());
-            let runner = Runner::start(spec, spawner.clone(), Arc::clone(&registry));
-            by_agent.push((
-                agent,
-                Recyclable {
-                    runner: runner.handle(),
-                    load_address,
-                    services,
-                },
-            ));
-            members.push((action, runner));
+        Ok(plan)
+    }
+
+    fn launch(&mut self, identity: Identity, spec: MemberSpec, agent: &AgentConfig) -> Managed {
+        self.next_serial += 1;
+        let port = spec
+            .health_address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        let (load_address, services) = (spec.health_address.clone(), spec.services.clone());
+        let runner = Runner::start(spec, self.spawner.clone(), Arc::clone(&self.registry));
+        Managed {
+            serial: self.next_serial,
+            view: MemberView {
+                agent_type: agent.agent_type.clone(),
+                index: identity.index,
+                port,
+                status: runner.status.clone(),
+            },
+            identity,
+            action: agent.cluster_shutdown_action,
+            recyclable: Recyclable {
+                runner: runner.handle(),
+                load_address,
+                services,
+            },
+            runner,
         }
-        for (index, agent) in config.agents.iter().enumerate() {
+    }
+
+    /// One recycler per agent with `recyclingIntervalHours`; a recycler whose members and
+    /// timing are unchanged keeps running (and keeps its schedule).
+    fn recycle(&mut self, config: &QuaestorConfig, members: &[(usize, Managed)]) {
+        let response_timeout = config
+            .cluster
+            .as_ref()
+            .map(|c| c.member_response_timeout)
+            .unwrap_or_else(|| ClusterConfig::default().member_response_timeout);
+        let mut previous = std::mem::take(&mut self.recyclers);
+        for (agent_index, agent) in config.agents.iter().enumerate() {
             let Some(hours) = agent.recycling_interval_hours.filter(|h| *h > 0.0) else {
                 continue;
             };
-            let mine: Vec<Recyclable> = by_agent
-                .iter()
-                .filter(|(a, _)| *a == index)
-                .map(|(_, r)| r.clone())
-                .collect();
             let interval = Duration::from_secs_f64(hours * 3600.0);
-            recyclers.push(tokio::spawn(recycle_agent(
-                mine,
-                interval,
-                cluster.member_response_timeout,
-            )));
+            let mine: Vec<&Managed> = members
+                .iter()
+                .filter(|(a, _)| *a == agent_index)
+                .map(|(_, m)| m)
+                .collect();
+            let serials: Vec<u64> = mine.iter().map(|m| m.serial).collect();
+            let same = previous.iter().position(|r| {
+                r.serials == serials
+                    && r.interval == interval
+                    && r.response_timeout == response_timeout
+            });
+            let run = match same {
+                Some(at) => previous.swap_remove(at),
+                None => RecyclerRun {
+                    task: tokio::spawn(recycle_agent(
+                        mine.iter().map(|m| m.recyclable.clone()).collect(),
+                        interval,
+                        response_timeout,
+                    )),
+                    serials,
+                    interval,
+                    response_timeout,
+                },
+            };
+            self.recyclers.push(run);
         }
-        Ok(Cluster { members, recyclers })
+        for unused in previous {
+            unused.task.abort();
+        }
+    }
+
+    /// Every member, in config order.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.members.iter().map(|m| m.view.clone()).collect()
     }
 
     /// Followers of every member's status, in config order.
-    pub fn status_receivers(&self) -> Vec<tokio::sync::watch::Receiver<MemberStatus>> {
-        self.members.iter().map(|(_, r)| r.status.clone()).collect()
+    pub fn status_receivers(&self) -> Vec<watch::Receiver<MemberStatus>> {
+        self.members.iter().map(|m| m.view.status.clone()).collect()
     }
 
     /// Every member's status, in config order.
     pub fn statuses(&self) -> Vec<MemberStatus> {
         self.members
             .iter()
-            .map(|(_, r)| r.status.borrow().clone())
+            .map(|m| m.view.status.borrow().clone())
             .collect()
     }
 
@@ -160,18 +401,38 @@ impl Cluster {
     /// running, as in the C# version. All at once; returns when every runner is done.
     pub async fn stop(self) {
         for recycler in &self.recyclers {
-            recycler.abort();
+            recycler.task.abort();
         }
-        for (action, runner) in &self.members {
-            let order = match action {
+        for member in &self.members {
+            let order = match member.action {
                 ShutdownAction::Kill => Order::Stop,
                 ShutdownAction::None => Order::Leave,
             };
-            runner.order(order).await;
+            member.runner.order(order).await;
         }
-        for (_, runner) in self.members {
-            let _ = runner.task.await;
+        for member in self.members {
+            let _ = member.runner.task.await;
         }
+    }
+}
+
+/// The settings of `agent`'s members that can change while they run.
+fn tuning(agent: &AgentConfig, cluster: &ClusterConfig) -> Tuning {
+    Tuning {
+        policy: Policy {
+            startup_wait: agent.startup_wait,
+            max_failures: cluster.member_max_startup_retries.max(1),
+            backoff_initial: agent.restart_backoff.initial,
+            backoff_max: agent.restart_backoff.max,
+            reset_after: agent.restart_backoff.reset_after,
+            unhealthy_after: agent.health_check.failures_before_restart.max(1),
+            shutdown_timeout: cluster.member_max_shutdown_time.max(MIN_SHUTDOWN_WAIT),
+            ..Policy::default()
+        },
+        heartbeat: cluster.heartbeat_interval,
+        response_timeout: cluster.member_response_timeout,
+        stop_signal: agent.stop_signal,
+        die_with_supervisor: agent.cluster_shutdown_action == ShutdownAction::Kill,
     }
 }
 
@@ -189,10 +450,14 @@ fn member_spec(
             source,
         })?,
     };
+    let working_dir = match &agent.working_directory {
+        Some(dir) => options.working_dir.join(dir),
+        None => options.working_dir.clone(),
+    };
     let executable = agent.executable_path.as_deref().unwrap_or_default();
     let program = resolve_executable(
         executable,
-        &options.working_dir,
+        &working_dir,
         options.quaestor_bin.as_deref().and_then(Path::parent),
     )?;
     let args = command_line(
@@ -210,27 +475,23 @@ fn member_spec(
             .map(|location| location.with_tls(agent.use_tls))
             .collect()
     };
+    let tuning = tuning(agent, cluster);
     Ok(MemberSpec {
         tag: format!("{}[{index}]", agent.agent_type),
         command: MemberCommand {
             program,
             args,
             env: agent.environment_variables.clone(),
-            working_dir: Some(options.working_dir.clone()),
+            working_dir: Some(working_dir),
         },
         health_address: format!("{}:{port}", agent.host_name),
         services,
         locations,
-        policy: Policy {
-            startup_wait: agent.startup_wait,
-            max_failures: cluster.member_max_startup_retries.max(1),
-            shutdown_timeout: cluster.member_max_shutdown_time.max(MIN_SHUTDOWN_WAIT),
-            ..Policy::default()
-        },
-        heartbeat: cluster.heartbeat_interval,
-        response_timeout: cluster.member_response_timeout,
-        stop_signal: Signal::SIGTERM,
-        die_with_supervisor: agent.cluster_shutdown_action == ShutdownAction::Kill,
+        policy: tuning.policy,
+        heartbeat: tuning.heartbeat,
+        response_timeout: tuning.response_timeout,
+        stop_signal: tuning.stop_signal,
+        die_with_supervisor: tuning.die_with_supervisor,
     })
 }
 

@@ -378,7 +378,8 @@ fn failed(failures: u32, reason: &str, now: Instant, policy: &Policy) -> (Member
 }
 
 /// The delay before the next start after `failures` failures in a row: the initial delay
-/// doubled for each failure after the first, at most `backoff_max`. (The runtime adds jitter.)
+/// doubled for each failure after the first, at most `backoff_max`. (The runner adds up to
+/// 20 % jitter.)
 pub fn backoff(failures: u32, policy: &Policy) -> Duration {
     let doublings = failures.saturating_sub(1).min(30);
     policy

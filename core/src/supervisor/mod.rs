@@ -6,8 +6,10 @@
 //! - [`runner`]: runs one member: the state machine driven by the real process.
 //! - [`cluster`]: the members of every agent of a configuration.
 //! - [`recycle`]: restarting members after an interval, when idle, one per agent at a time.
+//! - [`control`]: the control socket of a running cluster (`quaestor cluster status`).
 
 pub mod cluster;
+pub mod control;
 pub mod member;
 pub mod recycle;
 pub mod runner;

@@ -86,6 +86,37 @@ pub struct MemberSpec {
     pub die_with_supervisor: bool,
 }
 
+/// The settings of a member that can change while it runs (on a config reload), without
+/// restarting its process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuning {
+    pub policy: Policy,
+    pub heartbeat: Duration,
+    pub response_timeout: Duration,
+    pub stop_signal: Signal,
+    pub die_with_supervisor: bool,
+}
+
+impl MemberSpec {
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            policy: self.policy.clone(),
+            heartbeat: self.heartbeat,
+            response_timeout: self.response_timeout,
+            stop_signal: self.stop_signal,
+            die_with_supervisor: self.die_with_supervisor,
+        }
+    }
+
+    fn retune(&mut self, tuning: Tuning) {
+        self.policy = tuning.policy;
+        self.heartbeat = tuning.heartbeat;
+        self.response_timeout = tuning.response_timeout;
+        self.stop_signal = tuning.stop_signal;
+        self.die_with_supervisor = tuning.die_with_supervisor;
+    }
+}
+
 /// How often readiness is asked while a member starts.
 const READINESS_POLL: Duration = Duration::from_millis(200);
 
@@ -94,6 +125,10 @@ const READINESS_POLL: Duration = Duration::from_millis(200);
 pub struct MemberStatus {
     pub tag: String,
     pub state: State,
+    /// The process, while there is one.
+    pub pid: Option<u32>,
+    /// When the current process was started (None while there is none).
+    pub started: Option<Instant>,
     pub failures: u32,
     /// Starts so far, the first included.
     pub starts: u32,
@@ -107,12 +142,14 @@ pub struct MemberStatus {
 pub const HISTORY: usize = 32;
 
 /// Orders to a runner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Order {
     Recycle,
     Stop,
     /// Deregister and let go of the process without stopping it (shutdown action None).
     Leave,
+    /// Use these settings from now on (the process keeps running).
+    Retune(Box<Tuning>),
 }
 
 /// A running member: its status, and a way to give it orders. The runner ends after a stop.
@@ -148,6 +185,8 @@ impl Runner {
         let (status_tx, status) = watch::channel(MemberStatus {
             tag: spec.tag.clone(),
             state: State::Stopped,
+            pid: None,
+            started: None,
             failures: 0,
             starts: 0,
             last_health: None,
@@ -174,13 +213,13 @@ impl Runner {
 }
 
 async fn run(
-    spec: MemberSpec,
+    mut spec: MemberSpec,
     spawner: Spawner,
     registry: Arc<dyn MemberRegistry>,
     status: watch::Sender<MemberStatus>,
     mut orders: mpsc::Receiver<Order>,
 ) {
-    let target = Target::new(&spec.health_address, None, spec.response_timeout).ok();
+    let mut target = Target::new(&spec.health_address, None, spec.response_timeout).ok();
     let mut member = Member::default();
     let mut child: Option<Child> = None;
     let mut next_health = Instant::now();
@@ -188,7 +227,16 @@ async fn run(
     loop {
         for event in std::mem::take(&mut pending) {
             let now = Instant::now();
-            let (next, actions) = transition(&member, &event, now, &spec.policy);
+            let (mut next, actions) = transition(&member, &event, now, &spec.policy);
+            // Jitter on every new backoff (up to +20 %), so members that failed together
+            // do not all come back at the same moment.
+            if let State::BackingOff { until } = &mut next.state {
+                if !matches!(member.state, State::BackingOff { .. }) {
+                    *until += until
+                        .saturating_duration_since(now)
+                        .mul_f64(fastrand::f64() * 0.2);
+                }
+            }
             if next.state != member.state {
                 tracing::debug!(member = %spec.tag, from = ?member.state, to = ?next.state, ?event, "member state");
             }
@@ -233,6 +281,10 @@ async fn run(
         tokio::select! {
             exited = async { child.as_mut().expect("checked").wait().await }, if child.is_some() => {
                 child = None;
+                status.send_modify(|s| {
+                    s.pid = None;
+                    s.started = None;
+                });
                 let code = exited.ok().and_then(|s| s.code());
                 tracing::info!(member = %spec.tag, ?code, "member exited");
                 pending.push(Event::Exited { code });
@@ -240,6 +292,13 @@ async fn run(
             order = orders.recv() => match order {
                 Some(Order::Recycle) => pending.push(Event::Recycle),
                 Some(Order::Stop) => pending.push(Event::Stop),
+                Some(Order::Retune(tuning)) => {
+                    if *tuning != spec.tuning() {
+                        tracing::info!(member = %spec.tag, "new settings");
+                        spec.retune(*tuning);
+                        target = Target::new(&spec.health_address, None, spec.response_timeout).ok();
+                    }
+                }
                 Some(Order::Leave) => {
                     if matches!(member.state, State::Ready { .. }) {
                         perform(&Action::Deregister, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
@@ -350,7 +409,11 @@ async fn perform(
                 let pid = spawned.id().unwrap_or_default();
                 tracing::info!(member = %spec.tag, pid, "member started");
                 *child = Some(spawned);
-                status.send_modify(|s| s.starts += 1);
+                status.send_modify(|s| {
+                    s.starts += 1;
+                    s.pid = Some(pid);
+                    s.started = Some(Instant::now());
+                });
                 Some(Event::Spawned { pid })
             }
             Err(error) => {

@@ -81,9 +81,13 @@ pub fn resolve_executable(
                 .unwrap_or_default(),
         );
     }
-    looked
+    // A C# file names Windows programs (`quaestor-loadbalancer.exe`): the same name without
+    // `.exe` is taken when the name itself is nowhere.
+    let names = [Some(name), strip_exe(name)];
+    names
         .iter()
-        .map(|dir| dir.join(path))
+        .flatten()
+        .flat_map(|name| looked.iter().map(move |dir| dir.join(name)))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| SpawnError::NotFound {
             name: name.to_owned(),
@@ -93,6 +97,13 @@ pub fn resolve_executable(
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+fn strip_exe(name: &str) -> Option<&str> {
+    let split = name.len().checked_sub(4)?;
+    let (stem, suffix) = (name.get(..split)?, name.get(split..)?);
+    (suffix.eq_ignore_ascii_case(".exe") && !stem.is_empty() && !stem.ends_with('/'))
+        .then_some(stem)
 }
 
 /// Which output a line came from.
@@ -287,6 +298,18 @@ mod tests {
             found("bin/worker").expect("next to quaestor"),
             home.path().join("bin/worker")
         );
+        assert_eq!(
+            found("bin/worker.EXE").expect("a C# file's Windows name"),
+            home.path().join("bin/worker"),
+        );
+        std::fs::write(work.path().join("both.exe"), "").expect("write");
+        std::fs::write(work.path().join("both"), "").expect("write");
+        assert_eq!(
+            found("both.exe").expect("the name itself first"),
+            work.path().join("both.exe")
+        );
+        assert!(found(".exe").is_err());
+        assert!(found("bin/.exe").is_err());
         assert_eq!(
             found("sh").expect("on PATH").file_name(),
             Some(OsStr::new("sh"))

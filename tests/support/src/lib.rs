@@ -185,9 +185,19 @@ impl OutputLines {
     /// Takes the child's piped stdout.
     pub fn of(process: &mut ChildProcess) -> Self {
         let stdout = process.child_mut().stdout.take().expect("stdout is piped");
+        Self::reading(stdout)
+    }
+
+    /// Takes the child's piped stderr (its log).
+    pub fn of_stderr(process: &mut ChildProcess) -> Self {
+        let stderr = process.child_mut().stderr.take().expect("stderr is piped");
+        Self::reading(stderr)
+    }
+
+    fn reading(output: impl std::io::Read + Send + 'static) -> Self {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     return;
                 }
