@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
 VENV := $(CURDIR)/.venv
 
-.PHONY: test setup build test-rust test-python bench demo lint clean
+.PHONY: test setup build test-rust test-python bench demo demo-etcd lint clean
 
 test: setup test-rust test-python
 
@@ -29,6 +29,11 @@ test-python: build
 demo:
 	cargo build -p quaestor-cli
 	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world/quaestor.config.yml
+
+# The same with etcd as the registry (a KeyValueStore agent the cluster starts first).
+demo-etcd:
+	cargo build -p quaestor-cli
+	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world-etcd/quaestor.config.yml
 
 # Benchmarks print figures; they are not part of `make test`.
 bench:

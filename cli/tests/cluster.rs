@@ -150,6 +150,8 @@ fn a_key_value_store_agent_is_the_clusters_etcd() {
     std::fs::write(&config, text).expect("write config");
     let mut cluster = start_cluster(&config);
     let workers = serving_workers(&cluster, 2);
+    let socket = quaestor_core::supervisor::control::default_socket_path(&config);
+    ready(&socket, &["KeyValueStore[0]", "Worker[0]", "Worker[1]"]);
 
     let etcdctl = |args: &[&str]| {
         let mut command = std::process::Command::new(quaestor_test_support::etcd::etcdctl_bin());
@@ -504,4 +506,53 @@ fn the_csharp_sample_configs_run_with_quaestors_programs() {
             "{port} stopped with the cluster (clusterShutdownAction: Kill)"
         );
     }
+}
+
+/// `clusterConfig.etcd` names an etcd that runs elsewhere: members are registered in it while
+/// they serve and removed when the cluster stops. One that does not answer stops the cluster
+/// before anything starts (exit 2, naming the key).
+#[test]
+fn a_clusterconfig_etcd_list_is_the_registry() {
+    let etcd = quaestor_test_support::etcd::EtcdCluster::single();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("quaestor.config.yml");
+    let text = cluster_config(&[worker_agent("Worker", "")]).replace(
+        "  name: reloading\n",
+        &format!("  name: external\n  etcd: [ {} ]\n", etcd.endpoint(0)),
+    );
+    std::fs::write(&config, text).expect("write");
+    let socket = dir.path().join("control.sock");
+    let (mut cluster, log) = start_logged(&config, &socket);
+    log.drain();
+    ready(&socket, &["Worker[0]"]);
+    let port = status(&socket).members[0].port;
+    let key = format!("services//Worker/127.0.0.1/{port}/http");
+    wait_for("the member's registration in etcd", TIMEOUT, || {
+        (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(())
+    });
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(
+        etcd.get_prefix_keys("services/").is_empty(),
+        "deregistered when the cluster stopped"
+    );
+
+    // Nobody listens on that port now.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let text = cluster_config(&[worker_agent("Worker", "")]).replace(
+        "  name: reloading\n",
+        &format!("  etcd: http://127.0.0.1:{nowhere}\n"),
+    );
+    std::fs::write(&config, text).expect("write");
+    let out = quaestor(&["cluster", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("clusterConfig.etcd") && out.stderr.contains("nothing was started"),
+        "{}",
+        out.stderr
+    );
 }

@@ -433,3 +433,72 @@ mod recycling {
         cluster.stop().await;
     }
 }
+
+/// quaestor's own agent keys reach the member: `workingDirectory` is where its relative
+/// executable is found and where it runs, `stopSignal` is what a stop sends.
+mod agent_settings {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use quaestor_core::config::QuaestorConfig;
+    use quaestor_core::registry::memory::MemoryRegistry;
+    use quaestor_core::supervisor::cluster::{Cluster, ClusterOptions};
+    use quaestor_core::supervisor::member::State;
+    use quaestor_core::supervisor::spawn::{Spawner, log_lines};
+    use quaestor_test_support::wait_for_async;
+
+    use super::bin;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn working_directory_and_stop_signal_apply() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sub = dir.path().join("run/here");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        let script = sub.join("stopper.sh");
+        // Says which signal stopped it, in its working directory; never serves.
+        std::fs::write(
+            &script,
+            "#!/bin/sh\ntrap 'echo INT > stopped-by; exit 0' INT\n\
+             trap 'echo TERM > stopped-by; exit 0' TERM\n\
+             echo started > started\nwhile :; do sleep 0.05; done\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let text = "clusterConfig:\n  memberMaxShutdownTimeSeconds: 600\nagents:\n\
+                    - agentType: Stopper\n  executablePath: ./stopper.sh\n  workingDirectory: run/here\n  \
+                    stopSignal: int\n  clusterShutdownAction: Kill\n  startupWaitSeconds: 600\n";
+        let config = QuaestorConfig::parse(text, "test.yml").expect("config");
+        let options = ClusterOptions {
+            working_dir: dir.path().to_owned(),
+            quaestor_bin: Some(bin()),
+        };
+        let spawner = Spawner {
+            shim: Some(bin()),
+            sink: log_lines(),
+        };
+        let cluster = Cluster::start(&config, &options, Arc::new(MemoryRegistry::new()), spawner)
+            .await
+            .expect("cluster");
+        wait_for_async(
+            "the member to start in its working directory",
+            TIMEOUT,
+            || async { sub.join("started").exists().then_some(()) },
+        )
+        .await;
+        assert!(matches!(
+            cluster.statuses()[0].state,
+            State::Starting { .. }
+        ));
+        // A SIGKILL would come only after 600 s: the stop ends because SIGINT was sent.
+        tokio::time::timeout(TIMEOUT, cluster.stop())
+            .await
+            .expect("stopped by its stop signal");
+        assert_eq!(
+            std::fs::read_to_string(sub.join("stopped-by")).expect("trap ran"),
+            "INT\n"
+        );
+    }
+}

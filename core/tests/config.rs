@@ -981,3 +981,29 @@ fn load_reports_unreadable_files_with_their_path() {
         )
     );
 }
+
+/// The example configs under `sdk-examples/` load, and say what they are meant to show.
+#[test]
+fn the_example_configs_load() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk-examples");
+    let load = |dir: &str| {
+        let config = QuaestorConfig::load(examples.join(dir).join(GENERAL_FILE))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(config.warnings.is_empty(), "{dir}: {:?}", config.warnings);
+        config
+    };
+    let memory = load("hello-world");
+    assert!(memory.etcd_options().is_none(), "in-memory registry");
+    assert_eq!(
+        memory.worker_locations().len(),
+        4,
+        "four workers behind the balancer"
+    );
+    let etcd = load("hello-world-etcd");
+    assert!(etcd.agents[0].is_key_value_store());
+    assert_eq!(
+        etcd.etcd_options().expect("etcd").endpoints,
+        ["http://127.0.0.1:2379"]
+    );
+    assert_eq!(etcd.agents[1].health_check.failures_before_restart, 2);
+}

@@ -150,7 +150,16 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
         .map_err(Failure::usage)?;
     tracing::info!(members = cluster.statuses().len(), config = %config.path.display(), "cluster started");
 
-    let (members, members_rx) = watch::channel(cluster.members());
+    // The status lists the KeyValueStore member first, as it is started first.
+    let store_view = store.as_ref().map(|store| store.view());
+    let all_members = |cluster: &Cluster| {
+        store_view
+            .iter()
+            .cloned()
+            .chain(cluster.members())
+            .collect::<Vec<_>>()
+    };
+    let (members, members_rx) = watch::channel(all_members(&cluster));
     let control_server = control_listener.map(|listener| {
         let name = config.cluster.as_ref().and_then(|c| c.name.clone());
         tokio::spawn(control::serve(
@@ -182,7 +191,7 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
         };
         seen = fingerprint(&config.path);
         reload(&mut cluster, &mut config, why).await;
-        members.send_replace(cluster.members());
+        members.send_replace(all_members(&cluster));
     }
 
     cluster.stop().await;

@@ -45,7 +45,7 @@ pub async fn start_key_value_store(
     config: &QuaestorConfig,
     options: &ClusterOptions,
     spawner: Spawner,
-) -> Result<Option<Runner>, ClusterError> {
+) -> Result<Option<KeyValueStore>, ClusterError> {
     let cluster = config.cluster.clone().unwrap_or_default();
     let Some((index, agent)) = config
         .agents
@@ -61,6 +61,7 @@ pub async fn start_key_value_store(
         problem: e.to_string(),
     })?;
     spec.locations.clear();
+    let port = port_of(&spec.health_address);
     let wait = spec.policy.startup_wait + Duration::from_secs(10);
     let runner = Runner::start(
         spec,
@@ -72,7 +73,39 @@ pub async fn start_key_value_store(
     if tokio::time::timeout(wait, serving).await.is_err() {
         tracing::error!(agent = %agent.agent_type, ?wait, "the KeyValueStore agent does not serve yet");
     }
-    Ok(Some(runner))
+    let view = MemberView {
+        agent_type: agent.agent_type.clone(),
+        index: 0,
+        port,
+        status: runner.status.clone(),
+    };
+    Ok(Some(KeyValueStore { runner, view }))
+}
+
+/// The running member of a KeyValueStore agent.
+pub struct KeyValueStore {
+    runner: Runner,
+    view: MemberView,
+}
+
+impl KeyValueStore {
+    pub fn view(&self) -> MemberView {
+        self.view.clone()
+    }
+
+    /// Stops it (and waits until it is stopped).
+    pub async fn stop(self) {
+        self.runner.stop().await;
+    }
+}
+
+/// The port of a `host:port` address (0 if there is none).
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_default()
 }
 
 /// The running members of a configuration. [`Cluster::reload`] moves it to another
@@ -306,12 +339,7 @@ impl Cluster {
 
     fn launch(&mut self, identity: Identity, spec: MemberSpec, agent: &AgentConfig) -> Managed {
         self.next_serial += 1;
-        let port = spec
-            .health_address
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_default();
+        let port = port_of(&spec.health_address);
         let (load_address, services) = (spec.health_address.clone(), spec.services.clone());
         let runner = Runner::start(spec, self.spawner.clone(), Arc::clone(&self.registry));
         Managed {
