@@ -8,8 +8,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use quaestor_core::supervisor::control::ClusterReport;
 use quaestor_test_support::{
-    ChildProcess, Finished, OutputLines, Worker, process_running, quaestor_bin, run,
-    spawn_listening, spawn_reading, wait_for,
+    ChildProcess, Finished, OutputLines, Worker, free_port, free_ports, process_running,
+    quaestor_bin, run, spawn_listening, spawn_reading, wait_for,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,11 +24,7 @@ fn quaestor(args: &[&str]) -> Finished {
 
 /// A cluster config: `count` reference workers on ephemeral ports, the balancer on a free port.
 fn write_config(dir: &Path, count: u32) -> PathBuf {
-    let balancer_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let balancer_port = free_port();
     let text = format!(
         "clusterConfig:\n  name: test\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n  memberMaxShutdownTimeSeconds: 5\n\
          loadBalancerConfig:\n  hostName: 127.0.0.1\n  port: {balancer_port}\n  probeIntervalMs: 100\n\
@@ -121,14 +117,9 @@ fn a_bad_cluster_config_exits_64_naming_file_line_and_key() {
 #[test]
 fn a_key_value_store_agent_is_the_clusters_etcd() {
     let dir = tempfile::tempdir().expect("dir");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
+    let [etcd_port, peer_port, balancer_port] = free_ports(3)[..] else {
+        unreachable!()
     };
-    let (etcd_port, peer_port, balancer_port) = (free(), free(), free());
     let etcd = quaestor_test_support::etcd::etcd_bin();
     let data = dir.path().join("etcd-data");
     let text = format!(
@@ -433,15 +424,10 @@ fn the_csharp_sample_configs_run_with_quaestors_programs() {
     for program in ["quaestor-worker", "quaestor-loadbalancer"] {
         std::os::unix::fs::symlink(bin(), dir.path().join(program)).expect("symlink");
     }
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let workers: Vec<u16> = (0..4).map(|_| free()).collect();
-    let (balancer, no_etcd) = (free(), free());
+    let mut ports = free_ports(6);
+    let (balancer, no_etcd) = (ports[4], ports[5]);
+    ports.truncate(4);
+    let workers = ports;
     let ports = workers
         .iter()
         .map(u16::to_string)
@@ -538,11 +524,7 @@ fn a_clusterconfig_etcd_list_is_the_registry() {
     );
 
     // Nobody listens on that port now.
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let nowhere = free_port();
     let text = cluster_config(&[worker_agent("Worker", "")]).replace(
         "  name: reloading\n",
         &format!("  etcd: http://127.0.0.1:{nowhere}\n"),

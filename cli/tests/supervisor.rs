@@ -83,11 +83,6 @@ mod runner {
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
-    fn free_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    }
-
     fn policy() -> Policy {
         Policy {
             startup_wait: Duration::from_secs(10),
@@ -103,7 +98,7 @@ mod runner {
 
     /// A `quaestor worker` member on a free port with `extra` arguments.
     fn worker_spec(extra: &[&str]) -> (MemberSpec, u16) {
-        let port = free_port();
+        let port = quaestor_test_support::free_port();
         let mut args = vec!["worker".to_owned(), "--port".to_owned(), port.to_string()];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let spec = MemberSpec {
@@ -306,15 +301,7 @@ mod recycling {
 
     /// `count` workers on free ports, recycled every `hours`.
     fn config(count: usize, hours: f64) -> (QuaestorConfig, Vec<u16>) {
-        let ports: Vec<u16> = (0..count)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .expect("bind")
-                    .local_addr()
-                    .expect("addr")
-                    .port()
-            })
-            .collect();
+        let ports = quaestor_test_support::free_ports(count);
         let list: Vec<String> = ports.iter().map(u16::to_string).collect();
         let text = format!(
             "clusterConfig:\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n  memberMaxShutdownTimeSeconds: 5\n\

@@ -10,7 +10,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -202,7 +202,7 @@ impl EtcdCluster {
     /// Picks ports, creates the folder and spawns every member, without waiting.
     fn launch(members: usize, tls: Option<EtcdTls>) -> Self {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
-        let ports = free_ports(2 * members);
+        let ports = crate::free_ports(2 * members);
         let mut cluster = EtcdCluster {
             members: (0..members)
                 .map(|i| Member {
@@ -563,16 +563,4 @@ fn succeeded(what: &str, finished: Finished) -> Finished {
         finished.stderr
     );
     finished
-}
-
-/// `count` distinct ports that were free a moment ago: all are held until all are picked, so
-/// that the system does not hand out the same one twice.
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
 }

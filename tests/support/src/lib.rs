@@ -60,6 +60,23 @@ where
     }
 }
 
+/// `count` distinct ports that were free a moment ago: all are held until all are picked, so
+/// that the system does not hand out the same one twice.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
 /// Whether process `pid` is running: it exists and is not a zombie waiting to be reaped.
 pub fn process_running(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
