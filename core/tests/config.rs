@@ -496,6 +496,18 @@ fn quaestors_own_keys_are_read_with_compatible_defaults() {
 fn quaestors_own_keys_refuse_bad_values() {
     let agent = "agents:\n  - agentType: Worker\n";
     assert_eq!(
+        error(&format!("{agent}    hostName: worker7.example.com\n")),
+        "test.yml:3:15: key `agents[0].hostName`: `worker7.example.com` is not this machine, \
+         and an agent without `ports` gets ephemeral ports, which only local processes can \
+         have; list its ports"
+    );
+    for local in ["localhost", "127.0.0.2", "::1", "[::1]", "0.0.0.0"] {
+        parse(&format!("{agent}    hostName: '{local}'\n"));
+    }
+    parse(&format!(
+        "{agent}    hostName: worker7.example.com\n    ports: [ 5161 ]\n"
+    ));
+    assert_eq!(
         error(&format!("{agent}    stopSignal: SIGNOPE\n")),
         "test.yml:3:17: key `agents[0].stopSignal`: \
          `SIGNOPE` is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT)"

@@ -446,6 +446,7 @@ fn agent(
     let mut agent = AgentConfig::new(named.unwrap_or_default());
     let mut process_count: Option<(u32, Pos)> = None;
     let mut ports_pos = agent_pos;
+    let mut host_pos: Option<(Pos, KeyPath)> = None;
     for (key, entry) in section(cx, node, at, AGENT_KEYS)? {
         let at = at.key(&entry.key);
         let value = &entry.value;
@@ -485,6 +486,7 @@ fn agent(
             "hostName" => {
                 if let Some(host) = text(cx, value, &at)? {
                     agent.host_name = host;
+                    host_pos = Some((value.pos, at.clone()));
                 }
             }
             "useTls" => set(&mut agent.use_tls, boolean(cx, value, &at)?),
@@ -518,6 +520,20 @@ fn agent(
     if agent.agent_type.is_empty() {
         return Err(cx.error(agent_pos, at, Problem::MissingKey("agentType")));
     }
+    // Ephemeral ports are picked on this machine: a process elsewhere cannot have one.
+    if let Some((pos, key)) = host_pos.filter(|_| agent.ports.is_empty()) {
+        if !is_local_host(&agent.host_name) && !agent.is_key_value_store() {
+            return Err(cx.error(
+                pos,
+                &key,
+                Problem::InvalidValue(format!(
+                    "`{}` is not this machine, and an agent without `ports` gets ephemeral \
+                     ports, which only local processes can have; list its ports",
+                    agent.host_name
+                )),
+            ));
+        }
+    }
     agent.process_count = match process_count {
         Some((count, count_pos)) => {
             if !agent.ports.is_empty() && agent.ports.len() != count as usize {
@@ -542,6 +558,19 @@ fn agent(
 }
 
 // ---- values ----------------------------------------------------------------------------------
+
+/// `localhost`, a loopback or unspecified address, or this machine's host name.
+fn is_local_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback() || ip.is_unspecified();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .is_ok_and(|name| name.trim().eq_ignore_ascii_case(host))
+}
 
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(value) = value {

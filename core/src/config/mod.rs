@@ -179,7 +179,8 @@ pub struct AgentConfig {
     pub use_tls: bool,
     /// `clientCertificate`: the client certificate to check TLS processes with.
     pub client_certificate: Option<String>,
-    /// `ports`: one per process; empty: ephemeral ports (and nothing to register).
+    /// `ports`: one per process; empty: ephemeral ports, picked when each process starts (only
+    /// for a local `hostName`).
     pub ports: Vec<u16>,
     /// `serviceNames`: None if not given; `Some(vec![])` for `serviceNames: []`. Either way a
     /// health check with no names checks the empty service name (as etcd needs); only names
