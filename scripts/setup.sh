@@ -2,7 +2,8 @@
 # Installs what quaestor's build and tests need on a Debian machine, and nothing that is
 # already there: so it is safe (and quick) to run before every test run.
 #   apt: protoc (the etcd-client crate's build script needs it), etcd (the registry tests
-#        start real etcd servers), python3-venv if missing
+#        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
+#        C, C++ and C# tests, python3-venv if missing
 #   pip: the Python test dependencies, into .venv inside the repository
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,12 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
+# libquaestor's tests: C programs found through pkg-config, the C# wrapper on Mono.
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v cc >/dev/null || missing+=(gcc)
+command -v c++ >/dev/null || missing+=(g++)
+command -v mcs >/dev/null || missing+=(mono-mcs)
+command -v mono >/dev/null || missing+=(mono-runtime)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if ! command -v cargo >/dev/null; then

@@ -51,7 +51,9 @@ unsafe fn discover(
         let target = Target::new(balancer, None, timeout).map_err(client_failure)?;
         let found = block_on(async {
             let channel = target.connect().await?;
-            target.discover(channel, scope, service, max_count, top).await
+            target
+                .discover(channel, scope, service, max_count, top)
+                .await
         })?
         .map_err(client_failure)?;
         let items = found

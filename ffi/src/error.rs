@@ -155,12 +155,8 @@ pub(crate) unsafe fn optional_text_arg<'a>(
 /// `p` is NULL or points to a live `T`.
 pub(crate) unsafe fn object<'a, T>(p: *const T, what: &str) -> Result<&'a T, Failure> {
     // SAFETY: as the caller promised.
-    unsafe { p.as_ref() }.ok_or_else(|| {
-        Failure::new(
-            QUAESTOR_RESULT_NULL_PARAMETER,
-            format!("{what} is NULL"),
-        )
-    })
+    unsafe { p.as_ref() }
+        .ok_or_else(|| Failure::new(QUAESTOR_RESULT_NULL_PARAMETER, format!("{what} is NULL")))
 }
 
 /// Checks that an out-parameter is not NULL (before any work is done).

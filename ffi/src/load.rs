@@ -24,7 +24,11 @@ impl quaestor_service_load {
 }
 
 /// Runs `body` on the handle behind `load`, if it is not NULL; never panics across.
-fn with<T>(load: *const quaestor_service_load, fallback: T, body: impl FnOnce(&quaestor_service_load) -> T) -> T {
+fn with<T>(
+    load: *const quaestor_service_load,
+    fallback: T,
+    body: impl FnOnce(&quaestor_service_load) -> T,
+) -> T {
     // SAFETY: the caller passes NULL or a handle from this library that is not freed yet.
     match unsafe { load.as_ref() } {
         Some(load) => boundary_or(fallback, || body(load)),

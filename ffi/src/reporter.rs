@@ -13,8 +13,7 @@ use quaestor_core::server::{ServerError, ServerHandle};
 use quaestor_core::tls::ServerTls;
 
 use crate::error::{
-    Failure, boundary, boundary_or, object, optional_text_arg, out_param, quaestor_result,
-    text_arg,
+    Failure, boundary, boundary_or, object, optional_text_arg, out_param, quaestor_result, text_arg,
 };
 use crate::load::quaestor_service_load;
 use crate::runtime::{block_on, enter};
@@ -371,7 +370,7 @@ pub unsafe extern "C" fn quaestor_reporter_free(reporter: *mut quaestor_reporter
     boundary_or((), || {
         let _ = deregister(&reporter);
         if let Some(server) = lock(&reporter.server).take() {
-            let _ = block_on(tokio::time::timeout(GRACE * 2, server.shutdown()));
+            let _ = block_on(async { tokio::time::timeout(GRACE * 2, server.shutdown()).await });
         }
         // Dropped inside the runtime: background tasks it holds end there.
         let _guard = enter();

@@ -1,0 +1,168 @@
+/*
+ * libquaestor's C API under bad input: every documented code, no crash, out-parameters
+ * untouched on failure. Built with -Wall -Wextra -Werror and run under AddressSanitizer by
+ * ffi/tests/c.rs. Prints each failed check and exits 1 if any failed.
+ */
+#include <quaestor.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+
+#define CHECK(condition)                                                        \
+    do {                                                                        \
+        if (!(condition)) {                                                     \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #condition); \
+            failures++;                                                         \
+        }                                                                       \
+    } while (0)
+
+#define EXPECT(call, code)                                                      \
+    do {                                                                        \
+        quaestor_result got_ = (call);                                          \
+        if (got_ != (code)) {                                                   \
+            char why_[256] = "";                                                \
+            size_t n_ = 0;                                                      \
+            quaestor_last_error_message(why_, sizeof why_, &n_);                \
+            fprintf(stderr, "%s:%d: %s gave %u, expected %u (%s)\n", __FILE__, __LINE__, #call, \
+                    (unsigned)got_, (unsigned)(code), why_);                    \
+            failures++;                                                         \
+        }                                                                       \
+    } while (0)
+
+static const char NOT_UTF8[] = {'W', (char)0xff, 'x', 0};
+
+static void messages(void) {
+    char buf[256];
+    size_t written = 12345;
+    EXPECT(quaestor_result_message(QUAESTOR_RESULT_IO, buf, sizeof buf, &written), QUAESTOR_RESULT_OK);
+    CHECK(written == strlen(buf) && strstr(buf, "port in use") != NULL);
+    EXPECT(quaestor_result_message(999999, buf, sizeof buf, &written), QUAESTOR_RESULT_OK);
+    CHECK(strcmp(buf, "unknown result code") == 0);
+    /* Too small: nothing written, not even the NUL. */
+    char small[4] = {'x', 'x', 'x', 'x'};
+    written = 777;
+    EXPECT(quaestor_result_message(QUAESTOR_RESULT_OK, small, 2, &written), QUAESTOR_RESULT_INSUFFICIENT_SIZE);
+    CHECK(small[0] == 'x' && written == 777);
+    EXPECT(quaestor_result_message(QUAESTOR_RESULT_OK, NULL, 10, &written), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_result_message(QUAESTOR_RESULT_OK, buf, sizeof buf, NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(strlen(quaestor_version()) >= 5);
+}
+
+static void reporter_and_loads(void) {
+    quaestor_reporter *sentinel = (quaestor_reporter *)&failures;
+    quaestor_reporter *reporter = sentinel;
+    EXPECT(quaestor_reporter_new(NULL, 0, NULL, NULL, &reporter), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_reporter_new(NOT_UTF8, 0, NULL, NULL, &reporter), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_reporter_new("127.0.0.1", 0, "cert.pem", NULL, &reporter), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_reporter_new("127.0.0.1", 0, "/nonexistent/cert.pem", "/nonexistent/key.pem", &reporter),
+           QUAESTOR_RESULT_TLS);
+    EXPECT(quaestor_reporter_new("no-such-host.invalid", 0, NULL, NULL, &reporter), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_reporter_new("127.0.0.1", 0, NULL, NULL, NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(reporter == sentinel); /* untouched by every failure */
+
+    EXPECT(quaestor_reporter_new("127.0.0.1", 0, NULL, NULL, &reporter), QUAESTOR_RESULT_OK);
+    uint16_t port = quaestor_reporter_port(reporter);
+    CHECK(port != 0);
+    CHECK(quaestor_reporter_port(NULL) == 0);
+
+    /* The same port again: in use. */
+    quaestor_reporter *second = NULL;
+    EXPECT(quaestor_reporter_new("127.0.0.1", port, NULL, NULL, &second), QUAESTOR_RESULT_IO);
+    CHECK(second == NULL);
+
+    quaestor_service_load *load = NULL;
+    EXPECT(quaestor_reporter_add_service(reporter, "", 4, &load), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_reporter_add_service(reporter, NOT_UTF8, 4, &load), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_reporter_add_service(NULL, "Worker", 4, &load), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_reporter_add_service(reporter, "Worker", 4, NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(load == NULL);
+    EXPECT(quaestor_reporter_add_service(reporter, "Worker", 4, &load), QUAESTOR_RESULT_OK);
+    quaestor_service_load *again = NULL;
+    EXPECT(quaestor_reporter_add_service(reporter, "Worker", 4, &again), QUAESTOR_RESULT_ALREADY_EXISTS);
+    EXPECT(quaestor_reporter_service_load(reporter, "Nope", &again), QUAESTOR_RESULT_NOT_FOUND);
+    CHECK(again == NULL);
+    EXPECT(quaestor_reporter_service_load(reporter, "Worker", &again), QUAESTOR_RESULT_OK);
+
+    /* The hot path: one counter, seen through both handles. */
+    quaestor_service_load_start_request(load);
+    quaestor_service_load_start_request(again);
+    CHECK(quaestor_service_load_current_requests(load) == 2);
+    quaestor_service_load_end_request(load);
+    quaestor_service_load_end_request(again);
+    CHECK(quaestor_service_load_current_requests(again) == 0);
+    quaestor_service_load_start_request(NULL); /* nothing */
+    quaestor_service_load_end_request(NULL);
+    CHECK(quaestor_service_load_current_requests(NULL) == -1);
+
+    EXPECT(quaestor_service_load_set_capacity(load, 8), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_known_load_rate(load, 0.5), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_server_utilization(load, -1.0), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_serving(load, false), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_capacity(NULL, 8), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_service_load_set_serving(NULL, true), QUAESTOR_RESULT_NULL_PARAMETER);
+
+    EXPECT(quaestor_reporter_set_serving(reporter, "Worker", true), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_reporter_set_serving(reporter, NULL, true), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_reporter_set_serving(reporter, "Nope", true), QUAESTOR_RESULT_NOT_FOUND);
+    EXPECT(quaestor_reporter_set_serving(NULL, "Worker", true), QUAESTOR_RESULT_NULL_PARAMETER);
+
+    /* Registration: bad arguments are refused before etcd is asked; etcd down: unavailable. */
+    EXPECT(quaestor_reporter_register(reporter, NULL, NULL, "127.0.0.1", 0, 0), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_reporter_register(reporter, "http://127.0.0.1:1", NULL, "a/b", 0, 0),
+           QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_reporter_register(reporter, "http://127.0.0.1:1", NULL, "127.0.0.1", 0, 0),
+           QUAESTOR_RESULT_UNAVAILABLE);
+    EXPECT(quaestor_reporter_deregister(reporter), QUAESTOR_RESULT_OK); /* not registered */
+    EXPECT(quaestor_reporter_deregister(NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+
+    quaestor_reporter_free(reporter);
+    /* Handles outlive their reporter. */
+    quaestor_service_load_start_request(load);
+    CHECK(quaestor_service_load_current_requests(load) == 1);
+    quaestor_service_load_free(load);
+    quaestor_service_load_free(again);
+    quaestor_service_load_free(NULL);
+    quaestor_reporter_free(NULL);
+}
+
+static void discovery(uint16_t closed_port) {
+    char address[64];
+    snprintf(address, sizeof address, "127.0.0.1:%u", (unsigned)closed_port);
+    quaestor_location_list *list = NULL;
+    EXPECT(quaestor_discover(address, NULL, "Worker", 0, 2000, &list), QUAESTOR_RESULT_UNAVAILABLE);
+    EXPECT(quaestor_discover_top(address, NULL, "Worker", 1, 2000, &list), QUAESTOR_RESULT_UNAVAILABLE);
+    EXPECT(quaestor_discover("not an address", NULL, "Worker", 0, 2000, &list), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_discover(address, NULL, NULL, 0, 2000, &list), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_discover(address, NOT_UTF8, "Worker", 0, 2000, &list), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_discover(address, NULL, "Worker", 0, 2000, NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(list == NULL);
+    CHECK(quaestor_location_list_len(NULL) == 0);
+    CHECK(quaestor_location_list_host(NULL, 0) == NULL);
+    CHECK(quaestor_location_list_port(NULL, 0) == 0);
+    quaestor_location_list_free(NULL);
+
+    /* The last error names what failed, for the thread that failed. */
+    char why[512];
+    size_t written = 0;
+    EXPECT(quaestor_last_error_message(why, sizeof why, &written), QUAESTOR_RESULT_OK);
+    CHECK(strstr(why, "out is NULL") != NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CLOSED_PORT\n", argv[0]);
+        return 64;
+    }
+    messages();
+    reporter_and_loads();
+    discovery((uint16_t)atoi(argv[1]));
+    if (failures != 0) {
+        fprintf(stderr, "%d checks failed\n", failures);
+        return 1;
+    }
+    printf("all checks passed\n");
+    return 0;
+}
