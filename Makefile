@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
 VENV := $(CURDIR)/.venv
 
-.PHONY: test setup build test-rust test-python bench demo demo-etcd lint clean
+.PHONY: test setup build test-rust test-python bench ffi demo demo-etcd lint clean
 
 test: setup test-rust test-python
 
@@ -38,6 +38,15 @@ demo-etcd:
 # Benchmarks print figures; they are not part of `make test`.
 bench:
 	cargo bench -p quaestor-core --bench discovery
+	cargo bench -p quaestor-ffi --bench request
+
+# libquaestor (.so and .a) and a pkg-config file for it, so that a C worker builds with
+#   PKG_CONFIG_PATH=$(CARGO_TARGET_DIR)/debug cc hello_worker.c $$(pkg-config --cflags --libs quaestor)
+ffi:
+	cargo build -p quaestor-ffi
+	sed -e 's|@LIBDIR@|$(CARGO_TARGET_DIR)/debug|' -e 's|@INCLUDEDIR@|$(CURDIR)/ffi/include|' \
+	    -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \
+	    ffi/quaestor.pc.in > $(CARGO_TARGET_DIR)/debug/quaestor.pc
 
 lint:
 	cargo fmt --all --check
