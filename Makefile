@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
 VENV := $(CURDIR)/.venv
 
-.PHONY: test setup build test-rust test-python bench ffi demo demo-etcd lint clean
+.PHONY: test setup build test-rust test-python bench ffi examples demo demo-etcd lint clean
 
 test: setup test-rust test-python
 
@@ -23,6 +23,20 @@ test-rust: build
 # The wire format as a stock grpcio client sees it, against the real binary.
 test-python: build
 	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c tests/python/pytest.ini tests/python
+
+# The C, C++ and C# sample workers, built next to their sources (with libquaestor.so in
+# sdk-examples/lib and next to the C# one), for sdk-examples/native/quaestor.config.yml.
+examples: ffi
+	mkdir -p sdk-examples/lib
+	cp $(CARGO_TARGET_DIR)/debug/libquaestor.so sdk-examples/lib/
+	cc -Wall -Wextra -Werror -o sdk-examples/c/hello_worker sdk-examples/c/hello_worker.c \
+	    -Iffi/include -Lsdk-examples/lib -lquaestor
+	c++ -std=c++17 -Wall -Wextra -Werror -o sdk-examples/cpp/hello_worker sdk-examples/cpp/hello_worker.cpp \
+	    -Iffi/include -Ibindings/cpp -Lsdk-examples/lib -lquaestor
+	mcs -warnaserror -target:library -out:sdk-examples/csharp/Quaestor.Native.dll bindings/csharp/*.cs
+	mcs -warnaserror -out:sdk-examples/csharp/HelloWorker.exe -r:sdk-examples/csharp/Quaestor.Native.dll \
+	    sdk-examples/csharp/HelloWorker.cs
+	cp sdk-examples/lib/libquaestor.so sdk-examples/csharp/
 
 # The hello-world cluster: 4 workers on 5161-5164, the balancer on 5150. Then, elsewhere:
 #   target/debug/quaestor discover --top 127.0.0.1:5150 Worker

@@ -1018,4 +1018,14 @@ fn the_example_configs_load() {
         ["http://127.0.0.1:2379"]
     );
     assert_eq!(etcd.agents[1].health_check.failures_before_restart, 2);
+    let native = load("native");
+    assert_eq!(
+        native.worker_locations().len(),
+        3,
+        "the C, C++ and C# samples"
+    );
+    assert_eq!(
+        native.agents[2].working_directory.as_deref(),
+        Some("../csharp")
+    );
 }

@@ -128,7 +128,8 @@ uint16_t quaestor_location_list_port(const struct quaestor_location_list *list, 
 void quaestor_location_list_free(struct quaestor_location_list *list);
 
 // The text of result `code` (any number: unknown ones have a text too), NUL-terminated, into
-// `buf` of `len` bytes; its length without the NUL into `*written`.
+// `buf` of `len` bytes; its length without the NUL into `*written`. Neither this nor
+// `quaestor_last_error_message` changes the thread's last error.
 //
 // # Safety
 // `buf` is valid for `len` bytes and `written` for one `size_t` (or they are NULL).

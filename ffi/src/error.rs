@@ -200,7 +200,8 @@ unsafe fn copy_text(
 }
 
 /// The text of result `code` (any number: unknown ones have a text too), NUL-terminated, into
-/// `buf` of `len` bytes; its length without the NUL into `*written`.
+/// `buf` of `len` bytes; its length without the NUL into `*written`. Neither this nor
+/// `quaestor_last_error_message` changes the thread's last error.
 ///
 /// # Safety
 /// `buf` is valid for `len` bytes and `written` for one `size_t` (or they are NULL).
@@ -212,7 +213,17 @@ pub unsafe extern "C" fn quaestor_result_message(
     written: *mut usize,
 ) -> quaestor_result {
     // SAFETY: as the caller promised.
-    boundary(|| unsafe { copy_text(quaestor_result::text(code), buf, len, written) })
+    text_out(|| unsafe { copy_text(quaestor_result::text(code), buf, len, written) })
+}
+
+/// Runs a text-writing call without touching the thread's last error (which the caller may
+/// be about to read).
+fn text_out(body: impl FnOnce() -> Result<(), Failure>) -> quaestor_result {
+    catch_unwind(AssertUnwindSafe(|| match body() {
+        Ok(()) => QUAESTOR_RESULT_OK,
+        Err(failure) => failure.code,
+    }))
+    .unwrap_or(QUAESTOR_RESULT_PANIC)
 }
 
 /// What the calling thread's last failing call said (empty if none failed yet), as
@@ -227,13 +238,6 @@ pub unsafe extern "C" fn quaestor_last_error_message(
     written: *mut usize,
 ) -> quaestor_result {
     let message = LAST_ERROR.with(|last| last.borrow().clone());
-    // Not through `boundary`: a failure here must not replace the message being read.
-    catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: as the caller promised.
-        match unsafe { copy_text(&message, buf, len, written) } {
-            Ok(()) => QUAESTOR_RESULT_OK,
-            Err(failure) => failure.code,
-        }
-    }))
-    .unwrap_or(QUAESTOR_RESULT_PANIC)
+    // SAFETY: as the caller promised.
+    text_out(|| unsafe { copy_text(&message, buf, len, written) })
 }

@@ -132,3 +132,49 @@ fn the_c_sample_registers_and_a_balancer_offers_it() {
         SampleWorker::start(run)
     });
 }
+
+/// `quaestor cluster` runs the C sample as a member (as `sdk-examples/native` configures it):
+/// it becomes Ready on its health, the in-process balancer offers it, and it stops with the
+/// cluster.
+#[test]
+fn quaestor_cluster_runs_the_c_sample() {
+    let (dir, _exe) = sample(true);
+    let [port, balancer] = quaestor_test_support::free_ports(2)[..] else {
+        unreachable!()
+    };
+    let config = dir.path().join("quaestor.config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "clusterConfig:\n  heartBeatIntervalSeconds: 1\n  memberMaxShutdownTimeSeconds: 10\n\
+             loadBalancerConfig:\n  hostName: 127.0.0.1\n  port: {balancer}\n  probeIntervalMs: 100\n\
+             agents:\n  - agentType: Worker\n    executablePath: ./hello_worker\n    \
+             commandLineArguments: \"{{Port}}\"\n    clusterShutdownAction: Kill\n    ports: [ {port} ]\n    \
+             serviceNames: [ Worker ]\n    environmentVariables:\n      LD_LIBRARY_PATH: {lib}\n      \
+             ASAN_OPTIONS: detect_leaks=1\n",
+            lib = lib_dir().display()
+        ),
+    )
+    .expect("write");
+    let mut cluster = quaestor_test_support::spawn_listening(
+        &common::quaestor_bin(),
+        &["cluster", "--config", config.to_str().expect("utf-8")],
+    );
+    let offered = quaestor_test_support::wait_for(
+        "the balancer to offer the C worker",
+        common::TIMEOUT,
+        || {
+            let out = quaestor_test_support::run(
+                &common::quaestor_bin(),
+                &["discover", "--top", &cluster.addr.to_string(), "Worker"],
+                common::TIMEOUT,
+            );
+            (out.code == Some(0)).then(|| out.stdout.trim().to_owned())
+        },
+    );
+    assert_eq!(offered, format!("127.0.0.1:{port}"));
+    assert_eq!(common::current_requests(port), Some(0));
+    cluster.process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(cluster.process.wait_exit(common::TIMEOUT).code(), Some(0));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

@@ -89,6 +89,9 @@ pub fn resolve_executable(
         .flatten()
         .flat_map(|name| looked.iter().map(move |dir| dir.join(name)))
         .find(|candidate| candidate.is_file())
+        // Absolute: the member runs in its own working directory, where a path relative to
+        // the supervisor's would name something else.
+        .map(|found| std::path::absolute(&found).unwrap_or(found))
         .ok_or_else(|| SpawnError::NotFound {
             name: name.to_owned(),
             looked: looked
@@ -309,6 +312,10 @@ mod tests {
             work.path().join("both.exe")
         );
         assert!(found(".exe").is_err());
+        // Found relative to a relative folder: still right once the member runs elsewhere.
+        let relative = resolve_executable("Cargo.toml", Path::new("."), None).expect("found");
+        assert!(relative.is_absolute(), "{}", relative.display());
+        assert!(relative.is_file());
         assert!(found("bin/.exe").is_err());
         assert_eq!(
             found("sh").expect("on PATH").file_name(),
