@@ -3,9 +3,10 @@
 
 use std::ffi::c_char;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use quaestor_core::load::ServiceLoad;
 use quaestor_core::registry::ServiceLocation;
 use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar};
 use quaestor_core::reporter::{Reporter, ReporterError};
@@ -31,6 +32,18 @@ pub struct quaestor_reporter {
     addr: SocketAddr,
     server: Mutex<Option<ServerHandle>>,
     registration: Mutex<Option<Registration>>,
+}
+
+impl quaestor_reporter {
+    /// A new load handle of service `name`.
+    fn handle(&self, name: &str, load: Arc<ServiceLoad>) -> *mut quaestor_service_load {
+        quaestor_service_load {
+            load,
+            health: self.reporter.health().clone(),
+            name: name.to_owned(),
+        }
+        .into_raw()
+    }
 }
 
 /// The worker's entries in etcd, on the registrar's lease.
@@ -168,13 +181,8 @@ pub unsafe extern "C" fn quaestor_reporter_add_service(
                 };
                 Failure::new(code, error.to_string())
             })?;
-        let handle = quaestor_service_load {
-            load,
-            health: reporter.reporter.health().clone(),
-            name: name.to_owned(),
-        };
         // SAFETY: checked non-NULL above.
-        unsafe { *out = handle.into_raw() };
+        unsafe { *out = reporter.handle(name, load) };
         Ok(())
     })
 }
@@ -203,13 +211,8 @@ pub unsafe extern "C" fn quaestor_reporter_service_load(
                 format!("service {name:?} was not added"),
             )
         })?;
-        let handle = quaestor_service_load {
-            load,
-            health: reporter.reporter.health().clone(),
-            name: name.to_owned(),
-        };
         // SAFETY: checked non-NULL above.
-        unsafe { *out = handle.into_raw() };
+        unsafe { *out = reporter.handle(name, load) };
         Ok(())
     })
 }

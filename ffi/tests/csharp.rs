@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{SampleWorker, build, drive_sample, lib_dir, registered_and_discovered, repo, run};
+use common::{SampleWorker, build, drive_sample, lib_dir, registered_and_discovered, repo};
 
 /// Checks that Mono's `tool` runs; fails (never skips) when it is missing.
 fn require(tool: &str) {
@@ -116,17 +116,5 @@ fn the_wrapper_turns_failures_into_exceptions_with_their_codes() {
     let csharp = CSharp::compile("bindings/csharp/tests/WrapperTests.cs", "WrapperTests.exe");
     let mut command = csharp.mono("WrapperTests.exe");
     command.arg(env!("CARGO_PKG_VERSION"));
-    let finished = run(command);
-    assert_eq!(
-        finished.code,
-        Some(0),
-        "WrapperTests.exe failed:\n{}\n{}",
-        finished.stdout,
-        finished.stderr
-    );
-    assert!(
-        finished.stdout.contains("all passed"),
-        "{}",
-        finished.stdout
-    );
+    common::passes(command, "WrapperTests.exe", "all passed");
 }

@@ -259,3 +259,29 @@ pub fn registered_and_discovered(start: impl FnOnce(&str, &str) -> SampleWorker)
         "deregistered when the reporter was freed"
     );
 }
+
+/// Runs a test program (`name`, for messages) to its end: it must exit 0, print `marker`,
+/// and report no AddressSanitizer error and no panic caught inside libquaestor.
+pub fn passes(command: Command, name: &str, marker: &str) {
+    let finished = run(command);
+    eprintln!("{}", finished.stdout);
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "{name} failed:\n{}\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    assert!(
+        finished.stdout.contains(marker),
+        "{name}: {}",
+        finished.stdout
+    );
+    for problem in ["AddressSanitizer", "panicked"] {
+        assert!(
+            !finished.stderr.contains(problem),
+            "{name}: {problem}: {}",
+            finished.stderr
+        );
+    }
+}
