@@ -11,7 +11,7 @@ use common::{
     SampleWorker, build, drive_sample, include_dir, lib_dir, registered_and_discovered, repo,
 };
 
-const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror", "-std=c11", "-g"];
+const WARNINGS: &[&str] = &["-Wall", "-Wextra", "-Werror", "-std=c11", "-g", "-pthread"];
 const ASAN: &[&str] = &["-fsanitize=address", "-fno-omit-frame-pointer"];
 
 /// `quaestor.pc` (from `ffi/quaestor.pc.in`) in `dir`, pointing at this build's library.

@@ -5,6 +5,7 @@
  */
 #include <quaestor.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +152,40 @@ static void discovery(uint16_t closed_port) {
     CHECK(strstr(why, "out is NULL") != NULL);
 }
 
+enum { THREADS = 4, PAIRS = 100000 };
+
+static void *count_requests(void *load) {
+    for (int i = 0; i < PAIRS; i++) {
+        quaestor_service_load_start_request(load);
+        quaestor_service_load_end_request(load);
+    }
+    return NULL;
+}
+
+/* One handle, several threads counting on it at once (and one more reporting): no count lost. */
+static void threads(void) {
+    quaestor_reporter *reporter = NULL;
+    quaestor_service_load *load = NULL;
+    EXPECT(quaestor_reporter_new("127.0.0.1", 0, NULL, NULL, &reporter), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_reporter_add_service(reporter, "Worker", 4, &load), QUAESTOR_RESULT_OK);
+    quaestor_service_load_start_request(load); /* one held across the run */
+    pthread_t workers[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        CHECK(pthread_create(&workers[i], NULL, count_requests, load) == 0);
+    }
+    for (int i = 0; i < 1000; i++) {
+        int now = quaestor_service_load_current_requests(load);
+        CHECK(now >= 1 && now <= 1 + THREADS);
+        EXPECT(quaestor_service_load_set_known_load_rate(load, (double)i), QUAESTOR_RESULT_OK);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        CHECK(pthread_join(workers[i], NULL) == 0);
+    }
+    CHECK(quaestor_service_load_current_requests(load) == 1);
+    quaestor_service_load_free(load);
+    quaestor_reporter_free(reporter);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CLOSED_PORT\n", argv[0]);
@@ -159,6 +194,7 @@ int main(int argc, char **argv) {
     messages();
     reporter_and_loads();
     discovery((uint16_t)atoi(argv[1]));
+    threads();
     if (failures != 0) {
         fprintf(stderr, "%d checks failed\n", failures);
         return 1;
