@@ -320,13 +320,14 @@ impl Cluster {
                     });
                     continue;
                 }
-                let spec = member_spec(agent, index, &cluster, &self.options).map_err(|e| {
+                let mut spec = member_spec(agent, index, &cluster, &self.options).map_err(|e| {
                     ClusterError::Agent {
                         agent: agent_index,
                         agent_type: agent.agent_type.clone(),
                         problem: e.to_string(),
                     }
                 })?;
+                spec.tag = format!("{}[{index}]", agent_name(config, agent_index));
                 plan.push(Planned::Start {
                     agent: agent_index,
                     identity: Box::new(identity),
@@ -444,6 +445,19 @@ impl Cluster {
     }
 }
 
+/// How the members of agent `index` are named in logs and status: its type, numbered (from 1)
+/// when several agents have that type (`Worker#2`).
+fn agent_name(config: &QuaestorConfig, index: usize) -> String {
+    let agent_type = &config.agents[index].agent_type;
+    let same: Vec<usize> = (0..config.agents.len())
+        .filter(|&i| config.agents[i].agent_type.eq_ignore_ascii_case(agent_type))
+        .collect();
+    match same.iter().position(|&i| i == index) {
+        Some(n) if same.len() > 1 => format!("{agent_type}#{}", n + 1),
+        _ => agent_type.clone(),
+    }
+}
+
 /// The settings of `agent`'s members that can change while they run.
 fn tuning(agent: &AgentConfig, cluster: &ClusterConfig) -> Tuning {
     Tuning {
@@ -528,4 +542,20 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_sharing_a_type_are_numbered() {
+        let config = QuaestorConfig::parse(
+            "agents:\n- agentType: Worker\n- agentType: KeyValueStore\n- agentType: worker\n",
+            "t.yml",
+        )
+        .expect("config");
+        let names: Vec<String> = (0..3).map(|i| agent_name(&config, i)).collect();
+        assert_eq!(names, ["Worker#1", "KeyValueStore", "worker#2"]);
+    }
 }
