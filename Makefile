@@ -20,9 +20,12 @@ build: setup
 test-rust: build
 	cargo test --workspace --locked
 
-# The wire format as a stock grpcio client sees it, against the real binary.
+# The wire format as a stock grpcio client sees it, against the real binary; then the
+# Python package, built into .venv (incrementally, in CARGO_TARGET_DIR) and tested.
 test-python: build
 	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c tests/python/pytest.ini tests/python
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop -q -m bindings/python/Cargo.toml
+	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c bindings/python/tests/pytest.ini bindings/python/tests
 
 # The C, C++ and C# sample workers, built next to their sources (with libquaestor.so in
 # sdk-examples/lib and next to the C# one), for sdk-examples/native/quaestor.config.yml.

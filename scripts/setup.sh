@@ -4,7 +4,7 @@
 #   apt: protoc (the etcd-client crate's build script needs it), etcd (the registry tests
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
 #        C, C++ and C# tests, python3-venv if missing
-#   pip: the Python test dependencies, into .venv inside the repository
+#   pip: the Python test dependencies and maturin, into .venv inside the repository
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,9 +59,11 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 # Reinstall only when the requirements changed since the last install.
-stamp=.venv/requirements.installed
-if ! cmp -s tests/python/requirements.txt "$stamp"; then
-  echo "setup: pip install -r tests/python/requirements.txt" >&2
-  .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
-  cp tests/python/requirements.txt "$stamp"
-fi
+for requirements in tests/python/requirements.txt bindings/python/requirements-dev.txt; do
+  stamp=.venv/$(echo "$requirements" | tr / _).installed
+  if ! cmp -s "$requirements" "$stamp"; then
+    echo "setup: pip install -r $requirements" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+  fi
+done

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balancer;
+pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod load;

@@ -230,6 +230,11 @@ impl ServiceLoad {
         self.touch();
     }
 
+    /// The server utilisation set with [`Self::set_server_utilization`], if one is set.
+    pub fn fixed_server_utilization(&self) -> Option<f64> {
+        Some(self.utilization.load()).filter(|u| !u.is_nan())
+    }
+
     /// Fixes the reported host memory usage in percent; `None` goes back to reading it
     /// from the host at each report. NaN counts as `None`.
     pub fn set_memory_usage_percent(&self, percent: Option<f64>) {

@@ -61,6 +61,12 @@ def protos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     if protoc.main(args) != 0:
         pytest.fail(f"protoc failed on {PROTO_DIR} (its errors are on stderr above)", pytrace=False)
 
+    # The generated modules live in a package named `quaestor`, like the Python package of
+    # this repository that may be installed in the same environment: made regular packages
+    # first on sys.path, they are the ones imported here.
+    for package in {Path(proto).parent for proto, _ in PROTOS}:
+        for folder in [package, *package.parents][:-1]:
+            (out_dir / folder / "__init__.py").touch()
     sys.path.insert(0, str(out_dir))
     try:
         modules = {}

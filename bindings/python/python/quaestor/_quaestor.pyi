@@ -1,0 +1,141 @@
+"""The native module of the `quaestor` package (Rust, pyo3). Import from `quaestor` instead."""
+
+from collections.abc import Callable, Sequence
+from os import PathLike
+from types import TracebackType
+from typing import Any, TypeVar, final
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+__version__: str
+
+class QuaestorError(Exception):
+    """Base of every exception quaestor raises (besides TypeError and ValueError for bad
+    Python arguments)."""
+
+class UnavailableError(QuaestorError):
+    """The server (balancer, etcd) could not be reached."""
+
+class InvalidArgumentError(QuaestorError):
+    """An argument the server or quaestor refused: empty or malformed names, bad addresses,
+    a service added twice."""
+
+class TimeoutError(QuaestorError):
+    """The server did not answer in time."""
+
+class NotFoundError(QuaestorError):
+    """No such service on this reporter."""
+
+@final
+class Request:
+    """One request of a service while inside `with` (or `async with`), or around every call
+    of a function it decorates."""
+
+    def __enter__(self) -> Request: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def __aenter__(self) -> Request: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def __call__(self, func: _F) -> _F: ...
+
+@final
+class ServiceLoad:
+    """The load of one service of a reporter: count requests on it."""
+
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def current_requests(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @capacity.setter
+    def capacity(self, value: int) -> None: ...
+    @property
+    def known_load_rate(self) -> float | None: ...
+    @known_load_rate.setter
+    def known_load_rate(self, value: float | None) -> None: ...
+    @property
+    def server_utilization(self) -> float | None: ...
+    @server_utilization.setter
+    def server_utilization(self, value: float | None) -> None: ...
+    def start_request(self) -> None: ...
+    def end_request(self) -> None: ...
+    def request(self) -> Request: ...
+    def set_serving(self, serving: bool) -> None: ...
+
+@final
+class Reporter:
+    """Serves grpc.health.v1.Health and Quaestor.LoadReporting for the services added to it,
+    on a port of its own."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: tuple[str | PathLike[str], str | PathLike[str]] | None = None,
+    ) -> None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def add_service(self, name: str, capacity: int = 4) -> ServiceLoad: ...
+    def service_load(self, name: str) -> ServiceLoad: ...
+    def set_serving(self, serving: bool, service: str | None = None) -> None: ...
+    def register(
+        self,
+        etcd: Sequence[str] | str,
+        host: str,
+        port: int | None = None,
+        scope: str = "",
+        ttl: float = 10.0,
+    ) -> None: ...
+    def deregister(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Reporter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+@final
+class ServiceLocation:
+    """Where a service is served, as a balancer answers."""
+
+    def __init__(self, scope: str, service_name: str, host_name: str, port: int) -> None: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def host_name(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def address(self) -> str: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def discover(
+    address: str,
+    service: str,
+    max_count: int = 0,
+    scope: str = "",
+    top: bool = False,
+    timeout: float = 5.0,
+    ca: str | PathLike[str] | None = None,
+) -> list[ServiceLocation]: ...
