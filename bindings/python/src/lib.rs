@@ -412,6 +412,9 @@ impl Reporter {
     /// Reports a new service, SERVING; count its requests on the returned load.
     #[pyo3(signature = (name, capacity = 4))]
     fn add_service(&self, name: &str, capacity: i32) -> PyResult<ServiceLoad> {
+        if self.closed() {
+            return Err(Failure::Other("the reporter is closed".into()).into());
+        }
         let load = self
             .reporter
             .add_service(name, capacity)

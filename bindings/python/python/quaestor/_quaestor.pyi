@@ -7,6 +7,20 @@ from typing import Any, TypeVar, final
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+__all__ = [
+    "__version__",
+    "QuaestorError",
+    "UnavailableError",
+    "InvalidArgumentError",
+    "TimeoutError",
+    "NotFoundError",
+    "Reporter",
+    "ServiceLoad",
+    "Request",
+    "ServiceLocation",
+    "discover",
+]
+
 __version__: str
 
 class QuaestorError(Exception):
@@ -77,12 +91,12 @@ class Reporter:
     """Serves grpc.health.v1.Health and Quaestor.LoadReporting for the services added to it,
     on a port of its own."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str = "127.0.0.1",
         port: int = 0,
         tls: tuple[str | PathLike[str], str | PathLike[str]] | None = None,
-    ) -> None: ...
+    ) -> Reporter: ...
     @property
     def host(self) -> str: ...
     @property
@@ -116,7 +130,7 @@ class Reporter:
 class ServiceLocation:
     """Where a service is served, as a balancer answers."""
 
-    def __init__(self, scope: str, service_name: str, host_name: str, port: int) -> None: ...
+    def __new__(cls, scope: str, service_name: str, host_name: str, port: int) -> ServiceLocation: ...
     @property
     def scope(self) -> str: ...
     @property
@@ -127,7 +141,7 @@ class ServiceLocation:
     def port(self) -> int: ...
     @property
     def address(self) -> str: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 def discover(

@@ -1,0 +1,48 @@
+"""Report the load of Python gRPC workers to quaestor, and ask its balancer which worker to call.
+
+A worker keeps a `Reporter`, which serves grpc.health.v1.Health and Quaestor.LoadReporting on a
+port of its own, adds its services to it and counts each request on the service's
+`ServiceLoad`::
+
+    reporter = quaestor.Reporter(port=5261)
+    load = reporter.add_service("Worker", capacity=4)
+    reporter.register(etcd=["http://127.0.0.1:2379"], host="127.0.0.1", port=5161)
+
+    def handle(request, context):
+        with load.request():
+            ...
+
+A client asks a balancer with `discover()` (or `ServiceDiscovery`, the C# Quaestor's Python
+client class). Every exception quaestor raises derives from `QuaestorError`; bad Python
+arguments raise `TypeError` or `ValueError`.
+"""
+
+from ._quaestor import (
+    InvalidArgumentError,
+    NotFoundError,
+    QuaestorError,
+    Reporter,
+    Request,
+    ServiceLoad,
+    ServiceLocation,
+    TimeoutError,
+    UnavailableError,
+    __version__,
+    discover,
+)
+from .service_discovery import ServiceDiscovery
+
+__all__ = [
+    "InvalidArgumentError",
+    "NotFoundError",
+    "QuaestorError",
+    "Reporter",
+    "Request",
+    "ServiceDiscovery",
+    "ServiceLoad",
+    "ServiceLocation",
+    "TimeoutError",
+    "UnavailableError",
+    "__version__",
+    "discover",
+]
