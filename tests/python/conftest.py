@@ -23,6 +23,7 @@ from typing import Callable, Iterator, List
 import grpc
 import pytest
 from grpc_tools import protoc
+from support import quaestor_bin_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO_ROOT / "proto"
@@ -82,17 +83,7 @@ def protos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
 @pytest.fixture(scope="session")
 def quaestor_bin() -> Path:
     """The quaestor binary under test, from $QUAESTOR_BIN (required)."""
-    value = os.environ.get("QUAESTOR_BIN")
-    if not value:
-        pytest.fail(
-            "QUAESTOR_BIN is not set: point it at the quaestor binary to test, "
-            "e.g. QUAESTOR_BIN=\"$CARGO_TARGET_DIR/debug/quaestor\" (target/debug/quaestor by default)",
-            pytrace=False,
-        )
-    path = Path(value)
-    if not path.is_file() or not os.access(path, os.X_OK):
-        pytest.fail(f"QUAESTOR_BIN={value} is not an executable file", pytrace=False)
-    return path
+    return quaestor_bin_from_env()
 
 
 @dataclass

@@ -1,7 +1,11 @@
 """Small helpers shared by the conftest and the tests (kept apart so that tests can import them)."""
 
+import os
 import time
+from pathlib import Path
 from typing import Callable, Optional, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -32,3 +36,18 @@ def wait_for(what: str, timeout: float, probe: Callable[[], Optional[T]]) -> T:
 def now_in_ticks() -> int:
     """The current wall-clock time as .NET ticks, the unit of `timestamp_ticks`."""
     return TICKS_AT_UNIX_EPOCH + time.time_ns() // 100
+
+
+def quaestor_bin_from_env() -> Path:
+    """The quaestor binary under test, from $QUAESTOR_BIN (required: the run fails without)."""
+    value = os.environ.get("QUAESTOR_BIN")
+    if not value:
+        pytest.fail(
+            "QUAESTOR_BIN is not set: point it at the quaestor binary to test, "
+            "e.g. QUAESTOR_BIN=\"$CARGO_TARGET_DIR/debug/quaestor\" (target/debug/quaestor by default)",
+            pytrace=False,
+        )
+    path = Path(value)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(f"QUAESTOR_BIN={value} is not an executable file", pytrace=False)
+    return path

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_tools import protoc
 
 import quaestor
-from support import REPO_ROOT, Child, Etcd, Pki
+from support import REPO_ROOT, Child, Etcd, Pki, wire_support
 
 PROTO_DIR = REPO_ROOT / "proto"
 PROTOS = [
@@ -82,17 +82,7 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
 @pytest.fixture(scope="session")
 def quaestor_bin() -> Path:
     """The quaestor binary, from $QUAESTOR_BIN (required)."""
-    value = os.environ.get("QUAESTOR_BIN")
-    if not value:
-        pytest.fail(
-            "QUAESTOR_BIN is not set: point it at the quaestor binary, "
-            'e.g. QUAESTOR_BIN="$CARGO_TARGET_DIR/debug/quaestor"',
-            pytrace=False,
-        )
-    path = Path(value)
-    if not path.is_file() or not os.access(path, os.X_OK):
-        pytest.fail(f"QUAESTOR_BIN={value} is not an executable file", pytrace=False)
-    return path
+    return wire_support.quaestor_bin_from_env()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 (stopped by pid), a real etcd and etcdctl. The conftest builds its fixtures from these; tests
 import them for waits and processes of their own."""
 
+import importlib.util
 import json
 import os
 import queue
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import IO, TypeVar
 
 T = TypeVar("T")
@@ -30,20 +32,19 @@ CHANGE_TIMEOUT = 20.0
 LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)")
 
 
-def wait_for(what: str, timeout: float, probe: Callable[[], T | None]) -> T:
-    """Calls `probe` until it returns something other than None and returns that value;
-    fails naming `what` once `timeout` seconds have passed. The pause between probes starts
-    at 5 ms and doubles up to 100 ms."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
+def _load_wire_support() -> ModuleType:
+    """tests/python/support.py (the wire tests' helpers), under a name of its own."""
+    spec = importlib.util.spec_from_file_location(
+        "quaestor_wire_support", REPO_ROOT / "tests" / "python" / "support.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wire_support = _load_wire_support()
+wait_for = wire_support.wait_for
 
 
 def free_ports(count: int) -> list[int]:
