@@ -33,6 +33,9 @@ enum Command {
     Cluster(cmd::cluster::Args),
     /// Run the balancer: discovery and grpclb over the registry of the C# load balancer config.
     LoadBalancer(cmd::load_balancer::Args),
+    /// Make one worker balanceable without touching it: probe it, serve health and load for
+    /// it, keep it registered in etcd while it is healthy; optionally run it (`-- COMMAND`).
+    Sidecar(cmd::sidecar::Args),
     /// Ask a balancer which workers serve a service; exit 1 when none does.
     Discover(cmd::discover::Args),
     /// (Internal) Start a cluster member with a parent-death signal: `exec-member --parent PID
@@ -97,6 +100,7 @@ fn main() -> std::process::ExitCode {
             Command::Discover(args) => cmd::discover::run(args).await,
             Command::LoadBalancer(args) => cmd::load_balancer::run(args).await,
             Command::Cluster(args) => cmd::cluster::run(args).await,
+            Command::Sidecar(args) => cmd::sidecar::run(args).await,
             Command::ExecMember(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -22,6 +22,7 @@ pub mod proto;
 pub mod registry;
 pub mod reporter;
 pub mod server;
+pub mod sidecar;
 pub mod supervisor;
 pub mod tls;
 pub mod worker;

@@ -7,6 +7,7 @@ pub mod health;
 pub mod load;
 pub mod load_balancer;
 pub mod registry;
+pub mod sidecar;
 pub mod worker;
 
 use std::net::SocketAddr;

@@ -1,0 +1,251 @@
+//! `quaestor sidecar` end to end, with real etcd and real processes: workers with no
+//! quaestor code of their own become discoverable through `quaestor load-balancer` while
+//! healthy, are withdrawn when not, signed up again when they recover; a killed sidecar's
+//! lease expires; `-- COMMAND` restarts a crashing worker; sidecars serving discovery agree.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use quaestor_test_support::etcd::EtcdCluster;
+use quaestor_test_support::{
+    ChildProcess, Finished, OutputLines, Worker, free_port, quaestor_bin, run, spawn_listening,
+    spawn_reading, spawn_worker, wait_for,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn bin() -> PathBuf {
+    quaestor_bin(env!("CARGO_BIN_EXE_quaestor"))
+}
+
+fn quaestor(args: &[&str]) -> Finished {
+    run(&bin(), args, TIMEOUT)
+}
+
+/// A sidecar and its stdout; its control address once it serves.
+struct Running {
+    process: ChildProcess,
+    lines: OutputLines,
+    control: String,
+}
+
+fn sidecar(etcd: &EtcdCluster, service: &str, port: u16, extra: &[&str]) -> Running {
+    let port = port.to_string();
+    let endpoint = etcd.endpoint(0);
+    let mut args = vec![
+        "sidecar",
+        "--service",
+        service,
+        "--port",
+        &port,
+        "--etcd",
+        &endpoint,
+        "--interval",
+        "100ms",
+        "--timeout",
+        "1s",
+        "--ttl",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let (process, lines) = spawn_reading(&bin(), &args);
+    let control = lines.expect("`listening on ADDR`", TIMEOUT, |line| {
+        line.strip_prefix("listening on ").map(str::to_owned)
+    });
+    Running {
+        process,
+        lines,
+        control,
+    }
+}
+
+fn key(service: &str, port: u16) -> String {
+    format!("services//{service}/127.0.0.1/{port}/http")
+}
+
+/// Waits until the registered keys are exactly `keys`.
+fn registered(etcd: &EtcdCluster, keys: &[String]) {
+    let mut want = keys.to_vec();
+    want.sort();
+    wait_for(&format!("registrations {want:?}"), TIMEOUT, || {
+        let mut have = etcd.get_prefix_keys("services/");
+        have.sort();
+        (have == want).then_some(())
+    });
+}
+
+/// A `quaestor load-balancer` over `etcd`.
+fn balancer(etcd: &EtcdCluster, dir: &Path) -> Worker {
+    let port = etcd
+        .endpoint(0)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let config = dir.join("quaestor.loadbalancer.config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "loadBalancerConfig:\n  hostName: 127.0.0.1\n  port: 1\n  probeIntervalMs: 100\n\
+             agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {port} ]\n"
+        ),
+    )
+    .expect("write");
+    spawn_listening(
+        &bin(),
+        &[
+            "load-balancer",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--port",
+            "0",
+        ],
+    )
+}
+
+/// What `quaestor discover ADDR SERVICE` answers, sorted (empty when nothing).
+fn discovered(balancer: &str, service: &str) -> Vec<String> {
+    let out = quaestor(&["discover", balancer, service]);
+    let mut found: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_grpc_worker_is_offered_while_serving_and_withdrawn_while_not() {
+    let etcd = EtcdCluster::single();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut worker = spawn_worker(&bin(), &["--busy", "1"]);
+    let port = worker.addr.port();
+    let mut side = sidecar(&etcd, "Worker", port, &[]);
+    registered(&etcd, &[key("Worker", port)]);
+    let lb = balancer(&etcd, dir.path());
+    let lb_addr = lb.addr.to_string();
+    let worker_addr = format!("127.0.0.1:{port}");
+    wait_for("the balancer to offer the worker", TIMEOUT, || {
+        (discovered(&lb_addr, "Worker") == [worker_addr.clone()]).then_some(())
+    });
+    // The worker's own load report, mirrored on the control port.
+    wait_for("the mirrored load", TIMEOUT, || {
+        let out = quaestor(&["load", &side.control, "Worker", "--json"]);
+        out.stdout.contains("\"current_requests\":1").then_some(())
+    });
+
+    worker.process.signal(Signal::SIGUSR1); // NOT_SERVING
+    registered(&etcd, &[]);
+    assert_eq!(quaestor(&["health", &side.control, "Worker"]).code, Some(1));
+    worker.process.signal(Signal::SIGUSR2); // SERVING again
+    registered(&etcd, &[key("Worker", port)]);
+    assert_eq!(quaestor(&["health", &side.control, "Worker"]).code, Some(0));
+
+    worker.process.signal(Signal::SIGKILL); // death
+    worker.process.wait_exit(TIMEOUT);
+    registered(&etcd, &[]);
+    wait_for("the balancer to drop the worker", TIMEOUT, || {
+        discovered(&lb_addr, "Worker").is_empty().then_some(())
+    });
+
+    side.process.signal(Signal::SIGTERM);
+    assert_eq!(side.process.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+/// `-- COMMAND`: a plain HTTP server (python3 -m http.server, no gRPC, no quaestor) checked
+/// with `--check http:/`, restarted when it dies, stopped with the sidecar, whose exit code
+/// is the worker's.
+#[test]
+fn command_mode_restarts_a_crashing_worker() {
+    let etcd = EtcdCluster::single();
+    let port = free_port();
+    let mut side = sidecar(
+        &etcd,
+        "Web",
+        port,
+        &[
+            "--check",
+            "http:/",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "{Port}",
+        ],
+    );
+    let started = |lines: &OutputLines| -> i32 {
+        lines.expect("`worker started pid PID`", TIMEOUT, |line| {
+            line.strip_prefix("worker started pid ")?.parse().ok()
+        })
+    };
+    let first = started(&side.lines);
+    registered(&etcd, &[key("Web", port)]);
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), Signal::SIGKILL).expect("kill");
+    let second = started(&side.lines);
+    assert_ne!(first, second);
+    registered(&etcd, &[key("Web", port)]);
+    assert!(quaestor_test_support::process_running(second));
+
+    side.process.signal(Signal::SIGTERM);
+    // python3's default SIGTERM handling ends it by the signal: 128 + 15.
+    assert_eq!(side.process.wait_exit(TIMEOUT).code(), Some(143));
+    assert!(!quaestor_test_support::process_running(second));
+    assert!(
+        etcd.get_prefix_keys("services/").is_empty(),
+        "withdrawn first"
+    );
+}
+
+#[test]
+fn a_killed_sidecar_lets_the_lease_expire() {
+    let etcd = EtcdCluster::single();
+    let worker = spawn_worker(&bin(), &[]);
+    let port = worker.addr.port();
+    let mut side = sidecar(&etcd, "Worker", port, &["--check", "tcp"]);
+    registered(&etcd, &[key("Worker", port)]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(side.process.pid() as i32),
+        Signal::SIGKILL,
+    )
+    .expect("kill");
+    side.process.wait_exit(TIMEOUT);
+    // Nobody revokes it: the 2 s lease ends by itself.
+    registered(&etcd, &[]);
+}
+
+#[test]
+fn sidecars_serving_discovery_give_the_same_answers() {
+    let etcd = EtcdCluster::single();
+    let workers = [spawn_worker(&bin(), &[]), spawn_worker(&bin(), &[])];
+    let mut addresses: Vec<String> = workers.iter().map(|w| w.addr.to_string()).collect();
+    addresses.sort();
+    let discovery = |running: &Running| {
+        running
+            .lines
+            .expect("`discovery listening on ADDR`", TIMEOUT, |line| {
+                line.strip_prefix("discovery listening on ")
+                    .map(str::to_owned)
+            })
+    };
+    let sides: Vec<(Running, String)> = workers
+        .iter()
+        .map(|w| {
+            let running = sidecar(&etcd, "Worker", w.addr.port(), &["--serve-discovery", "0"]);
+            let addr = discovery(&running);
+            (running, addr)
+        })
+        .collect();
+    for (_, addr) in &sides {
+        wait_for("both workers offered", TIMEOUT, || {
+            (discovered(addr, "Worker") == addresses).then_some(())
+        });
+        let out = quaestor(&["discover", "--top", addr, "Worker"]);
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+    for (mut running, _) in sides {
+        running.process.signal(Signal::SIGTERM);
+        assert_eq!(running.process.wait_exit(TIMEOUT).code(), Some(0));
+    }
+    registered(&etcd, &[]);
+}
