@@ -56,6 +56,7 @@ demo-etcd:
 bench:
 	cargo bench -p quaestor-core --bench discovery
 	cargo bench -p quaestor-ffi --bench request
+	cargo bench -p quaestor-cli --bench recovery
 
 # libquaestor (.so and .a) and a pkg-config file for it, so that a C worker builds with
 #   PKG_CONFIG_PATH=$(CARGO_TARGET_DIR)/debug cc hello_worker.c $$(pkg-config --cflags --libs quaestor)
