@@ -55,6 +55,7 @@ demo-etcd:
 # Benchmarks print figures; they are not part of `make test`.
 bench:
 	cargo bench -p quaestor-core --bench discovery
+	cargo bench -p quaestor-core --bench balancing
 	cargo bench -p quaestor-ffi --bench request
 	cargo bench -p quaestor-cli --bench recovery
 
