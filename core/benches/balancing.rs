@@ -24,7 +24,11 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use quaestor_core::balancer::ranking::{Candidate, QuaestorRanking, Ranking};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use quaestor_core::balancer::ranking::QuaestorRanking;
+use quaestor_core::balancer::standings::{HostLoad, Located, Standing, Standings};
 use quaestor_core::balancer::{BalancerOptions, RERANK_AFTER};
 use quaestor_core::load::LOAD_RATE_NOT_SET;
 use quaestor_core::registry::ServiceLocation;
@@ -132,13 +136,13 @@ struct Length {
     end: f64,
 }
 
-// The balancer, rebuilt. Reused from core as they are: `QuaestorRanking` and `Candidate` (the
-// order), `RERANK_AFTER`, the default `recently_used_timeout` and `LOAD_RATE_NOT_SET`. The rest
-// is private to core or bound to real time and real probes (`Monitored` exists only with its
-// gRPC probe tasks, `ProbeState`'s hand-out list is private, and `Balancer::rank`,
-// `host_load`, `ServiceRanking::is_fresh` and `Balancer::hand_out` are private and read
-// `Instant::now()`), so it is reimplemented below, step for step, over simulated time; each
-// piece names what it mirrors. Keep them in step when the balancer changes.
+// The balancer, rebuilt around core's own pieces: `Standings` (the kept ranking, its hand-outs
+// counted on the location and its host), `QuaestorRanking` (the order), `RERANK_AFTER`, the
+// default `recently_used_timeout` and `LOAD_RATE_NOT_SET`. The rest is bound to real time and
+// real probes (`Monitored` exists only with its gRPC probe tasks, `ProbeState`'s hand-out list
+// is private, `host_load` and `ServiceRanking::is_fresh` read `Instant`s), so it is
+// reimplemented below over simulated time; each piece names what it mirrors. Keep them in step
+// when the balancer changes.
 
 /// What the balancer's monitors know: the last load report of each worker and the hand-outs
 /// since (`monitor::ProbeState`).
@@ -149,7 +153,6 @@ struct View {
     generation: u64,
     /// Worker indices by host, for host utilisation.
     by_host: Vec<Vec<usize>>,
-    host_of: Vec<usize>,
     window: f64,
 }
 
@@ -183,7 +186,6 @@ impl View {
             handouts: vec![VecDeque::new(); WORKERS.len()],
             generation: 0,
             by_host,
-            host_of,
             window,
         }
     }
@@ -235,70 +237,57 @@ impl View {
         Some(report.current_requests + recent)
     }
 
-    /// `host_load`: Σ current / Σ capacity over the host's workers that report load.
-    fn host_utilization(&self, host: usize, now: f64, count_handouts: bool) -> f64 {
-        let (mut current, mut capacity) = (0i64, 0i64);
+    /// `host_load`: Σ current and Σ capacity over the host's workers that report load.
+    fn host_load(&self, host: usize, now: f64, count_handouts: bool) -> HostLoad {
+        let mut total = HostLoad::default();
         for &worker in &self.by_host[host] {
             if let Some(report) = self.reports[worker].filter(|r| r.capacity > 0) {
-                current += self.current(worker, now, count_handouts).unwrap_or(0);
-                capacity += report.capacity;
+                total.current_requests += self.current(worker, now, count_handouts).unwrap_or(0);
+                total.capacity += report.capacity;
             }
         }
-        if capacity == 0 {
-            0.0
-        } else {
-            current as f64 / capacity as f64
-        }
+        total
     }
 
-    /// `Balancer::rank`: workers that report load with capacity ≠ 0, best first.
-    fn rank(&self, locations: &[ServiceLocation], now: f64, count_handouts: bool) -> Vec<Ranked> {
-        let mut ranked: Vec<Ranked> = Vec::with_capacity(WORKERS.len());
-        for worker in 0..WORKERS.len() {
-            let Some(report) = self.reports[worker] else {
-                continue;
-            };
-            if report.capacity == 0 {
-                continue;
-            }
-            ranked.push(Ranked {
-                worker,
+    /// `Balancer::rank_into`: workers that report load, ranked by core's [`Standings`].
+    fn rank_into(
+        &self,
+        standings: &mut Standings<SimWorker>,
+        locations: &[SimWorker],
+        now: f64,
+        count_handouts: bool,
+    ) {
+        let ranked = locations.iter().filter_map(|worker| {
+            let report = self.reports[worker.index]?;
+            Some(Standing {
+                key: worker.clone(),
                 known_load_rate: report.known_load_rate,
-                current_requests: self.current(worker, now, count_handouts).unwrap_or(0),
+                current_requests: self.current(worker.index, now, count_handouts)?,
                 capacity: report.capacity,
-                host_utilization: self.host_utilization(self.host_of[worker], now, count_handouts),
-            });
-        }
-        ranked.sort_by(|a, b| compare(locations, a, b));
-        ranked
+            })
+        });
+        standings.rebuild(ranked, |host| {
+            let host = self
+                .by_host
+                .iter()
+                .position(|workers| WORKERS[workers[0]].host == host)
+                .expect("a known host");
+            self.host_load(host, now, count_handouts)
+        });
     }
 }
 
-/// One ranked worker and the figures it was ranked by (`balancer::Ranked`).
+/// A worker as the ranking sees it: its index and its location.
 #[derive(Debug, Clone)]
-struct Ranked {
-    worker: usize,
-    known_load_rate: f64,
-    current_requests: i64,
-    capacity: i64,
-    host_utilization: f64,
+struct SimWorker {
+    index: usize,
+    location: Rc<ServiceLocation>,
 }
 
-impl Ranked {
-    fn candidate<'a>(&self, locations: &'a [ServiceLocation]) -> Candidate<'a> {
-        Candidate {
-            location: &locations[self.worker],
-            known_load_rate: self.known_load_rate,
-            current_requests: self.current_requests,
-            capacity: self.capacity,
-            host_utilization: self.host_utilization,
-        }
+impl Located for SimWorker {
+    fn location(&self) -> &ServiceLocation {
+        &self.location
     }
-}
-
-/// quaestor's own order, from core.
-fn compare(locations: &[ServiceLocation], a: &Ranked, b: &Ranked) -> Ordering {
-    QuaestorRanking.compare(&a.candidate(locations), &b.candidate(locations))
 }
 
 /// A service's ranking as `discover_top` keeps it between requests (`ServiceRanking`).
@@ -307,7 +296,7 @@ struct KeptRanking {
     probe_interval: f64,
     generation: Option<u64>,
     computed_at: Option<f64>,
-    entries: Vec<Ranked>,
+    standings: Standings<SimWorker>,
 }
 
 impl KeptRanking {
@@ -316,7 +305,7 @@ impl KeptRanking {
             probe_interval,
             generation: None,
             computed_at: None,
-            entries: Vec::new(),
+            standings: Standings::new(Arc::new(QuaestorRanking)),
         }
     }
 
@@ -330,30 +319,21 @@ impl KeptRanking {
             && (self.generation == Some(generation) || age < RERANK_AFTER.as_secs_f64())
     }
 
-    /// `Balancer::discover_top` with `max_count` 1: re-ranks if stale, then hands out the best,
-    /// counts it and moves it to its new place.
+    /// `Balancer::discover_top` with `max_count` 1: re-ranks if stale, then hands out the best
+    /// (core's `Standings::hand_out` counts it on the worker and on its host).
     fn discover_top(
         &mut self,
         view: &mut View,
-        locations: &[ServiceLocation],
+        locations: &[SimWorker],
         now: f64,
     ) -> Option<usize> {
         if !self.is_fresh(view.generation, now) {
-            self.entries = view.rank(locations, now, true);
+            view.rank_into(&mut self.standings, locations, now, true);
             self.generation = Some(view.generation);
             self.computed_at = Some(now);
         }
-        if self.entries.is_empty() {
-            return None;
-        }
-        let mut first = self.entries.remove(0);
-        view.handed_out(first.worker, now);
-        first.current_requests += 1;
-        let place = self
-            .entries
-            .partition_point(|r| compare(locations, r, &first).is_le());
-        let chosen = first.worker;
-        self.entries.insert(place, first);
+        let chosen = self.standings.hand_out()?.index;
+        view.handed_out(chosen, now);
         Some(chosen)
     }
 }
@@ -467,7 +447,7 @@ fn simulate(
     load: f64,
     length: Length,
     probe_interval: f64,
-    locations: &[ServiceLocation],
+    locations: &[SimWorker],
 ) -> Outcome {
     let options = BalancerOptions::default();
     let arrival_rate = load * total_service_rate();
@@ -520,7 +500,12 @@ fn simulate(
                         next_round_robin = (next_round_robin + 1) % WORKERS.len();
                         next_round_robin
                     }
-                    Policy::Ranking => view.rank(locations, now, false)[0].worker,
+                    Policy::Ranking => {
+                        // The C# order over the last reports, ranked afresh, nothing counted.
+                        let mut standings = Standings::new(Arc::new(QuaestorRanking));
+                        view.rank_into(&mut standings, locations, now, false);
+                        standings.best(Some(1))[0].key.index
+                    }
                     Policy::Quaestor => kept
                         .discover_top(&mut view, locations, now)
                         .expect("every worker has reported"),
@@ -669,10 +654,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             end: 930.0,
         }
     };
-    let locations: Vec<ServiceLocation> = WORKERS
+    let locations: Vec<SimWorker> = WORKERS
         .iter()
-        .map(|w| ServiceLocation::new("", "Worker", w.host, w.port))
-        .collect::<Result<_, _>>()?;
+        .enumerate()
+        .map(|(index, w)| {
+            Ok(SimWorker {
+                index,
+                location: Rc::new(ServiceLocation::new("", "Worker", w.host, w.port)?),
+            })
+        })
+        .collect::<Result<_, quaestor_core::registry::LocationError>>()?;
 
     let options = BalancerOptions::default();
     println!(

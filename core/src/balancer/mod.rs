@@ -15,8 +15,9 @@ pub mod discovery;
 pub mod grpclb;
 pub mod monitor;
 pub mod ranking;
+pub mod standings;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,8 @@ use crate::server::GrpcServer;
 use crate::server::health::HealthState;
 use crate::tls::ClientTls;
 use monitor::{Monitored, ProbeState};
-use ranking::{Candidate, QuaestorRanking, Ranking};
+use ranking::{QuaestorRanking, Ranking};
+use standings::{HostLoad, Located, Standing, Standings};
 
 /// The most a location is repeated in a weighted list.
 pub const MAX_WEIGHT: u32 = 10;
@@ -73,7 +75,7 @@ pub struct Balancer {
 #[derive(Debug)]
 struct Inner {
     options: BalancerOptions,
-    ranking: Box<dyn Ranking>,
+    ranking: Arc<dyn Ranking>,
     table: RwLock<Table>,
     /// Bumped whenever a location's health or load changes, or the set of locations does.
     changes: watch::Sender<u64>,
@@ -86,13 +88,13 @@ struct Inner {
 type Rankings = HashMap<(String, String), Arc<Mutex<ServiceRanking>>>;
 
 /// A service's ranking as kept between requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ServiceRanking {
     /// The balancer's change counter when it was computed.
     generation: Option<u64>,
     computed_at: Option<Instant>,
-    /// Best first, hand-outs since included.
-    entries: Vec<Ranked>,
+    /// Hand-outs since included.
+    standings: Standings<Arc<Monitored>>,
 }
 
 impl ServiceRanking {
@@ -107,25 +109,9 @@ impl ServiceRanking {
     }
 }
 
-/// One ranked location and the figures it was ranked by.
-#[derive(Debug, Clone)]
-struct Ranked {
-    monitored: Arc<Monitored>,
-    known_load_rate: f64,
-    current_requests: i64,
-    capacity: i64,
-    host_utilization: f64,
-}
-
-impl Ranked {
-    fn candidate(&self) -> Candidate<'_> {
-        Candidate {
-            location: &self.monitored.location,
-            known_load_rate: self.known_load_rate,
-            current_requests: self.current_requests,
-            capacity: self.capacity,
-            host_utilization: self.host_utilization,
-        }
+impl Located for Arc<Monitored> {
+    fn location(&self) -> &ServiceLocation {
+        &self.location
     }
 }
 
@@ -182,7 +168,7 @@ impl Balancer {
     ) -> Self {
         let inner = Arc::new(Inner {
             options,
-            ranking,
+            ranking: Arc::from(ranking),
             table: RwLock::new(Table::default()),
             changes: watch::Sender::new(0),
             rankings: Mutex::new(HashMap::new()),
@@ -231,7 +217,8 @@ impl Balancer {
     ///
     /// The service's ranking is kept between requests: recomputed when something changed (at
     /// most every [`RERANK_AFTER`], and at least every probe interval), and adjusted in place
-    /// for each hand-out in between, so a request costs O(log n), not a sort of n locations.
+    /// for each hand-out in between (on the location and on its host, see [`standings`]), so a
+    /// request costs O(log n), not a sort of n locations.
     pub async fn discover_top(
         &self,
         scope: &str,
@@ -258,7 +245,7 @@ impl Balancer {
         let now = Instant::now();
         let generation = *self.inner.changes.borrow();
         if !ranking.is_fresh(generation, now, &self.inner.options) {
-            ranking.entries = self.rank(&candidates, now, None);
+            self.rank_into(&mut ranking.standings, &candidates, now);
             ranking.generation = Some(generation);
             ranking.computed_at = Some(now);
         }
@@ -269,22 +256,13 @@ impl Balancer {
     /// its new place.
     fn hand_out(&self, ranking: &mut ServiceRanking, limit: Option<usize>) -> Vec<ServiceLocation> {
         let chosen = ranking
-            .entries
+            .standings
+            .best(limit)
             .iter()
-            .take(limit.unwrap_or(usize::MAX))
-            .map(|r| r.monitored.location.clone())
+            .map(|s| s.key.location.clone())
             .collect();
-        if !ranking.entries.is_empty() {
-            let mut first = ranking.entries.remove(0);
-            first
-                .monitored
-                .handed_out(Instant::now(), self.inner.options.recently_used_timeout);
-            first.current_requests += 1;
-            let ranker = &self.inner.ranking;
-            let place = ranking
-                .entries
-                .partition_point(|r| ranker.compare(&r.candidate(), &first.candidate()).is_le());
-            ranking.entries.insert(place, first);
+        if let Some(first) = ranking.standings.hand_out() {
+            first.handed_out(Instant::now(), self.inner.options.recently_used_timeout);
         }
         chosen
     }
@@ -292,9 +270,10 @@ impl Balancer {
     /// The ranked healthy locations of a service, without counting a hand-out (grpclb).
     pub fn ranked(&self, scope: &str, service: &str) -> Vec<ServiceLocation> {
         let candidates = self.locations_of(scope, service);
-        self.rank(&candidates, Instant::now(), None)
-            .into_iter()
-            .map(|r| r.monitored.location.clone())
+        self.rank(&candidates, Instant::now())
+            .best(None)
+            .iter()
+            .map(|s| s.key.location.clone())
             .collect()
     }
 
@@ -304,24 +283,27 @@ impl Balancer {
     pub fn weighted(&self, scope: &str, service: &str) -> Vec<(ServiceLocation, u32)> {
         let now = Instant::now();
         let candidates = self.locations_of(scope, service);
-        let ranked = self.rank(&candidates, now, None);
+        let standings = self.rank(&candidates, now);
+        let ranked = standings.best(None);
         let mut weighted: Vec<(ServiceLocation, u32)> = ranked
             .iter()
-            .map(|r| {
-                let free = if r.capacity > 0 {
-                    r.capacity - r.current_requests
+            .map(|s| {
+                let free = if s.capacity > 0 {
+                    s.capacity - s.current_requests
                 } else {
                     1
                 };
                 (
-                    r.monitored.location.clone(),
+                    s.key.location.clone(),
                     free.clamp(1, i64::from(MAX_WEIGHT)) as u32,
                 )
             })
             .collect();
+        let ranked: HashSet<*const Monitored> =
+            ranked.iter().map(|s| Arc::as_ptr(&s.key)).collect();
         let liveness = self.liveness_window();
         for m in &candidates {
-            let unranked = !ranked.iter().any(|r| Arc::ptr_eq(&r.monitored, m));
+            let unranked = !ranked.contains(&Arc::as_ptr(m));
             if unranked && m.with_state(|s| s.is_healthy(now, liveness) && s.load.is_none()) {
                 weighted.push((m.location.clone(), 1));
             }
@@ -411,15 +393,19 @@ impl Balancer {
             .collect()
     }
 
-    /// Healthy candidates that report load with a capacity other than 0, best first.
-    /// Healthy candidates that report load with a capacity other than 0, best first. With a
-    /// `limit`, only the best `limit` are found and ordered (in linear time).
-    fn rank(
+    /// Healthy candidates that report load with a capacity other than 0, ranked.
+    fn rank(&self, candidates: &[Arc<Monitored>], now: Instant) -> Standings<Arc<Monitored>> {
+        let mut standings = Standings::new(Arc::clone(&self.inner.ranking));
+        self.rank_into(&mut standings, candidates, now);
+        standings
+    }
+
+    fn rank_into(
         &self,
+        standings: &mut Standings<Arc<Monitored>>,
         candidates: &[Arc<Monitored>],
         now: Instant,
-        limit: Option<usize>,
-    ) -> Vec<Ranked> {
+    ) {
         let window = self.inner.options.recently_used_timeout;
         let liveness = self.liveness_window();
         let table = self
@@ -427,43 +413,21 @@ impl Balancer {
             .table
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut host_utilization: HashMap<&str, f64> = HashMap::new();
-        let mut ranked: Vec<Ranked> = Vec::with_capacity(candidates.len());
-        for m in candidates {
-            let Some((known_load_rate, current_requests, capacity)) = m.with_state(|s| {
+        let ranked = candidates.iter().filter_map(|m| {
+            m.with_state(|s| {
                 let load = s.load.filter(|_| s.is_healthy(now, liveness))?;
-                let current =
-                    i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
-                Some((load.known_load_rate, current, i64::from(load.capacity)))
-            }) else {
-                continue;
-            };
-            if capacity == 0 {
-                continue;
-            }
-            let host = m.location.host.as_str();
-            let host_utilization = *host_utilization
-                .entry(host)
-                .or_insert_with(|| host_load(table.by_host.get(host), now, window));
-            ranked.push(Ranked {
-                monitored: Arc::clone(m),
-                known_load_rate,
-                current_requests,
-                capacity,
-                host_utilization,
-            });
-        }
-        let order =
-            |a: &Ranked, b: &Ranked| self.inner.ranking.compare(&a.candidate(), &b.candidate());
-        match limit {
-            Some(limit) if limit < ranked.len() => {
-                ranked.select_nth_unstable_by(limit - 1, order);
-                ranked.truncate(limit);
-            }
-            _ => {}
-        }
-        ranked.sort_by(order);
-        ranked
+                Some(Standing {
+                    key: Arc::clone(m),
+                    known_load_rate: load.known_load_rate,
+                    current_requests: i64::from(load.current_requests)
+                        + s.recent_handouts(now, window) as i64,
+                    capacity: i64::from(load.capacity),
+                })
+            })
+        });
+        standings.rebuild(ranked, |host| {
+            host_load(table.by_host.get(host), now, window)
+        });
     }
 
     fn ranking_of(&self, scope: &str, service: &str) -> Arc<Mutex<ServiceRanking>> {
@@ -471,7 +435,13 @@ impl Balancer {
         Arc::clone(
             rankings
                 .entry((scope.to_owned(), service.to_owned()))
-                .or_default(),
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(ServiceRanking {
+                        generation: None,
+                        computed_at: None,
+                        standings: Standings::new(Arc::clone(&self.inner.ranking)),
+                    }))
+                }),
         )
     }
 
@@ -481,22 +451,19 @@ impl Balancer {
     }
 }
 
-/// Σ current (with hand-outs) / Σ capacity over the host's locations that report load.
-fn host_load(locations: Option<&Vec<Arc<Monitored>>>, now: Instant, window: Duration) -> f64 {
-    let (mut current, mut capacity) = (0i64, 0i64);
+/// Σ current (with hand-outs) and Σ capacity over the host's locations that report load.
+fn host_load(locations: Option<&Vec<Arc<Monitored>>>, now: Instant, window: Duration) -> HostLoad {
+    let mut total = HostLoad::default();
     for m in locations.into_iter().flatten() {
         m.with_state(|s| {
             if let Some(load) = s.load.filter(|l| l.capacity > 0) {
-                current += i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
-                capacity += i64::from(load.capacity);
+                total.current_requests +=
+                    i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
+                total.capacity += i64::from(load.capacity);
             }
         });
     }
-    if capacity == 0 {
-        0.0
-    } else {
-        current as f64 / capacity as f64
-    }
+    total
 }
 
 fn truncate<T>(items: &mut Vec<T>, max_count: i32) {

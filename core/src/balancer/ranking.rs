@@ -25,14 +25,18 @@ impl Candidate<'_> {
     }
 }
 
-/// Orders candidates, best first. Implementations must be total orders.
+/// Orders candidates, best first. Implementations must be total orders, and the order of two
+/// candidates with the same host utilisation must not depend on its value: the balancer keeps
+/// each host's locations in order while the host's utilisation changes (see
+/// [`super::standings`]).
 pub trait Ranking: Send + Sync + std::fmt::Debug {
     fn compare(&self, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering;
 }
 
 /// The C# `LoadReportComparer` order: known load rate (when both have one), then host
 /// utilisation, then the location's own current/capacity, then host name (ignoring case),
-/// then port.
+/// then port. The balancer hands it candidates that all have a known load rate or none does
+/// (see [`super::standings::Standings::rebuild`]), which makes it a total order.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuaestorRanking;
 
