@@ -341,6 +341,52 @@ async fn probes_go_to_the_control_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_behind_one_control_endpoint_share_its_connections() {
+    // One reporter stands for 40 workers (a sidecar): 40 locations, one control endpoint.
+    let reporter = TestWorker::start(4).await;
+    let behind = |port: u16| {
+        ServiceLocation::new("", "Worker", "127.0.0.1", port)
+            .expect("valid")
+            .with_control(reporter.location.address())
+    };
+    let locations: Vec<ServiceLocation> = (0..40).map(|i| behind(20_000 + i)).collect();
+    let registry = MemoryRegistry::from_locations(locations.clone());
+    let balancer = Balancer::start(registry.clone(), options());
+    wait_for_async("all 40 healthy with a load report", TIMEOUT, || async {
+        let status = balancer.status("", "Worker");
+        let ready = status
+            .iter()
+            .filter(|s| s.healthy && s.state.load.is_some())
+            .count();
+        (ready == 40).then_some(())
+    })
+    .await;
+    assert_eq!(
+        balancer.connection_count(),
+        2,
+        "{} locations per connection, so 40 need two",
+        quaestor_core::balancer::monitor::LOCATIONS_PER_CONNECTION
+    );
+    // The first 32 (in registry order) share the first connection.
+    for location in &locations[..32] {
+        registry.deregister(location);
+    }
+    until_top(&balancer, "8 left", |top| top.len() == 8).await;
+    assert_eq!(
+        balancer.connection_count(),
+        1,
+        "an emptied connection is closed"
+    );
+    for location in &locations[32..] {
+        registry.deregister(location);
+    }
+    wait_for_async("every connection closed", TIMEOUT, || async {
+        (balancer.connection_count() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_load_reporting_is_found_but_not_ranked() {
     // Health only: the standard health service, no LoadReportingGrpc.
     let health = HealthState::new();

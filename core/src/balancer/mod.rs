@@ -28,7 +28,7 @@ use crate::registry::{RegistryReader, RegistryView, ServiceLocation};
 use crate::server::GrpcServer;
 use crate::server::health::HealthState;
 use crate::tls::ClientTls;
-use monitor::{Monitored, ProbeState};
+use monitor::{Connections, Monitored, ProbeState};
 use ranking::{QuaestorRanking, Ranking};
 use standings::{HostLoad, Located, Standing, Standings};
 
@@ -77,6 +77,8 @@ struct Inner {
     options: BalancerOptions,
     ranking: Arc<dyn Ranking>,
     table: RwLock<Table>,
+    /// Connections to control endpoints, shared by the locations behind each.
+    connections: Arc<Connections>,
     /// Bumped whenever a location's health or load changes, or the set of locations does.
     changes: watch::Sender<u64>,
     /// The ranking of each (scope, service) asked for; its lock makes choosing and
@@ -170,6 +172,7 @@ impl Balancer {
             options,
             ranking: Arc::from(ranking),
             table: RwLock::new(Table::default()),
+            connections: Arc::default(),
             changes: watch::Sender::new(0),
             rankings: Mutex::new(HashMap::new()),
             follower: Mutex::new(None),
@@ -325,6 +328,11 @@ impl Balancer {
                 }
             })
             .collect()
+    }
+
+    /// Connections open to control endpoints (locations behind one endpoint share them).
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.count()
     }
 
     /// Bumped whenever health, load or the set of locations changes.
@@ -484,8 +492,12 @@ impl Inner {
         let mut added = 0;
         for (key, location) in view.locations.iter() {
             if !table.locations.contains_key(key) {
-                let monitored =
-                    Monitored::start(location.clone(), &self.options, self.changes.clone());
+                let monitored = Monitored::start(
+                    location.clone(),
+                    &self.options,
+                    &self.connections,
+                    self.changes.clone(),
+                );
                 table.locations.insert(key.clone(), monitored);
                 added += 1;
             }

@@ -2,8 +2,12 @@
 //! with `Check` where Watch is not served), its latest load report (polled every probe
 //! interval) and whether it answers at all. Probes go to the location's control endpoint.
 //! Requests read this state; they never call workers themselves.
+//!
+//! Locations behind one control endpoint (a worker serving several services, a sidecar
+//! reporting for several workers) share its connection, as gRPC clients share subchannels by
+//! address: a connection costs about 35 KB, a location on a shared one about 10 KB.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,11 +15,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic::codec::{BufferSettings, Codec};
 use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
 
 use super::BalancerOptions;
-use crate::proto::health::HealthCheckRequest;
 use crate::proto::health::health_client::HealthClient;
+use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::load_reporting::LoadReportRequest;
 use crate::proto::load_reporting::load_reporting_grpc_client::LoadReportingGrpcClient;
 use crate::registry::ServiceLocation;
@@ -24,6 +30,100 @@ use crate::server::health::ServingStatus;
 /// Hand-outs counted at most per location between two reports: more would not change its
 /// place (it already weighs as that many requests), and the count stays cheap to keep.
 const MAX_HANDOUTS: usize = 1024;
+
+/// Locations monitored over one connection at most. Each keeps a health Watch stream open
+/// and polls load, and servers limit the streams of a connection (Kestrel to 100 by default).
+pub const LOCATIONS_PER_CONNECTION: usize = 32;
+
+/// The balancer's connections to control endpoints, shared by the locations behind them.
+#[derive(Debug, Default)]
+pub struct Connections {
+    /// By endpoint URI: the connections and how many locations use each.
+    open: Mutex<HashMap<String, Vec<Shared>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: u64,
+    channel: Channel,
+    users: usize,
+}
+
+/// A location's use of a shared connection; given back when dropped.
+#[derive(Debug)]
+struct Lease {
+    connections: Arc<Connections>,
+    uri: String,
+    id: u64,
+}
+
+impl Connections {
+    /// Open connections (for status and tests).
+    pub fn count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// A channel to `location`'s control endpoint: one with room for another location, or a
+    /// new one.
+    fn lease(
+        self: &Arc<Self>,
+        location: &ServiceLocation,
+        options: &BalancerOptions,
+    ) -> Result<(Channel, Lease), String> {
+        let scheme = if location.tls { "https" } else { "http" };
+        let uri = format!("{scheme}://{}", location.control_endpoint());
+        let mut open = self.lock();
+        let shared = open.entry(uri.clone()).or_default();
+        let slot = match shared
+            .iter_mut()
+            .find(|s| s.users < LOCATIONS_PER_CONNECTION)
+        {
+            Some(slot) => slot,
+            None => {
+                let channel = channel(&uri, location.tls, options)?;
+                let id = self
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.push(Shared {
+                    id,
+                    channel,
+                    users: 0,
+                });
+                shared.last_mut().expect("just pushed")
+            }
+        };
+        slot.users += 1;
+        let lease = Lease {
+            connections: Arc::clone(self),
+            uri,
+            id: slot.id,
+        };
+        Ok((slot.channel.clone(), lease))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Shared>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut open = self.connections.lock();
+        let Some(shared) = open.get_mut(&self.uri) else {
+            return;
+        };
+        if let Some(index) = shared.iter().position(|s| s.id == self.id) {
+            shared[index].users -= 1;
+            if shared[index].users == 0 {
+                shared.swap_remove(index);
+            }
+        }
+        if shared.is_empty() {
+            open.remove(&self.uri);
+        }
+    }
+}
 
 /// The last load report of a location.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,22 +185,31 @@ pub struct Monitored {
     pub location: ServiceLocation,
     state: Mutex<ProbeState>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Its share of the connection to its control endpoint (none when it cannot be probed).
+    lease: Mutex<Option<Lease>>,
 }
 
 impl Monitored {
-    /// Starts probing `location`; `changed` is bumped whenever what it knows changes.
+    /// Starts probing `location` over a connection from `connections`; `changed` is bumped
+    /// whenever what it knows changes.
     pub fn start(
         location: ServiceLocation,
         options: &BalancerOptions,
+        connections: &Arc<Connections>,
         changed: watch::Sender<u64>,
     ) -> Arc<Self> {
         let monitored = Arc::new(Monitored {
             location,
             state: Mutex::new(ProbeState::default()),
             tasks: Mutex::new(Vec::new()),
+            lease: Mutex::new(None),
         });
-        match channel(&monitored.location, options) {
-            Ok(channel) => {
+        match connections.lease(&monitored.location, options) {
+            Ok((channel, lease)) => {
+                *monitored
+                    .lease
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(lease);
                 let health = tokio::spawn(follow_health(
                     Arc::downgrade(&monitored),
                     channel.clone(),
@@ -187,13 +296,12 @@ impl Drop for Monitored {
     }
 }
 
-fn channel(location: &ServiceLocation, options: &BalancerOptions) -> Result<Channel, String> {
-    let scheme = if location.tls { "https" } else { "http" };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", location.control_endpoint()))
+fn channel(uri: &str, tls: bool, options: &BalancerOptions) -> Result<Channel, String> {
+    let mut endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(|e| e.to_string())?
         .connect_timeout(options.response_timeout)
         .tcp_nodelay(true);
-    if location.tls {
+    if tls {
         let tls = options.client_tls.clone().unwrap_or_default();
         endpoint = endpoint
             .tls_config(tls.load().map_err(|e| e.to_string())?)
@@ -211,7 +319,8 @@ async fn follow_health(
     options: BalancerOptions,
     changed: watch::Sender<u64>,
 ) {
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(channel.clone());
+    let mut watcher = tonic::client::Grpc::new(channel);
     let service = match monitored.upgrade() {
         Some(m) => m.location.service.clone(),
         None => return,
@@ -223,7 +332,10 @@ async fn follow_health(
     let mut watch_served = true;
     loop {
         if watch_served {
-            match tokio::time::timeout(options.response_timeout, client.watch(request())).await {
+            // The calls' futures are boxed: they are large and short-lived, and the task's own
+            // size is what every location keeps for as long as it is monitored.
+            let call = Box::pin(watch(&mut watcher, request()));
+            match tokio::time::timeout(options.response_timeout, call).await {
                 Ok(Ok(response)) => {
                     let mut stream = response.into_inner();
                     while let Some(message) = stream.next().await {
@@ -253,7 +365,8 @@ async fn follow_health(
             }
         } else {
             let answer =
-                tokio::time::timeout(options.response_timeout, client.check(request())).await;
+                tokio::time::timeout(options.response_timeout, Box::pin(client.check(request())))
+                    .await;
             let status = match answer {
                 Ok(Ok(response)) => {
                     failures = 0;
@@ -275,6 +388,56 @@ async fn follow_health(
     }
 }
 
+/// Bytes a Watch stream's decoder starts with: health messages are a few bytes, and tonic's
+/// default (8 KiB) held by every open stream is most of what a monitored location costs.
+const WATCH_BUFFER_BYTES: usize = 64;
+
+/// `Health.Watch`, as the generated client calls it but with a small decode buffer.
+async fn watch(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    request: HealthCheckRequest,
+) -> Result<tonic::Response<tonic::Streaming<HealthCheckResponse>>, tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = SmallCodec::<HealthCheckRequest, HealthCheckResponse>(std::marker::PhantomData);
+    grpc.server_streaming(
+        tonic::Request::new(request),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Watch"),
+        codec,
+    )
+    .await
+}
+
+/// tonic's default yield threshold (32 KiB): when a decoder with much buffered yields.
+const WATCH_YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The prost codec with [`WATCH_BUFFER_BYTES`] buffers.
+struct SmallCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Codec for SmallCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(small_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(small_buffers())
+    }
+}
+
+fn small_buffers() -> BufferSettings {
+    BufferSettings::new(WATCH_BUFFER_BYTES, WATCH_YIELD_THRESHOLD)
+}
+
 /// Polls `ReportLoad` every probe interval. Any answer (even "no load for this service")
 /// shows the location is alive; no answer within the timeout counts as a failure, and the
 /// location is probed with backoff until it answers again.
@@ -294,8 +457,11 @@ async fn poll_load(
             service_name: location.service.clone(),
         };
         let sent_at = Instant::now();
-        let answer =
-            tokio::time::timeout(options.response_timeout, client.report_load(request)).await;
+        let answer = tokio::time::timeout(
+            options.response_timeout,
+            Box::pin(client.report_load(request)),
+        )
+        .await;
         let Some(m) = monitored.upgrade() else { return };
         let failures = match answer {
             Ok(Ok(response)) => {
