@@ -54,6 +54,7 @@ demo-etcd:
 
 # Benchmarks print figures; they are not part of `make test`.
 bench:
+	scripts/setup.sh --bench
 	cargo bench -p quaestor-core --bench discovery
 	cargo bench -p quaestor-core --bench balancing
 	cargo bench -p quaestor-ffi --bench request

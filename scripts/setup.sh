@@ -5,6 +5,7 @@
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
 #        C, C++ and C# tests, python3-venv if missing
 #   pip: the Python test dependencies and maturin, into .venv inside the repository
+# With --bench, also what `make bench` needs: rsvg-convert (librsvg2-bin) for the PNG figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,9 @@ command -v cc >/dev/null || missing+=(gcc)
 command -v c++ >/dev/null || missing+=(g++)
 command -v mcs >/dev/null || missing+=(mono-mcs)
 command -v mono >/dev/null || missing+=(mono-runtime)
+if [ "${1:-}" = --bench ]; then
+  command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
+fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if ! command -v cargo >/dev/null; then

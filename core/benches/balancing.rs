@@ -15,9 +15,10 @@
 //!
 //! Time is simulated (no sleeping); the run is deterministic. It prints p50/p99 latency
 //! (queueing + service) and worker utilisation per policy and load, each p99 against the
-//! oracle's at 80 %, and writes a figure (p99 against offered load) to `bench/balancing.svg`
-//! (QUICK or another probe interval than 100 ms: to the temporary directory). Assumptions and
-//! results: `bench/balancing.md`.
+//! oracle's at 80 %, and draws a figure (p99 against offered load) to `bench/balancing.svg`
+//! and, with `rsvg-convert` (Debian `librsvg2-bin`, which `make bench` installs), to
+//! `bench/balancing.png` (QUICK or another probe interval than the balancer's default: to the
+//! temporary directory). Assumptions and results: `bench/balancing.md`.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
@@ -26,10 +27,12 @@ use std::path::PathBuf;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
+use quaestor_core::balancer::monitor::RequestTime;
 use quaestor_core::balancer::ranking::QuaestorRanking;
 use quaestor_core::balancer::standings::{HostLoad, Located, Standing, Standings};
-use quaestor_core::balancer::{BalancerOptions, RERANK_AFTER};
+use quaestor_core::balancer::{BalancerOptions, RANKING_MAX_AGE, RERANK_AFTER, ranking_is_fresh};
 use quaestor_core::load::LOAD_RATE_NOT_SET;
 use quaestor_core::registry::ServiceLocation;
 
@@ -37,8 +40,6 @@ const SEED: u64 = 0x5155_4145_5354_4f52;
 const LOADS: [f64; 3] = [0.50, 0.80, 0.95];
 /// The load level the p99 ratios are taken at.
 const REFERENCE_LOAD: f64 = 0.80;
-/// Between two load reports of one worker, in milliseconds, unless given on the command line.
-const DEFAULT_PROBE_INTERVAL_MS: u64 = 100;
 /// As `monitor::MAX_HANDOUTS` (private there): hand-outs counted at most per location.
 const MAX_HANDOUTS: usize = 1024;
 
@@ -137,10 +138,11 @@ struct Length {
 }
 
 // The balancer, rebuilt around core's own pieces: `Standings` (the kept ranking, its hand-outs
-// counted on the location and its host), `QuaestorRanking` (the order), `RERANK_AFTER`, the
-// default `recently_used_timeout` and `LOAD_RATE_NOT_SET`. The rest is bound to real time and
-// real probes (`Monitored` exists only with its gRPC probe tasks, `ProbeState`'s hand-out list
-// is private, `host_load` and `ServiceRanking::is_fresh` read `Instant`s), so it is
+// counted on the location and its host), `QuaestorRanking` (the order), `RequestTime` (how
+// long a worker's requests take, so reports fade and hand-outs stop counting),
+// `ranking_is_fresh`, the default `recently_used_timeout` and `LOAD_RATE_NOT_SET`. The rest is
+// bound to real time and real probes (`Monitored` exists only with its gRPC probe tasks,
+// `ProbeState`'s hand-out list is private, `host_load` reads `Instant`s), so it is
 // reimplemented below over simulated time; each piece names what it mirrors. Keep them in step
 // when the balancer changes.
 
@@ -154,6 +156,10 @@ struct View {
     /// Worker indices by host, for host utilisation.
     by_host: Vec<Vec<usize>>,
     window: f64,
+    /// When each worker's last report was asked for.
+    reported_at: Vec<Option<f64>>,
+    /// `ProbeState::request_time`: core's estimate, fed the same way.
+    request_time: Vec<RequestTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,10 +193,13 @@ impl View {
             generation: 0,
             by_host,
             window,
+            reported_at: vec![None; WORKERS.len()],
+            request_time: vec![RequestTime::default(); WORKERS.len()],
         }
     }
 
-    /// A load report of `worker` at `now` (answered at once): as `poll_load` + `answered`.
+    /// A load report of `worker` at `now` (answered at once): as `poll_load` + `answered`,
+    /// which also feed the request-time estimate.
     fn report(&mut self, worker: usize, now: f64, current_requests: i64) {
         let report = Report {
             known_load_rate: LOAD_RATE_NOT_SET,
@@ -202,15 +211,24 @@ impl View {
         }
         self.reports[worker] = Some(report);
         let handouts = &mut self.handouts[worker];
+        let mut reported = 0;
         while handouts.front().is_some_and(|at| *at <= now) {
             handouts.pop_front();
+            reported += 1;
         }
+        if let Some(previous) = self.reported_at[worker] {
+            self.request_time[worker].observe(seconds(now - previous), reported, current_requests);
+        }
+        self.reported_at[worker] = Some(now);
     }
 
     /// `ProbeState::recent_handouts`.
     fn recent_handouts(&self, worker: usize, now: f64) -> i64 {
         let handouts = &self.handouts[worker];
-        let expired = handouts.partition_point(|at| now - *at > self.window);
+        let life = self.request_time[worker]
+            .life()
+            .map_or(self.window, |life| life.as_secs_f64().min(self.window));
+        let expired = handouts.partition_point(|at| now - *at > life);
         (handouts.len() - expired) as i64
     }
 
@@ -226,15 +244,16 @@ impl View {
         handouts.push_back(now);
     }
 
-    /// Reported current requests, plus hand-outs since when `count_handouts`.
+    /// Reported current requests; with `count_handouts`, as `ProbeState::current_requests`:
+    /// the report fading as its requests end, plus the hand-outs still counted.
     fn current(&self, worker: usize, now: f64, count_handouts: bool) -> Option<i64> {
         let report = self.reports[worker]?;
-        let recent = if count_handouts {
-            self.recent_handouts(worker, now)
-        } else {
-            0
-        };
-        Some(report.current_requests + recent)
+        if !count_handouts {
+            return Some(report.current_requests);
+        }
+        let age = seconds(now - self.reported_at[worker].unwrap_or(now));
+        let reported = self.request_time[worker].still_running(report.current_requests, age);
+        Some(reported + self.recent_handouts(worker, now))
     }
 
     /// `host_load`: Σ current and Σ capacity over the host's workers that report load.
@@ -314,9 +333,11 @@ impl KeptRanking {
         let Some(computed_at) = self.computed_at else {
             return false;
         };
-        let age = (now - computed_at).max(0.0);
-        age < self.probe_interval
-            && (self.generation == Some(generation) || age < RERANK_AFTER.as_secs_f64())
+        ranking_is_fresh(
+            seconds(now - computed_at),
+            self.generation == Some(generation),
+            seconds(self.probe_interval),
+        )
     }
 
     /// `Balancer::discover_top` with `max_count` 1: re-ranks if stale, then hands out the best
@@ -416,6 +437,11 @@ impl Events {
     fn pop(&mut self) -> Option<Event> {
         self.heap.pop().map(|Reverse(event)| event)
     }
+}
+
+/// Simulated seconds as a `Duration` (negative: zero).
+fn seconds(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
 }
 
 /// A unit exponential draw.
@@ -629,7 +655,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut quick = false;
-    let mut probe_ms = DEFAULT_PROBE_INTERVAL_MS;
+    // Between two load reports of one worker, unless given on the command line: the
+    // balancer's default.
+    let default_probe_ms = BalancerOptions::default().probe_interval.as_millis() as u64;
+    let mut probe_ms = default_probe_ms;
     for arg in std::env::args().skip(1).filter(|a| a != "--bench") {
         match arg.parse::<u64>() {
             _ if arg.eq_ignore_ascii_case("quick") => quick = true,
@@ -679,11 +708,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         total_service_rate(),
     );
     println!(
-        "probe interval {:.0} ms, recently-used timeout {} s, re-rank after {} ms, \
-         {:.0} s simulated per case after {:.0} s warm-up, seed {SEED:#x}",
+        "probe interval {:.0} ms, recently-used timeout {} s, re-rank after {} ms (at most {} ms \
+         old), {:.0} s simulated per case after {:.0} s warm-up, seed {SEED:#x}",
         probe_interval * 1e3,
         options.recently_used_timeout.as_secs_f64(),
         RERANK_AFTER.as_millis(),
+        RANKING_MAX_AGE.as_millis(),
         length.end - length.warm_up,
         length.warm_up,
     );
@@ -750,7 +780,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Only the default full run replaces the committed figure.
-    let path = if quick || probe_ms != DEFAULT_PROBE_INTERVAL_MS {
+    let path = if quick || probe_ms != default_probe_ms {
         std::env::temp_dir().join(format!(
             "quaestor-balancing-{probe_ms}ms{}.svg",
             if quick { "-quick" } else { "" }
@@ -768,6 +798,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = path.canonicalize().unwrap_or(path);
     println!();
     println!("figure: {}", path.display());
+    let png = path.with_extension("png");
+    match std::process::Command::new("rsvg-convert")
+        .args(["--width", "960", "--background-color", "white", "--output"])
+        .arg(&png)
+        .arg(&path)
+        .status()
+    {
+        Ok(status) if status.success() => println!("figure: {}", png.display()),
+        Ok(status) => println!("rsvg-convert failed ({status}): no PNG"),
+        Err(_) => println!("no rsvg-convert (Debian librsvg2-bin; make bench installs it): no PNG"),
+    }
     println!(
         "({:.1} s of computing for {} cases)",
         started.elapsed().as_secs_f64(),

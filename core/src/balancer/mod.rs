@@ -6,10 +6,12 @@
 //! - [`discovery`]: `Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc` over a [`Balancer`].
 //! - [`grpclb`]: `grpc.lb.v1.LoadBalancer`, for stock gRPC clients with the grpclb policy.
 //!
-//! Anti-herding: a location handed out by `discover_top` counts as one more request until its
-//! next load report or until `recently_used_timeout` passes, and choosing plus counting happen
-//! under one lock per service, so simultaneous clients spread over equal workers. Each
-//! service's ranking is kept between requests (see [`Balancer::discover_top`]).
+//! Anti-herding: a location handed out by `discover_top` counts as one more request, on
+//! itself and on its host, until its next load report, until `recently_used_timeout` passes,
+//! or until the location's estimated request time has passed (a report's own requests fade
+//! the same way; see [`monitor::RequestTime`]). Choosing plus counting happen under one lock
+//! per service, so simultaneous clients spread over equal workers. Each service's ranking is
+//! kept between requests (see [`Balancer::discover_top`] and [`standings`]).
 
 pub mod discovery;
 pub mod grpclb;
@@ -100,14 +102,16 @@ struct ServiceRanking {
 }
 
 impl ServiceRanking {
-    /// Still good for `generation` at `now`: nothing changed (or it was computed less than
-    /// [`RERANK_AFTER`] ago), and it is younger than one probe interval (hand-outs expire).
+    /// Still good for `generation` at `now` (see [`ranking_is_fresh`]).
     fn is_fresh(&self, generation: u64, now: Instant, options: &BalancerOptions) -> bool {
         let Some(computed_at) = self.computed_at else {
             return false;
         };
-        let age = now.saturating_duration_since(computed_at);
-        age < options.probe_interval && (self.generation == Some(generation) || age < RERANK_AFTER)
+        ranking_is_fresh(
+            now.saturating_duration_since(computed_at),
+            self.generation == Some(generation),
+            options.probe_interval,
+        )
     }
 }
 
@@ -120,6 +124,17 @@ impl Located for Arc<Monitored> {
 /// How stale a ranking may be when something changed: the bound on how late a change of
 /// health or load shows in `discover_top`.
 pub const RERANK_AFTER: Duration = Duration::from_millis(20);
+
+/// How stale a ranking may be when nothing changed: reports fade and hand-outs stop counting
+/// as their requests end (see [`monitor::RequestTime`]), which no change announces.
+pub const RANKING_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// Whether a service's ranking computed `age` ago is still good: nothing changed since
+/// (`unchanged`) or it is younger than [`RERANK_AFTER`], and it is younger than
+/// [`RANKING_MAX_AGE`] and than one probe interval.
+pub fn ranking_is_fresh(age: Duration, unchanged: bool, probe_interval: Duration) -> bool {
+    age < probe_interval.min(RANKING_MAX_AGE) && (unchanged || age < RERANK_AFTER)
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -219,7 +234,7 @@ impl Balancer {
     /// means all. The first one counts as handed out.
     ///
     /// The service's ranking is kept between requests: recomputed when something changed (at
-    /// most every [`RERANK_AFTER`], and at least every probe interval), and adjusted in place
+    /// most every [`RERANK_AFTER`], and at least every [`RANKING_MAX_AGE`]), and adjusted in place
     /// for each hand-out in between (on the location and on its host, see [`standings`]), so a
     /// request costs O(log n), not a sort of n locations.
     pub async fn discover_top(
@@ -427,8 +442,7 @@ impl Balancer {
                 Some(Standing {
                     key: Arc::clone(m),
                     known_load_rate: load.known_load_rate,
-                    current_requests: i64::from(load.current_requests)
-                        + s.recent_handouts(now, window) as i64,
+                    current_requests: s.current_requests(now, window)?,
                     capacity: i64::from(load.capacity),
                 })
             })
@@ -465,8 +479,7 @@ fn host_load(locations: Option<&Vec<Arc<Monitored>>>, now: Instant, window: Dura
     for m in locations.into_iter().flatten() {
         m.with_state(|s| {
             if let Some(load) = s.load.filter(|l| l.capacity > 0) {
-                total.current_requests +=
-                    i64::from(load.current_requests) + s.recent_handouts(now, window) as i64;
+                total.current_requests += s.current_requests(now, window).unwrap_or(0);
                 total.capacity += i64::from(load.capacity);
             }
         });

@@ -151,6 +151,8 @@ pub struct ProbeState {
     pub failures: u32,
     /// When it was handed out since its last load report (anti-herding).
     handouts: VecDeque<Instant>,
+    /// How long its requests take, from its reports and our hand-outs.
+    request_time: RequestTime,
 }
 
 impl ProbeState {
@@ -169,13 +171,95 @@ impl ProbeState {
                 .is_some_and(|at| now.saturating_duration_since(at) <= timeout)
     }
 
-    /// Hand-outs still counted: since the last load report and within `window`. They are
-    /// kept in time order, so this is a binary search, not a walk.
+    /// Hand-outs still counted: since the last load report, younger than the location's
+    /// request time (when known) and within `window`. They are kept in time order, so this is
+    /// a binary search, not a walk.
     pub fn recent_handouts(&self, now: Instant, window: Duration) -> usize {
+        let life = self
+            .request_time
+            .life()
+            .map_or(window, |life| life.min(window));
         let expired = self
             .handouts
-            .partition_point(|at| now.saturating_duration_since(*at) > window);
+            .partition_point(|at| now.saturating_duration_since(*at) > life);
         self.handouts.len() - expired
+    }
+
+    /// Requests believed in flight now: the last report's, fading as its requests end (see
+    /// [`RequestTime`]), plus the hand-outs still counted. `None` without a load report.
+    pub fn current_requests(&self, now: Instant, window: Duration) -> Option<i64> {
+        let load = self.load?;
+        let age = now.saturating_duration_since(load.sent_at);
+        let reported = self
+            .request_time
+            .still_running(i64::from(load.current_requests), age);
+        Some(reported + self.recent_handouts(now, window) as i64)
+    }
+}
+
+/// How long a location's requests take, estimated by Little's law over this balancer's own
+/// traffic: requests in flight (as reported) / hand-outs per second, both smoothed over
+/// reports. Reports a probe interval old and hand-outs long past say little about a location
+/// whose requests take 50 ms; with the estimate, a report's requests fade as they would end and
+/// a hand-out stops counting once it has most likely ended, so a faster location is seen to
+/// empty sooner. Other clients' requests make the estimate longer, which only makes the
+/// balancer more careful (it counts for longer, as without an estimate).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestTime {
+    /// Hand-outs per second, smoothed.
+    rate: f64,
+    /// Requests in flight as reported, smoothed.
+    level: f64,
+    reports: u32,
+}
+
+impl RequestTime {
+    /// Weight of the newest report in the smoothed figures.
+    const SMOOTHING: f64 = 0.2;
+    /// Reports before the estimate is used.
+    const SETTLED_AFTER: u32 = 3;
+    /// The estimate's bounds.
+    pub const SHORTEST: Duration = Duration::from_millis(5);
+    pub const LONGEST: Duration = Duration::from_secs(60);
+
+    /// A report of `in_flight` requests, `handed_out` hand-outs over the `interval` since the
+    /// report before it.
+    pub fn observe(&mut self, interval: Duration, handed_out: usize, in_flight: i64) {
+        let seconds = interval.as_secs_f64();
+        if seconds <= 0.0 {
+            return;
+        }
+        let rate = handed_out as f64 / seconds;
+        let level = in_flight.max(0) as f64;
+        if self.reports == 0 {
+            (self.rate, self.level) = (rate, level);
+        } else {
+            self.rate += Self::SMOOTHING * (rate - self.rate);
+            self.level += Self::SMOOTHING * (level - self.level);
+        }
+        self.reports = self.reports.saturating_add(1);
+    }
+
+    /// The estimated time a request takes; `None` until settled or while nothing is handed out.
+    pub fn life(&self) -> Option<Duration> {
+        if self.reports < Self::SETTLED_AFTER || self.rate <= 0.0 {
+            return None;
+        }
+        let seconds = (self.level / self.rate)
+            .clamp(Self::SHORTEST.as_secs_f64(), Self::LONGEST.as_secs_f64());
+        Some(Duration::from_secs_f64(seconds))
+    }
+
+    /// Of `reported` requests in flight `age` ago, how many still run (exponential request
+    /// times, rounded); all of them without an estimate.
+    pub fn still_running(&self, reported: i64, age: Duration) -> i64 {
+        match self.life() {
+            Some(life) => {
+                let left = (-age.as_secs_f64() / life.as_secs_f64()).exp();
+                (reported as f64 * left).round() as i64
+            }
+            None => reported,
+        }
     }
 }
 
@@ -468,6 +552,7 @@ async fn poll_load(
                 let report = response.into_inner();
                 let stats = report.server_stats.unwrap_or_default();
                 m.update(&changed, |s| {
+                    let previous = s.load.map(|l| l.sent_at);
                     s.load = Some(LoadSample {
                         known_load_rate: report.known_load_rate,
                         capacity: stats.request_capacity,
@@ -475,14 +560,14 @@ async fn poll_load(
                         server_utilization: stats.server_utilization,
                         sent_at,
                     });
-                    answered(s, sent_at);
+                    answered(s, sent_at, previous);
                 });
                 0
             }
             Ok(Err(status)) if answered_without_load(status.code()) => {
                 m.update(&changed, |s| {
                     s.load = None;
-                    answered(s, sent_at);
+                    answered(s, sent_at, None);
                 });
                 0
             }
@@ -505,14 +590,25 @@ async fn poll_load(
     }
 }
 
-fn answered(state: &mut ProbeState, sent_at: Instant) {
+/// An answer to a probe sent at `sent_at`; `previous` is when the load report before it was
+/// asked for.
+fn answered(state: &mut ProbeState, sent_at: Instant, previous: Option<Instant>) {
     let now = Instant::now();
     state.last_answer = Some(now);
     state.latency = Some(now.saturating_duration_since(sent_at));
     state.failures = 0;
     // The report counts the requests that began before it was asked for.
+    let mut reported = 0;
     while state.handouts.front().is_some_and(|at| *at <= sent_at) {
         state.handouts.pop_front();
+        reported += 1;
+    }
+    if let (Some(load), Some(previous)) = (state.load, previous) {
+        state.request_time.observe(
+            sent_at.saturating_duration_since(previous),
+            reported,
+            i64::from(load.current_requests),
+        );
     }
 }
 
@@ -531,4 +627,81 @@ fn retry_delay(failures: u32, options: &BalancerOptions) -> Duration {
     doubled
         .min(Duration::from_secs(30))
         .mul_f64(0.75 + fastrand::f64() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_time_follows_littles_law_once_settled() {
+        let mut time = RequestTime::default();
+        let second = Duration::from_secs(1);
+        // 40 hand-outs a second, 4 in flight: requests take 100 ms.
+        time.observe(second, 40, 4);
+        time.observe(second, 40, 4);
+        assert_eq!(time.life(), None, "not settled after two reports");
+        assert_eq!(
+            time.still_running(6, second),
+            6,
+            "no fading without an estimate"
+        );
+        time.observe(second, 40, 4);
+        assert_eq!(time.life(), Some(Duration::from_millis(100)));
+        // A report one request time old: e^-1 of its requests still run.
+        assert_eq!(time.still_running(10, Duration::from_millis(100)), 4);
+        assert_eq!(time.still_running(10, Duration::ZERO), 10);
+        // Slower requests move the estimate, smoothed.
+        time.observe(second, 40, 40);
+        let life = time.life().expect("settled");
+        assert!(
+            life > Duration::from_millis(100) && life < Duration::from_secs(1),
+            "{life:?}"
+        );
+    }
+
+    #[test]
+    fn request_time_is_bounded_and_needs_hand_outs() {
+        let mut idle = RequestTime::default();
+        for _ in 0..5 {
+            idle.observe(Duration::from_secs(1), 0, 3);
+        }
+        assert_eq!(idle.life(), None, "nothing handed out: nothing to learn");
+        let mut fast = RequestTime::default();
+        for _ in 0..5 {
+            fast.observe(Duration::from_secs(1), 1000, 0);
+        }
+        assert_eq!(fast.life(), Some(RequestTime::SHORTEST));
+        let mut zero = RequestTime::default();
+        zero.observe(Duration::ZERO, 10, 1);
+        assert_eq!(zero.reports, 0, "a zero interval is no report");
+    }
+
+    #[test]
+    fn hand_outs_stop_counting_after_the_request_time() {
+        let now = Instant::now();
+        let mut state = ProbeState::default();
+        for _ in 0..3 {
+            state.request_time.observe(Duration::from_secs(1), 20, 1);
+        }
+        // Requests take 50 ms: of hand-outs 10 ms and 80 ms old, one still counts.
+        state.handouts.push_back(now - Duration::from_millis(80));
+        state.handouts.push_back(now - Duration::from_millis(10));
+        let window = Duration::from_secs(5);
+        assert_eq!(state.recent_handouts(now, window), 1);
+        assert_eq!(
+            state.recent_handouts(now, Duration::from_millis(5)),
+            0,
+            "the window bounds it too"
+        );
+        assert_eq!(state.current_requests(now, window), None, "no report yet");
+        state.load = Some(LoadSample {
+            known_load_rate: -1.0,
+            capacity: 8,
+            current_requests: 5,
+            server_utilization: 0.0,
+            sent_at: now,
+        });
+        assert_eq!(state.current_requests(now, window), Some(6));
+    }
 }
