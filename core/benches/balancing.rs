@@ -268,7 +268,7 @@ impl View {
         total
     }
 
-    /// `Balancer::rank_into`: workers that report load, ranked by core's [`Standings`].
+    /// `Balancer::rank`: workers that report load, ranked by core's [`Standings`].
     fn rank_into(
         &self,
         standings: &mut Standings<SimWorker>,

@@ -99,6 +99,17 @@ struct ServiceRanking {
     computed_at: Option<Instant>,
     /// Hand-outs since included.
     standings: Standings<Arc<Monitored>>,
+    /// A request is ranking the service afresh.
+    rebuilding: bool,
+}
+
+/// Clears `rebuilding` if a request that was ranking afresh ends early (its caller went away).
+struct Rebuilding<'a>(&'a Mutex<ServiceRanking>);
+
+impl Drop for Rebuilding<'_> {
+    fn drop(&mut self) {
+        lock(self.0).rebuilding = false;
+    }
 }
 
 impl ServiceRanking {
@@ -250,24 +261,32 @@ impl Balancer {
         let limit = usize::try_from(max_count).ok().filter(|&n| n > 0);
         {
             let mut ranking = lock(&cached);
-            if ranking.is_fresh(
+            let fresh = ranking.is_fresh(
                 *self.inner.changes.borrow(),
                 Instant::now(),
                 &self.inner.options,
-            ) {
+            );
+            // While another request ranks afresh, the ranking it replaces still serves.
+            if fresh || (ranking.rebuilding && ranking.computed_at.is_some()) {
                 return Ok(self.hand_out(&mut ranking, limit));
             }
+            ranking.rebuilding = true;
         }
+        let rebuilding = Rebuilding(&cached);
         let candidates = self.candidates(scope, service).await?;
-        let mut ranking = lock(&cached);
         let now = Instant::now();
         let generation = *self.inner.changes.borrow();
-        if !ranking.is_fresh(generation, now, &self.inner.options) {
-            self.rank_into(&mut ranking.standings, &candidates, now);
-            ranking.generation = Some(generation);
-            ranking.computed_at = Some(now);
-        }
-        Ok(self.hand_out(&mut ranking, limit))
+        // Ranked outside the lock: at 10 000 locations this takes milliseconds.
+        let standings = self.rank(&candidates, now);
+        let mut ranking = lock(&cached);
+        ranking.standings = standings;
+        ranking.generation = Some(generation);
+        ranking.computed_at = Some(now);
+        ranking.rebuilding = false;
+        let chosen = self.hand_out(&mut ranking, limit);
+        drop(ranking);
+        drop(rebuilding);
+        Ok(chosen)
     }
 
     /// The best `limit` of a service's ranking; the first counts as handed out and moves to
@@ -418,17 +437,6 @@ impl Balancer {
 
     /// Healthy candidates that report load with a capacity other than 0, ranked.
     fn rank(&self, candidates: &[Arc<Monitored>], now: Instant) -> Standings<Arc<Monitored>> {
-        let mut standings = Standings::new(Arc::clone(&self.inner.ranking));
-        self.rank_into(&mut standings, candidates, now);
-        standings
-    }
-
-    fn rank_into(
-        &self,
-        standings: &mut Standings<Arc<Monitored>>,
-        candidates: &[Arc<Monitored>],
-        now: Instant,
-    ) {
         let window = self.inner.options.recently_used_timeout;
         let liveness = self.liveness_window();
         let table = self
@@ -447,9 +455,11 @@ impl Balancer {
                 })
             })
         });
+        let mut standings = Standings::new(Arc::clone(&self.inner.ranking));
         standings.rebuild(ranked, |host| {
             host_load(table.by_host.get(host), now, window)
         });
+        standings
     }
 
     fn ranking_of(&self, scope: &str, service: &str) -> Arc<Mutex<ServiceRanking>> {
@@ -462,6 +472,7 @@ impl Balancer {
                         generation: None,
                         computed_at: None,
                         standings: Standings::new(Arc::clone(&self.inner.ranking)),
+                        rebuilding: false,
                     }))
                 }),
         )
