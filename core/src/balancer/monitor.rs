@@ -81,7 +81,15 @@ impl Connections {
         {
             Some(slot) => slot,
             None => {
-                let channel = channel(&uri, location.tls, options)?;
+                let channel = match channel(&uri, location.tls, options) {
+                    Ok(channel) => channel,
+                    Err(reason) => {
+                        if shared.is_empty() {
+                            open.remove(&uri);
+                        }
+                        return Err(reason);
+                    }
+                };
                 let id = self
                     .next_id
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
