@@ -10,6 +10,11 @@ pub mod service_discovery {
     tonic::include_proto!("quaestor.service_discovery");
 }
 
+/// `package quaestor.push.v1`: quaestor's own load push (reporter → balancer).
+pub mod push {
+    tonic::include_proto!("quaestor.push.v1");
+}
+
 /// `package quaestor.example`: the demo Work service of the reference worker.
 pub mod example {
     tonic::include_proto!("quaestor.example");

@@ -369,6 +369,11 @@ impl Balancer {
         self.inner.connections.count()
     }
 
+    /// Services whose ranking is kept between requests (for status and tests).
+    pub fn cached_rankings(&self) -> usize {
+        lock(&self.inner.rankings).len()
+    }
+
     /// Bumped whenever health, load or the set of locations changes.
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
