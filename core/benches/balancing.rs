@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quaestor_core::balancer::monitor::RequestTime;
+use quaestor_core::balancer::monitor::{CLIENT_ALLOWANCE, RequestTime};
 use quaestor_core::balancer::ranking::QuaestorRanking;
 use quaestor_core::balancer::standings::{HostLoad, Located, Standing, Standings};
 use quaestor_core::balancer::{BalancerOptions, RANKING_MAX_AGE, RERANK_AFTER, ranking_is_fresh};
@@ -212,12 +212,17 @@ impl View {
         self.reports[worker] = Some(report);
         let handouts = &mut self.handouts[worker];
         let mut reported = 0;
-        while handouts.front().is_some_and(|at| *at <= now) {
+        let allowance = CLIENT_ALLOWANCE.as_secs_f64();
+        while handouts.front().is_some_and(|at| *at + allowance <= now) {
             handouts.pop_front();
             reported += 1;
         }
         if let Some(previous) = self.reported_at[worker] {
-            self.request_time[worker].observe(seconds(now - previous), reported, current_requests);
+            self.request_time[worker].observe(
+                seconds(now - previous),
+                reported,
+                current_requests as f64,
+            );
         }
         self.reported_at[worker] = Some(now);
     }
@@ -225,10 +230,7 @@ impl View {
     /// `ProbeState::recent_handouts`.
     fn recent_handouts(&self, worker: usize, now: f64) -> i64 {
         let handouts = &self.handouts[worker];
-        let life = self.request_time[worker]
-            .life()
-            .map_or(self.window, |life| life.as_secs_f64().min(self.window));
-        let expired = handouts.partition_point(|at| now - *at > life);
+        let expired = handouts.partition_point(|at| now - *at > self.window);
         (handouts.len() - expired) as i64
     }
 

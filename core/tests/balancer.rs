@@ -486,8 +486,8 @@ mod grpclb {
         let (a, b) = (pool[0].location.port, pool[1].location.port);
         assert_eq!(
             counts(&first.servers),
-            HashMap::from([(a, 8), (b, 8)]),
-            "idle: weight = free capacity, capped"
+            HashMap::from([(a, 10), (b, 10)]),
+            "idle and alike: both at the most weight"
         );
 
         // Load on a: it is listed less often.
@@ -497,11 +497,15 @@ mod grpclb {
                 panic!("a server list")
             };
             let counts = counts(&list.servers);
-            if counts.get(&a) == Some(&2) {
+            if counts.get(&a) == Some(&3) {
                 break counts;
             }
         };
-        assert_eq!(loaded, HashMap::from([(a, 2), (b, 8)]));
+        assert_eq!(
+            loaded,
+            HashMap::from([(a, 3), (b, 10)]),
+            "2 free slots against 8: a quarter of the weight, rounded"
+        );
 
         // NOT_SERVING: gone from the list.
         pool[1].reporter.set_serving("Worker", false);
@@ -509,7 +513,7 @@ mod grpclb {
             let LoadBalanceResponseType::ServerList(list) = next(&mut lists).await else {
                 panic!("a server list")
             };
-            if counts(&list.servers) == HashMap::from([(a, 2)]) {
+            if counts(&list.servers) == HashMap::from([(a, 10)]) {
                 break;
             }
         }

@@ -3,8 +3,12 @@
 //!
 //! The client opens a stream and names the service (`Worker`, or `Worker:443`: the port is
 //! dropped); the balancer answers with an initial response and then a server list whenever
-//! the healthy set or the weights change. Load is expressed by repetition: a location with
-//! more free capacity appears more often. Host names are resolved to IP addresses.
+//! the healthy set or the weights change (at most every [`COALESCE`]). Load is expressed by
+//! repetition: a location appears in proportion to its expected service rate (capacity ÷
+//! request time, see [`super::weights`]), and a saturated one leaves the list until it has room
+//! again. Host names are resolved to IP addresses. A name that no registration may have (a
+//! `/` in it) is refused with INVALID_ARGUMENT, as is a stream without an initial request
+//! within 10 s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Balancer;
+use super::{Balancer, check_request};
 use crate::proto::grpclb::load_balance_request::LoadBalanceRequestType;
 use crate::proto::grpclb::load_balance_response::LoadBalanceResponseType;
 use crate::proto::grpclb::load_balancer_server::{LoadBalancer, LoadBalancerServer};
@@ -32,7 +36,7 @@ pub const SERVICE_NAME: &str = "grpc.lb.v1.LoadBalancer";
 /// How long a client may take to send its initial request.
 const INITIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Changes closer together than this go out as one list.
-const COALESCE: Duration = Duration::from_millis(20);
+pub const COALESCE: Duration = Duration::from_millis(20);
 
 pub type GrpclbServer = LoadBalancerServer<GrpclbService>;
 
@@ -60,7 +64,11 @@ impl LoadBalancer for GrpclbService {
         let mut incoming = request.into_inner();
         let first = tokio::time::timeout(INITIAL_REQUEST_TIMEOUT, incoming.next())
             .await
-            .map_err(|_| Status::deadline_exceeded("no initial request"))?;
+            .map_err(|_| {
+                Status::invalid_argument(format!(
+                    "no initial request within {INITIAL_REQUEST_TIMEOUT:?}"
+                ))
+            })?;
         let name = match first {
             Some(Ok(LoadBalanceRequest {
                 load_balance_request_type: Some(LoadBalanceRequestType::InitialRequest(initial)),
@@ -75,6 +83,7 @@ impl LoadBalancer for GrpclbService {
         let service = service_of(&name)
             .ok_or_else(|| Status::invalid_argument(format!("{name:?} names no service")))?
             .to_owned();
+        check_request("", &service).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%service, "grpclb client connected");
 
         let (tx, rx) = mpsc::channel(4);

@@ -1,22 +1,30 @@
 //! The look-aside balancer: follows a registry, monitors every location in the background and
 //! answers "which worker?" from memory.
 //!
-//! - [`monitor`]: one monitor per location (health Watch or Check, load polls, liveness).
+//! - [`monitor`]: what is known of each location (health, load, liveness, hand-outs);
+//!   [`probe`] keeps it current (load pushed by quaestor reporters, else health Watch and load
+//!   polls) over [`connections`] shared per control endpoint; [`request_time`] estimates how
+//!   long a location's requests take.
 //! - [`ranking`]: the order of candidates; the C# Quaestor's by default.
 //! - [`discovery`]: `Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc` over a [`Balancer`].
 //! - [`grpclb`]: `grpc.lb.v1.LoadBalancer`, for stock gRPC clients with the grpclb policy.
 //!
-//! Anti-herding: a location handed out by `discover_top` counts as one more request, on
-//! itself and on its host, until its next load report, until `recently_used_timeout` passes,
-//! or until the location's estimated request time has passed (a report's own requests fade
-//! the same way; see [`monitor::RequestTime`]). Choosing plus counting happen under one lock
-//! per service, so simultaneous clients spread over equal workers. Each service's ranking is
-//! kept between requests (see [`Balancer::discover_top`] and [`standings`]).
+//! Anti-herding, as the C# Quaestor does it: every location of a `discover_top` answer counts
+//! as one more request, on itself and on its host, until a load report taken late enough
+//! after the hand-out to include the client's call ([`monitor::CLIENT_ALLOWANCE`]; a pushed
+//! update that shows the call begin takes it in at once), or until `recently_used_timeout`
+//! passes. Choosing plus counting happen under one lock per service, so simultaneous clients
+//! spread over equal workers. Each service's ranking is kept between requests (see
+//! [`Balancer::discover_top`] and [`standings`]) for services that have locations, at most
+//! [`MAX_CACHED_RANKINGS`] of them.
 
+pub mod connections;
 pub mod discovery;
 pub mod grpclb;
 pub mod monitor;
+mod probe;
 pub mod ranking;
+pub mod request_time;
 pub mod standings;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,7 +34,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::registry::{RegistryReader, RegistryView, ServiceLocation};
+use crate::registry::{
+    LocationError, RegistryReader, RegistryView, ServiceLocation, check_service_names,
+};
 use crate::server::GrpcServer;
 use crate::server::health::HealthState;
 use crate::tls::ClientTls;
@@ -66,7 +76,22 @@ impl Default for BalancerOptions {
 pub enum DiscoveryError {
     #[error("the service name must not be empty")]
     EmptyServiceName,
+    /// A scope or service name that no registration may have (it would act as a key prefix).
+    #[error(transparent)]
+    InvalidName(#[from] LocationError),
 }
+
+/// Checks the names of a request as registrations are checked.
+fn check_request(scope: &str, service: &str) -> Result<(), DiscoveryError> {
+    if service.is_empty() {
+        return Err(DiscoveryError::EmptyServiceName);
+    }
+    Ok(check_service_names(scope, service)?)
+}
+
+/// Services whose ranking is kept between requests, at most; the least recently asked for
+/// goes first.
+pub const MAX_CACHED_RANKINGS: usize = 1024;
 
 /// A running balancer. Cheap to clone; dropping the last clone stops following and probing.
 #[derive(Debug, Clone)]
@@ -89,7 +114,13 @@ struct Inner {
     follower: Mutex<Option<JoinHandle<()>>>,
 }
 
-type Rankings = HashMap<(String, String), Arc<Mutex<ServiceRanking>>>;
+type Rankings = HashMap<(String, String), CachedRanking>;
+
+#[derive(Debug)]
+struct CachedRanking {
+    ranking: Arc<Mutex<ServiceRanking>>,
+    last_used: Instant,
+}
 
 /// A service's ranking as kept between requests.
 #[derive(Debug)]
@@ -242,23 +273,26 @@ impl Balancer {
     }
 
     /// Healthy locations that report load with capacity ≠ 0, best first; `max_count` ≤ 0
-    /// means all. The first one counts as handed out.
+    /// means all. Every location returned counts as handed out (as in the C# Quaestor).
     ///
     /// The service's ranking is kept between requests: recomputed when something changed (at
     /// most every [`RERANK_AFTER`], and at least every [`RANKING_MAX_AGE`]), and adjusted in place
     /// for each hand-out in between (on the location and on its host, see [`standings`]), so a
-    /// request costs O(log n), not a sort of n locations.
+    /// request costs O(log n), not a sort of n locations. A service without locations is
+    /// answered without keeping anything.
     pub async fn discover_top(
         &self,
         scope: &str,
         service: &str,
         max_count: i32,
     ) -> Result<Vec<ServiceLocation>, DiscoveryError> {
-        if service.is_empty() {
-            return Err(DiscoveryError::EmptyServiceName);
-        }
-        let cached = self.ranking_of(scope, service);
+        check_request(scope, service)?;
         let limit = usize::try_from(max_count).ok().filter(|&n| n > 0);
+        let cached = match self.cached_ranking(scope, service) {
+            Some(cached) => cached,
+            None if self.locations_of(scope, service).is_empty() => return Ok(Vec::new()),
+            None => self.ranking_of(scope, service),
+        };
         {
             let mut ranking = lock(&cached);
             let fresh = ranking.is_fresh(
@@ -289,23 +323,27 @@ impl Balancer {
         Ok(chosen)
     }
 
-    /// The best `limit` of a service's ranking; the first counts as handed out and moves to
-    /// its new place.
+    /// The best `limit` of a service's ranking; each counts as handed out and moves to its
+    /// new place.
     fn hand_out(&self, ranking: &mut ServiceRanking, limit: Option<usize>) -> Vec<ServiceLocation> {
-        let chosen = ranking
+        let now = Instant::now();
+        let window = self.inner.options.recently_used_timeout;
+        ranking
             .standings
-            .best(limit)
-            .iter()
-            .map(|s| s.key.location.clone())
-            .collect();
-        if let Some(first) = ranking.standings.hand_out() {
-            first.handed_out(Instant::now(), self.inner.options.recently_used_timeout);
-        }
-        chosen
+            .hand_out_best(limit)
+            .into_iter()
+            .map(|m| {
+                m.handed_out(now, window);
+                m.location.clone()
+            })
+            .collect()
     }
 
-    /// The ranked healthy locations of a service, without counting a hand-out (grpclb).
+    /// The ranked healthy locations of a service, without counting a hand-out.
     pub fn ranked(&self, scope: &str, service: &str) -> Vec<ServiceLocation> {
+        if check_request(scope, service).is_err() {
+            return Vec::new();
+        }
         let candidates = self.locations_of(scope, service);
         self.rank(&candidates, Instant::now())
             .best(None)
@@ -314,34 +352,47 @@ impl Balancer {
             .collect()
     }
 
-    /// Every healthy location of a service with a weight, best first: free capacity
-    /// (capacity − current, 1 to [`MAX_WEIGHT`]) for those that report load, 1 for those that
-    /// do not. For balancing protocols that express load by repetition (grpclb).
+    /// Every healthy location of a service with room for another request, with a weight, best
+    /// first, for balancing protocols that express load by repetition (grpclb); see
+    /// [`weights`]. A location that reports no load weighs 1; a saturated one (as many
+    /// requests as its capacity) is left out while others have room.
     pub fn weighted(&self, scope: &str, service: &str) -> Vec<(ServiceLocation, u32)> {
+        if check_request(scope, service).is_err() {
+            return Vec::new();
+        }
         let now = Instant::now();
+        let window = self.inner.options.recently_used_timeout;
+        let liveness = self.liveness_window();
         let candidates = self.locations_of(scope, service);
         let standings = self.rank(&candidates, now);
-        let ranked = standings.best(None);
-        let mut weighted: Vec<(ServiceLocation, u32)> = ranked
+        let ranked: Vec<WeightInput> = standings
+            .best(None)
             .iter()
-            .map(|s| {
-                let free = if s.capacity > 0 {
-                    s.capacity - s.current_requests
-                } else {
-                    1
-                };
-                (
-                    s.key.location.clone(),
-                    free.clamp(1, i64::from(MAX_WEIGHT)) as u32,
-                )
+            .map(|s| WeightInput {
+                capacity: s.capacity,
+                current_requests: s.current_requests,
+                request_time: s.key.with_state(|state| state.request_time()),
             })
             .collect();
-        let ranked: HashSet<*const Monitored> =
-            ranked.iter().map(|s| Arc::as_ptr(&s.key)).collect();
-        let liveness = self.liveness_window();
+        let mut weighted: Vec<(ServiceLocation, u32)> = standings
+            .best(None)
+            .iter()
+            .map(|s| s.key.location.clone())
+            .zip(weights(&ranked))
+            .filter(|(_, weight)| *weight > 0)
+            .collect();
+        let ranked: HashSet<*const Monitored> = standings
+            .best(None)
+            .iter()
+            .map(|s| Arc::as_ptr(&s.key))
+            .collect();
         for m in &candidates {
             let unranked = !ranked.contains(&Arc::as_ptr(m));
-            if unranked && m.with_state(|s| s.is_healthy(now, liveness) && s.load.is_none()) {
+            if unranked
+                && m.with_state(|s| {
+                    s.is_healthy(now, liveness) && s.current_requests(now, window).is_none()
+                })
+            {
                 weighted.push((m.location.clone(), 1));
             }
         }
@@ -406,9 +457,7 @@ impl Balancer {
         scope: &str,
         service: &str,
     ) -> Result<Vec<Arc<Monitored>>, DiscoveryError> {
-        if service.is_empty() {
-            return Err(DiscoveryError::EmptyServiceName);
-        }
+        check_request(scope, service)?;
         let candidates = self.locations_of(scope, service);
         if candidates.iter().all(|m| m.with_state(ProbeState::probed)) {
             return Ok(candidates);
@@ -449,17 +498,20 @@ impl Balancer {
             .table
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let ranked = candidates.iter().filter_map(|m| {
-            m.with_state(|s| {
-                let load = s.load.filter(|_| s.is_healthy(now, liveness))?;
-                Some(Standing {
-                    key: Arc::clone(m),
-                    known_load_rate: load.known_load_rate,
-                    current_requests: s.current_requests(now, window)?,
-                    capacity: i64::from(load.capacity),
+        let ranked = candidates
+            .iter()
+            .filter(|m| !m.is_stopped())
+            .filter_map(|m| {
+                m.with_state(|s| {
+                    let load = s.load.filter(|_| s.is_healthy(now, liveness))?;
+                    Some(Standing {
+                        key: Arc::clone(m),
+                        known_load_rate: load.known_load_rate,
+                        current_requests: s.current_requests(now, window)?,
+                        capacity: i64::from(load.capacity),
+                    })
                 })
-            })
-        });
+            });
         let mut standings = Standings::new(Arc::clone(&self.inner.ranking));
         standings.rebuild(ranked, |host| {
             host_load(table.by_host.get(host), now, window)
@@ -467,20 +519,39 @@ impl Balancer {
         standings
     }
 
+    /// The kept ranking of a service, if there is one.
+    fn cached_ranking(&self, scope: &str, service: &str) -> Option<Arc<Mutex<ServiceRanking>>> {
+        let mut rankings = lock(&self.inner.rankings);
+        let cached = rankings.get_mut(&(scope.to_owned(), service.to_owned()))?;
+        cached.last_used = Instant::now();
+        Some(Arc::clone(&cached.ranking))
+    }
+
+    /// The kept ranking of a service, made (and the least recently used one dropped when
+    /// [`MAX_CACHED_RANKINGS`] are kept) if there is none.
     fn ranking_of(&self, scope: &str, service: &str) -> Arc<Mutex<ServiceRanking>> {
         let mut rankings = lock(&self.inner.rankings);
-        Arc::clone(
-            rankings
-                .entry((scope.to_owned(), service.to_owned()))
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(ServiceRanking {
-                        generation: None,
-                        computed_at: None,
-                        standings: Standings::new(Arc::clone(&self.inner.ranking)),
-                        rebuilding: false,
-                    }))
-                }),
-        )
+        let key = (scope.to_owned(), service.to_owned());
+        if !rankings.contains_key(&key) && rankings.len() >= MAX_CACHED_RANKINGS {
+            let oldest = rankings
+                .iter()
+                .min_by_key(|(_, cached)| cached.last_used)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                rankings.remove(&oldest);
+            }
+        }
+        let cached = rankings.entry(key).or_insert_with(|| CachedRanking {
+            ranking: Arc::new(Mutex::new(ServiceRanking {
+                generation: None,
+                computed_at: None,
+                standings: Standings::new(Arc::clone(&self.inner.ranking)),
+                rebuilding: false,
+            })),
+            last_used: Instant::now(),
+        });
+        cached.last_used = Instant::now();
+        Arc::clone(&cached.ranking)
     }
 
     /// A location that has not answered for this long is not healthy.
@@ -503,6 +574,66 @@ fn host_load(locations: Option<&Vec<Arc<Monitored>>>, now: Instant, window: Dura
     total
 }
 
+/// What a location's grpclb weight is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightInput {
+    /// > 0, or ≤ 0 for unknown.
+    pub capacity: i64,
+    /// Requests in flight as believed now (reports plus hand-outs).
+    pub current_requests: i64,
+    /// How long a request takes there, once estimated.
+    pub request_time: Option<Duration>,
+}
+
+/// Weights (0 to [`MAX_WEIGHT`]) in proportion to each location's expected service rate for
+/// new requests: its free slots (capacity − in flight) ÷ its request time (Little's law), so
+/// that a client that round-robins over the list gives a slow worker its proportional share
+/// and a busy one less. A location whose request time is not known yet is taken to be as fast
+/// as the median of those that are (or all alike). A saturated location (no free slot) gets 0
+/// while another has room; when none has, all weigh by capacity ÷ request time. A location of
+/// unknown capacity gets 1. The fastest free location weighs [`MAX_WEIGHT`].
+pub fn weights(inputs: &[WeightInput]) -> Vec<u32> {
+    let mut known: Vec<f64> = inputs
+        .iter()
+        .filter_map(|i| i.request_time.map(|t| t.as_secs_f64()))
+        .collect();
+    known.sort_by(f64::total_cmp);
+    let typical = known.get(known.len() / 2).copied().unwrap_or(1.0);
+    let any_room = inputs
+        .iter()
+        .any(|i| i.capacity <= 0 || i.current_requests < i.capacity);
+    let rate = |input: &WeightInput| {
+        let time = input.request_time.map_or(typical, |t| t.as_secs_f64());
+        let slots = if any_room {
+            (input.capacity - input.current_requests).max(0)
+        } else {
+            input.capacity
+        };
+        slots as f64 / time.max(f64::MIN_POSITIVE)
+    };
+    let fastest = inputs
+        .iter()
+        .filter(|i| i.capacity > 0)
+        .map(rate)
+        .fold(0.0, f64::max);
+    inputs
+        .iter()
+        .map(|input| {
+            if input.capacity <= 0 {
+                1
+            } else {
+                let rate = rate(input);
+                if rate <= 0.0 {
+                    0
+                } else {
+                    let share = f64::from(MAX_WEIGHT) * rate / fastest;
+                    (share.round() as u32).clamp(1, MAX_WEIGHT)
+                }
+            }
+        })
+        .collect()
+}
+
 fn truncate<T>(items: &mut Vec<T>, max_count: i32) {
     if max_count > 0 {
         items.truncate(max_count as usize);
@@ -515,12 +646,21 @@ impl Inner {
     fn apply(&self, view: &RegistryView) {
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
         let before = table.locations.len();
-        table
-            .locations
-            .retain(|key, m| view.locations.get(key).is_some_and(|l| *l == m.location));
+        // Services whose set of locations changed: their kept rankings go (they hold the
+        // departed locations), and are made afresh when next asked for.
+        let mut touched: HashSet<(String, String)> = HashSet::new();
+        table.locations.retain(|key, m| {
+            let stays = view.locations.get(key).is_some_and(|l| *l == m.location);
+            if !stays {
+                m.stop();
+                touched.insert((m.location.scope.clone(), m.location.service.clone()));
+            }
+            stays
+        });
         let mut added = 0;
         for (key, location) in view.locations.iter() {
             if !table.locations.contains_key(key) {
+                touched.insert((location.scope.clone(), location.service.clone()));
                 let monitored = Monitored::start(
                     location.clone(),
                     &self.options,
@@ -541,8 +681,55 @@ impl Inner {
             }
             table.by_host = by_host;
             drop(table);
+            let mut rankings = lock(&self.rankings);
+            for service in &touched {
+                rankings.remove(service);
+            }
+            drop(rankings);
             self.changes
                 .send_modify(|generation| *generation = generation.wrapping_add(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(capacity: i64, current: i64, millis: Option<u64>) -> WeightInput {
+        WeightInput {
+            capacity,
+            current_requests: current,
+            request_time: millis.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn weights_follow_the_service_rate_of_free_slots() {
+        // Six workers of 40 ms and two of 120 ms, 4 slots each, idle: a third of the share.
+        let mut fleet = vec![input(4, 0, Some(40)); 6];
+        fleet.extend([input(4, 0, Some(120)); 2]);
+        let weights = weights(&fleet);
+        assert_eq!(weights, [10, 10, 10, 10, 10, 10, 3, 3]);
+        // Busy slots count against a worker; a saturated one leaves the list.
+        assert_eq!(
+            super::weights(&[
+                input(4, 2, Some(40)),
+                input(4, 0, Some(40)),
+                input(4, 4, Some(40))
+            ]),
+            [5, 10, 0]
+        );
+        // None has room: all by capacity and speed, none left out.
+        assert_eq!(
+            super::weights(&[input(4, 4, Some(40)), input(4, 9, Some(120))]),
+            [10, 3]
+        );
+        // Unknown request times are taken as the median; unknown capacity weighs 1.
+        assert_eq!(
+            super::weights(&[input(4, 0, None), input(4, 0, Some(40)), input(-1, 0, None)]),
+            [10, 10, 1]
+        );
+        assert!(super::weights(&[]).is_empty());
     }
 }

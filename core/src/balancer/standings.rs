@@ -212,18 +212,26 @@ impl<K: Located> Standings<K> {
 
     /// The best `limit` locations, best first (all of them for `None`).
     pub fn best(&self, limit: Option<usize>) -> Vec<&Standing<K>> {
+        self.best_seats(limit)
+            .into_iter()
+            .map(|(_, seat)| &seat.standing)
+            .collect()
+    }
+
+    /// The best `limit` seats with their hosts, best first.
+    fn best_seats(&self, limit: Option<usize>) -> Vec<(usize, &Seat<K>)> {
         let limit = limit.unwrap_or(usize::MAX);
         if limit == 1 {
             return self
                 .order
                 .first()
-                .map(|h| &h.best.standing)
+                .map(|h| (h.host, &h.best))
                 .into_iter()
                 .collect();
         }
         // Every location of a host ranks below that host's best one, so the best `limit`
         // are among the best `limit` of the first `limit` hosts.
-        let mut candidates: Vec<(&Seat<K>, f64)> = self
+        let mut candidates: Vec<(usize, &Seat<K>, f64)> = self
             .order
             .iter()
             .take(limit)
@@ -233,11 +241,11 @@ impl<K: Located> Standings<K> {
                 host.seats
                     .iter()
                     .take(limit)
-                    .map(move |seat| (seat, utilization))
+                    .map(move |seat| (h.host, seat, utilization))
             })
             .collect();
         let ranking = &self.ranking;
-        candidates.sort_by(|(a, ua), (b, ub)| {
+        candidates.sort_by(|(_, a, ua), (_, b, ub)| {
             ranking
                 .compare(&a.candidate(*ua), &b.candidate(*ub))
                 .then(a.id.cmp(&b.id))
@@ -245,23 +253,41 @@ impl<K: Located> Standings<K> {
         candidates
             .into_iter()
             .take(limit)
-            .map(|(seat, _)| &seat.standing)
+            .map(|(host, seat, _)| (host, seat))
             .collect()
     }
 
     /// Counts one request on the best location and on its host, moves both to their new
     /// places and returns that location.
     pub fn hand_out(&mut self) -> Option<K> {
-        let host = self.order.first()?.host;
-        let seats = &mut self.hosts[host].seats;
-        let mut seat = seats.pop_first()?;
-        seat.standing.current_requests = seat.standing.current_requests.saturating_add(1);
-        let chosen = seat.standing.key.clone();
-        seats.insert(seat);
-        let load = &mut self.hosts[host].load;
-        load.current_requests = load.current_requests.saturating_add(1);
-        self.reseat(host);
-        Some(chosen)
+        self.hand_out_best(Some(1)).pop()
+    }
+
+    /// The best `limit` locations (all for `None`), best first; each counts one request, on
+    /// itself and on its host, and moves to its new place.
+    pub fn hand_out_best(&mut self, limit: Option<usize>) -> Vec<K> {
+        let chosen: Vec<(usize, Seat<K>)> = self
+            .best_seats(limit)
+            .into_iter()
+            .map(|(host, seat)| (host, seat.clone()))
+            .collect();
+        let mut touched = vec![false; self.hosts.len()];
+        let mut keys = Vec::with_capacity(chosen.len());
+        for (host, seat) in chosen {
+            let entry = &mut self.hosts[host];
+            let Some(mut seat) = entry.seats.take(&seat) else {
+                continue;
+            };
+            seat.standing.current_requests = seat.standing.current_requests.saturating_add(1);
+            keys.push(seat.standing.key.clone());
+            entry.seats.insert(seat);
+            entry.load.current_requests = entry.load.current_requests.saturating_add(1);
+            touched[host] = true;
+        }
+        for host in (0..touched.len()).filter(|&host| touched[host]) {
+            self.reseat(host);
+        }
+        keys
     }
 
     /// Puts `host` back into the order of hosts after its best seat or its load changed.
@@ -439,5 +465,41 @@ mod tests {
         assert!(kept.is_empty());
         assert!(kept.best(Some(3)).is_empty());
         assert!(kept.hand_out().is_none());
+    }
+
+    #[test]
+    fn every_location_of_a_top_answer_counts() {
+        let mut standings = Standings::new(Arc::new(QuaestorRanking));
+        standings.rebuild((0..8).map(|i| standing("h", 5000 + i, 0, 4)), |_| {
+            HostLoad {
+                current_requests: 0,
+                capacity: 32,
+            }
+        });
+        let first: Vec<u16> = standings
+            .hand_out_best(Some(6))
+            .iter()
+            .map(|l| l.port)
+            .collect();
+        assert_eq!(first.len(), 6);
+        let next: Vec<u16> = standings
+            .hand_out_best(Some(2))
+            .iter()
+            .map(|l| l.port)
+            .collect();
+        assert_eq!(next.len(), 2);
+        assert!(
+            next.iter().all(|p| !first.contains(p)),
+            "{first:?} then {next:?}"
+        );
+        // Every one of the eight now weighs one request: the next answer starts over.
+        assert_eq!(
+            standings
+                .best(None)
+                .iter()
+                .map(|s| s.current_requests)
+                .sum::<i64>(),
+            8
+        );
     }
 }

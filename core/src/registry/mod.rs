@@ -214,6 +214,14 @@ fn check_name(what: &'static str, value: &str, may_be_empty: bool) -> Result<(),
     Ok(())
 }
 
+/// Checks a scope and service name asked for exactly as a registration is checked (scope may
+/// be empty, the service name may not, neither may contain `/`), so that no name asked for
+/// ever acts as a key prefix.
+pub fn check_service_names(scope: &str, service: &str) -> Result<(), LocationError> {
+    check_name("scope", scope, true)?;
+    check_name("service name", service, false)
+}
+
 /// Parses what a registry holds into locations; a key that does not parse is skipped with a
 /// warning (a foreign writer must not break readers).
 pub fn parse_entries<'a>(
