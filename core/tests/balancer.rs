@@ -18,6 +18,9 @@ use quaestor_core::server::health::HealthState;
 use quaestor_test_support::wait_for_async;
 use tonic::Code;
 
+mod common;
+use common::*;
+
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn options() -> BalancerOptions {
@@ -28,55 +31,6 @@ fn options() -> BalancerOptions {
     }
 }
 
-/// An in-process worker: a reporter for `Worker` on a port of its own.
-struct TestWorker {
-    reporter: Reporter,
-    load: Arc<ServiceLoad>,
-    server: Option<ServerHandle>,
-    location: ServiceLocation,
-}
-
-impl TestWorker {
-    async fn start(capacity: i32) -> Self {
-        let reporter = Reporter::new();
-        let load = reporter.add_service("Worker", capacity).expect("add");
-        let server = reporter
-            .serve("127.0.0.1:0".parse().expect("addr"), None)
-            .await
-            .expect("serve");
-        let location = ServiceLocation::new("", "Worker", "127.0.0.1", server.local_addr().port())
-            .expect("location");
-        TestWorker {
-            reporter,
-            load,
-            server: Some(server),
-            location,
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("shutdown");
-        }
-    }
-}
-
-async fn workers(count: usize, capacity: i32) -> Vec<TestWorker> {
-    let mut started = Vec::new();
-    for _ in 0..count {
-        started.push(TestWorker::start(capacity).await);
-    }
-    started
-}
-
-fn registry_of(workers: &[TestWorker]) -> MemoryRegistry {
-    MemoryRegistry::from_locations(workers.iter().map(|w| w.location.clone()))
-}
-
-fn ports(locations: &[ServiceLocation]) -> Vec<u16> {
-    locations.iter().map(|l| l.port).collect()
-}
-
 /// Waits until `discover_top` (all, no hand-out counted twice matters here) gives `expected`.
 async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) -> bool) -> Vec<u16> {
     wait_for_async(what, TIMEOUT, || async {
@@ -84,30 +38,6 @@ async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) ->
         expected(&top).then_some(top)
     })
     .await
-}
-
-/// One DiscoverServices (or DiscoverTopServices when `top`) call that must succeed.
-async fn ask(
-    client: &mut ServiceDiscoveryGrpcClient<tonic::transport::Channel>,
-    top: bool,
-    scope: &str,
-    service: &str,
-    max_count: i32,
-) -> Vec<quaestor_core::proto::service_discovery::ServiceLocationMsg> {
-    let request = DiscoverServicesRequest {
-        scope: scope.into(),
-        service_name: service.into(),
-        max_count,
-    };
-    let answer = if top {
-        client.discover_top_services(request).await
-    } else {
-        client.discover_services(request).await
-    };
-    answer
-        .expect("discovery answers")
-        .into_inner()
-        .service_locations
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
