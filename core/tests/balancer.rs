@@ -851,8 +851,9 @@ async fn a_hand_out_does_not_end_with_a_short_estimated_request_time() {
 
 // Issue 14, finding 5: monitors end with their locations; unknown names cost nothing lasting.
 
-/// Waits until `probe` gives `Some` or `deadline` passes; the last value either way.
-async fn settle<T: std::fmt::Debug>(
+/// Reads `probe` until its value is `done` or `deadline` passes; the last value either way
+/// (for the caller to assert on, with the figure in the message).
+async fn settle<T>(
     deadline: Duration,
     mut probe: impl FnMut() -> T,
     done: impl Fn(&T) -> bool,
