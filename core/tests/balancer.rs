@@ -3,20 +3,20 @@
 //! anti-herding, registry changes and control endpoints.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use quaestor_core::balancer::{Balancer, BalancerOptions};
-use quaestor_core::load::ServiceLoad;
 use quaestor_core::proto::service_discovery::DiscoverServicesRequest;
 use quaestor_core::proto::service_discovery::service_discovery_grpc_client::ServiceDiscoveryGrpcClient;
 use quaestor_core::registry::ServiceLocation;
 use quaestor_core::registry::memory::MemoryRegistry;
 use quaestor_core::reporter::Reporter;
-use quaestor_core::server::ServerHandle;
 use quaestor_core::server::health::HealthState;
 use quaestor_test_support::wait_for_async;
 use tonic::Code;
+
+mod common;
+use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -28,55 +28,6 @@ fn options() -> BalancerOptions {
     }
 }
 
-/// An in-process worker: a reporter for `Worker` on a port of its own.
-struct TestWorker {
-    reporter: Reporter,
-    load: Arc<ServiceLoad>,
-    server: Option<ServerHandle>,
-    location: ServiceLocation,
-}
-
-impl TestWorker {
-    async fn start(capacity: i32) -> Self {
-        let reporter = Reporter::new();
-        let load = reporter.add_service("Worker", capacity).expect("add");
-        let server = reporter
-            .serve("127.0.0.1:0".parse().expect("addr"), None)
-            .await
-            .expect("serve");
-        let location = ServiceLocation::new("", "Worker", "127.0.0.1", server.local_addr().port())
-            .expect("location");
-        TestWorker {
-            reporter,
-            load,
-            server: Some(server),
-            location,
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("shutdown");
-        }
-    }
-}
-
-async fn workers(count: usize, capacity: i32) -> Vec<TestWorker> {
-    let mut started = Vec::new();
-    for _ in 0..count {
-        started.push(TestWorker::start(capacity).await);
-    }
-    started
-}
-
-fn registry_of(workers: &[TestWorker]) -> MemoryRegistry {
-    MemoryRegistry::from_locations(workers.iter().map(|w| w.location.clone()))
-}
-
-fn ports(locations: &[ServiceLocation]) -> Vec<u16> {
-    locations.iter().map(|l| l.port).collect()
-}
-
 /// Waits until `discover_top` (all, no hand-out counted twice matters here) gives `expected`.
 async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) -> bool) -> Vec<u16> {
     wait_for_async(what, TIMEOUT, || async {
@@ -84,30 +35,6 @@ async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) ->
         expected(&top).then_some(top)
     })
     .await
-}
-
-/// One DiscoverServices (or DiscoverTopServices when `top`) call that must succeed.
-async fn ask(
-    client: &mut ServiceDiscoveryGrpcClient<tonic::transport::Channel>,
-    top: bool,
-    scope: &str,
-    service: &str,
-    max_count: i32,
-) -> Vec<quaestor_core::proto::service_discovery::ServiceLocationMsg> {
-    let request = DiscoverServicesRequest {
-        scope: scope.into(),
-        service_name: service.into(),
-        max_count,
-    };
-    let answer = if top {
-        client.discover_top_services(request).await
-    } else {
-        client.discover_services(request).await
-    };
-    answer
-        .expect("discovery answers")
-        .into_inner()
-        .service_locations
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,6 +472,115 @@ mod grpclb {
             .expect_err("no service name");
         assert_eq!(error.code(), Code::InvalidArgument);
     }
+    /// How a BalanceLoad stream ends up: the status it ends with, or its first server list.
+    /// Whichever way the server refuses (at once, or as the stream's first item), it counts.
+    async fn first_list_or_status(
+        client: &mut LoadBalancerClient<tonic::transport::Channel>,
+        outgoing: tokio::sync::mpsc::Receiver<LoadBalanceRequest>,
+        within: Duration,
+    ) -> Result<Vec<Server>, tonic::Status> {
+        let outcome = async {
+            let mut lists = client
+                .balance_load(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+                .await?
+                .into_inner();
+            loop {
+                match lists.next().await {
+                    None => return Err(tonic::Status::unknown("the stream ended with OK")),
+                    Some(Err(status)) => return Err(status),
+                    Some(Ok(message)) => {
+                        if let Some(LoadBalanceResponseType::ServerList(list)) =
+                            message.load_balance_response_type
+                        {
+                            return Ok(list.servers);
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(within, outcome)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the stream neither ended nor sent a list within {within:?}")
+            })
+    }
+
+    // Issue 14, finding 2, for grpclb.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_with_a_slash_is_an_invalid_argument() {
+        let pool = workers(2, 4).await;
+        let balancer = Balancer::start(registry_of(&pool), options());
+        assert_eq!(
+            balancer
+                .discover("", "Worker", 0)
+                .await
+                .expect("discover")
+                .len(),
+            2
+        );
+        let server = serve(&balancer).await;
+        let mut client = LoadBalancerClient::connect(format!("http://{}", server.local_addr()))
+            .await
+            .expect("connect");
+        let mut wrong = Vec::new();
+        for name in [
+            "Worker/127.0.0.1".to_owned(),
+            format!("Worker/127.0.0.1/{}", pool[0].location.port),
+            format!("Worker/127.0.0.1:{}", pool[0].location.port),
+        ] {
+            let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+            requests.send(initial(&name)).await.expect("send");
+            match first_list_or_status(&mut client, outgoing, TIMEOUT).await {
+                Err(status) if status.code() == Code::InvalidArgument => {}
+                Err(status) => wrong.push(format!(
+                    "name {name:?}: {:?} {}",
+                    status.code(),
+                    status.message()
+                )),
+                Ok(servers) => wrong.push(format!(
+                    "name {name:?}: a list of {} server(s) {:?}",
+                    servers.len(),
+                    counts(&servers)
+                )),
+            }
+            drop(requests);
+        }
+        assert!(
+            wrong.is_empty(),
+            "grpclb names with '/' must get INVALID_ARGUMENT:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    /// How long the server must wait for an initial request (issue 14: 10 s).
+    const INITIAL_REQUEST_WAIT: Duration = Duration::from_secs(10);
+
+    // Issue 14, finding 8. Takes the server's full 10 s wait; it runs beside the other tests
+    // of this file, so the suite takes no longer than its slowest test needs anyway.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_without_an_initial_request_ends_with_invalid_argument() {
+        let balancer = Balancer::start(MemoryRegistry::new(), options());
+        let server = serve(&balancer).await;
+        let mut client = LoadBalancerClient::connect(format!("http://{}", server.local_addr()))
+            .await
+            .expect("connect");
+        // The client's side stays open and silent.
+        let (requests, outgoing) = tokio::sync::mpsc::channel(4);
+        let outcome = first_list_or_status(
+            &mut client,
+            outgoing,
+            INITIAL_REQUEST_WAIT + Duration::from_secs(5),
+        )
+        .await;
+        let status = outcome.expect_err("no list for a stream that named no service");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "a silent stream ends with INVALID_ARGUMENT: {}",
+            status.message()
+        );
+        drop(requests);
+    }
 }
 
 /// A health service that answers `Check` but not `Watch`, as some workers do.
@@ -647,4 +683,267 @@ async fn a_dead_worker_is_probed_until_it_returns() {
         top == [location.port]
     })
     .await;
+}
+
+// Issue 14, finding 2: a `/` in a requested name must not read other registry keys.
+
+/// Requests whose names contain `/`, so that the registry prefix they make covers keys of
+/// other names: `services//Worker/127.0.0.1/…` are the Worker keys on that host.
+fn names_with_a_slash(port: u16) -> Vec<(String, String)> {
+    vec![
+        (String::new(), "Worker/127.0.0.1".into()),
+        (String::new(), format!("Worker/127.0.0.1/{port}")),
+        ("/Worker/127.0.0.1".into(), port.to_string()),
+        ("/Worker".into(), "127.0.0.1".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_names_with_a_slash_are_invalid_arguments() {
+    let pool = workers(2, 4).await;
+    let balancer = Balancer::start(registry_of(&pool), options());
+    let server = serve(&balancer).await;
+    let mut client = discovery_client(&server).await;
+    assert_eq!(
+        ask(&mut client, false, "", "Worker", 0).await.len(),
+        2,
+        "both workers probed"
+    );
+    let mut wrong = Vec::new();
+    for (scope, service) in names_with_a_slash(pool[0].location.port) {
+        for top in [false, true] {
+            let rpc = if top {
+                "DiscoverTopServices"
+            } else {
+                "DiscoverServices"
+            };
+            match call(&mut client, top, request(&scope, &service, 0)).await {
+                Err(status) if status.code() == Code::InvalidArgument => {}
+                Err(status) => wrong.push(format!(
+                    "{rpc}(scope {scope:?}, service_name {service:?}): {:?} {}",
+                    status.code(),
+                    status.message()
+                )),
+                Ok(locations) => wrong.push(format!(
+                    "{rpc}(scope {scope:?}, service_name {service:?}): {} location(s) {:?}",
+                    locations.len(),
+                    locations
+                        .iter()
+                        .map(|l| format!(
+                            "{}/{}/{}:{}",
+                            l.scope, l.service_name, l.host_name, l.port
+                        ))
+                        .collect::<Vec<_>>()
+                )),
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "names with '/' must get INVALID_ARGUMENT:\n{}",
+        wrong.join("\n")
+    );
+}
+
+// Issue 14, finding 3: hand-outs as the C# balancer counts them.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_location_of_a_top_answer_counts_as_handed_out() {
+    let pool = workers(10, 4).await;
+    let balancer = Balancer::start(
+        registry_of(&pool),
+        BalancerOptions {
+            // Long enough that no load report clears the hand-outs between the two questions.
+            probe_interval: Duration::from_secs(30),
+            ..options()
+        },
+    );
+    let server = serve(&balancer).await;
+    let mut client = discovery_client(&server).await;
+    let port_of = |m: &quaestor_core::proto::service_discovery::ServiceLocationMsg| {
+        u16::try_from(m.port).expect("a port")
+    };
+    let six: Vec<u16> = ask(&mut client, true, "", "Worker", 6)
+        .await
+        .iter()
+        .map(port_of)
+        .collect();
+    assert_eq!(six.len(), 6, "ten idle workers: {six:?}");
+    let four: Vec<u16> = ask(&mut client, true, "", "Worker", 4)
+        .await
+        .iter()
+        .map(port_of)
+        .collect();
+    assert_eq!(four.len(), 4, "{four:?}");
+    let repeated: Vec<u16> = four.iter().copied().filter(|p| six.contains(p)).collect();
+    assert!(
+        repeated.is_empty(),
+        "a top 4 right after a top 6 (of 10 idle equal workers) repeats {repeated:?}: top 6 {six:?}, top 4 {four:?}"
+    );
+    let mut all: Vec<u16> = six.iter().chain(&four).copied().collect();
+    all.sort_unstable();
+    let mut expected = ports(&pool.iter().map(|w| w.location.clone()).collect::<Vec<_>>());
+    expected.sort_unstable();
+    assert_eq!(all, expected, "together the two answers name every worker");
+}
+
+/// Between a hand-out and the question that must still count it.
+const ASKED_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// When a location's load was last reported.
+fn reported_at(balancer: &Balancer, port: u16) -> Option<std::time::Instant> {
+    balancer
+        .status("", "Worker")
+        .iter()
+        .find(|s| s.location.port == port)
+        .and_then(|s| s.state.load.map(|l| l.sent_at))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_out_does_not_end_with_a_short_estimated_request_time() {
+    // Two idle workers that report 0 in flight: A (the lower port, first on a tie) and B.
+    let mut pool = workers(2, 4).await;
+    pool.sort_by_key(|w| w.location.port);
+    let (a, b) = (pool[0].location.port, pool[1].location.port);
+    let options = BalancerOptions {
+        // Hand-outs from the first phase have stopped counting by the time the second begins.
+        recently_used_timeout: Duration::from_secs(2),
+        ..BalancerOptions::default()
+    };
+    let balancer = Balancer::start(registry_of(&pool), options.clone());
+    let top = |balancer: Balancer| async move {
+        let chosen = tokio::time::timeout(TIMEOUT, balancer.discover_top("", "Worker", 1))
+            .await
+            .expect("an answer in time")
+            .expect("discover_top");
+        assert_eq!(chosen.len(), 1, "{chosen:?}");
+        chosen[0].port
+    };
+
+    // Many hand-outs over several load reports (the default probe interval), none of which
+    // sees a request in flight: the requests these locations get look very short.
+    let busy_until = std::time::Instant::now() + options.probe_interval * 9 / 2;
+    while std::time::Instant::now() < busy_until {
+        top(balancer.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // Nothing handed out for longer than hand-outs count at all.
+        tokio::time::sleep(options.recently_used_timeout + Duration::from_millis(500)).await;
+        let before = reported_at(&balancer, a);
+        let first = top(balancer.clone()).await;
+        assert_eq!(
+            first, a,
+            "two idle workers, nothing counted: the lower port first"
+        );
+        tokio::time::sleep(ASKED_AGAIN_AFTER).await;
+        let second = top(balancer.clone()).await;
+        if reported_at(&balancer, a) != before && attempts < 3 {
+            // A report of A came in between, which may rightly end the hand-out: again.
+            continue;
+        }
+        assert_eq!(
+            second, b,
+            "A was handed out {ASKED_AGAIN_AFTER:?} before, with no report of A since, yet ranks first again"
+        );
+        break;
+    }
+}
+
+// Issue 14, finding 5: monitors end with their locations; unknown names cost nothing lasting.
+
+/// Reads `probe` until its value is `done` or `deadline` passes; the last value either way
+/// (for the caller to assert on, with the figure in the message).
+async fn settle<T>(
+    deadline: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let value = probe();
+        if done(&value) || std::time::Instant::now() >= until {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How soon a removed location's connection must be closed.
+const CLOSED_WITHIN: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistered_locations_close_their_connections_whatever_is_cached() {
+    // 24 workers, each its own reporter: one connection each.
+    let pool = workers(24, 4).await;
+    let registry = registry_of(&pool);
+    let balancer = Balancer::start(registry.clone(), options());
+    assert_eq!(
+        tokio::time::timeout(TIMEOUT, balancer.discover_top("", "Worker", 0))
+            .await
+            .expect("an answer in time")
+            .expect("discover_top")
+            .len(),
+        24,
+        "all probed and ranked (the ranking is now cached)"
+    );
+    assert_eq!(balancer.cached_rankings(), 1);
+    assert_eq!(
+        balancer.connection_count(),
+        24,
+        "one connection per reporter"
+    );
+    for worker in &pool {
+        registry.deregister(&worker.location);
+    }
+    wait_for_async("the balancer to see the removals", TIMEOUT, || async {
+        balancer.status("", "Worker").is_empty().then_some(())
+    })
+    .await;
+    // Nobody asks for Worker again: its cached ranking must not keep the monitors alive.
+    let open = settle(CLOSED_WITHIN, || balancer.connection_count(), |n| *n == 0).await;
+    assert_eq!(
+        open, 0,
+        "connections still open {CLOSED_WITHIN:?} after all 24 locations were deregistered"
+    );
+}
+
+/// The most rankings the test accepts as a bounded cache after 1000 unknown names.
+const RANKING_CACHE_BOUND: usize = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_names_do_not_grow_the_ranking_cache() {
+    let pool = workers(1, 4).await;
+    let balancer = Balancer::start(registry_of(&pool), options());
+    assert_eq!(
+        balancer
+            .discover_top("", "Worker", 0)
+            .await
+            .expect("top")
+            .len(),
+        1
+    );
+    for i in 0..1000 {
+        let answer = tokio::time::timeout(
+            TIMEOUT,
+            balancer.discover_top("", &format!("Unknown{i}"), 1),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("a valid name");
+        assert!(answer.is_empty(), "Unknown{i} has no locations");
+    }
+    let cached = settle(
+        CLOSED_WITHIN,
+        || balancer.cached_rankings(),
+        |n| *n <= RANKING_CACHE_BOUND,
+    )
+    .await;
+    assert!(
+        cached <= RANKING_CACHE_BOUND,
+        "{cached} rankings cached after asking for 1000 unknown service names (bound {RANKING_CACHE_BOUND})"
+    );
 }
