@@ -613,6 +613,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_kind_of_change_wakes_a_waiting_watcher() {
+        let changes: [(&str, fn(&ServiceLoad)); 6] = [
+            ("start", |l| l.start_request()),
+            ("end", |l| l.end_request()),
+            ("capacity", |l| l.set_capacity(3)),
+            ("rate", |l| l.set_known_load_rate(0.5)),
+            ("utilization", |l| l.set_server_utilization(Some(0.5))),
+            ("reset", |l| l.reset_current_requests(0)),
+        ];
+        let load = Arc::new(ServiceLoad::new(2));
+        for (what, change) in changes {
+            // A watcher that returned leaves the flag set; clear it to see the next one arm.
+            load.armed.store(false, Ordering::Relaxed);
+            let seen = load.version();
+            let watcher = {
+                let load = Arc::clone(&load);
+                tokio::spawn(async move { load.changed(seen).await })
+            };
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while !load.armed.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("watcher armed");
+            let changer = Arc::clone(&load);
+            std::thread::spawn(move || change(&changer))
+                .join()
+                .expect("thread");
+            let now = tokio::time::timeout(Duration::from_secs(5), watcher)
+                .await
+                .unwrap_or_else(|_| panic!("{what} wakes the watcher"))
+                .expect("task");
+            assert_ne!(now, seen, "{what}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watcher_following_a_busy_load_never_misses_the_last_change() {
         // A lost wake-up would leave the watcher waiting on an old version for good.
         let load = Arc::new(ServiceLoad::new(2));
