@@ -5,12 +5,30 @@
 //! lock: [`ServiceLoad::start_request`] and [`ServiceLoad::end_request`] each touch a single
 //! `AtomicU64`. Everything that costs more (reading the clock, the process CPU time, the host's
 //! memory) happens when a report is taken, not when a request starts or ends.
+//!
+//! # Change notification
+//!
+//! Pushed load ([`crate::reporter::push`]) waits for changes with [`ServiceLoad::changed`]
+//! instead of polling. The request path pays for that with one relaxed load of an `armed`
+//! flag after its read-modify-write; only when a watcher is waiting (the flag is set) does a
+//! request clear the flag and wake every watcher, so a busy service wakes its watchers at most
+//! once per wait, however many requests it serves meanwhile.
+//!
+//! Why no wake-up is lost: a watcher registers its waker, sets `armed` with a
+//! read-modify-write, then reads the `requests` word and the setters' generation with
+//! read-modify-writes too (`fetch_add(0)`, release). A request's read-modify-write (acquire)
+//! either comes later in that word's modification order, and then synchronises with the
+//! watcher's and must see `armed` set (or cleared by another waker, which woke everyone); or
+//! it comes earlier, and the watcher's read sees its change and does not wait. Every write to
+//! `armed` is a read-modify-write, so this also holds with several watchers.
 
 use std::fs;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
 
 use crate::proto::load_reporting::{LoadReportResponse, ServerStats};
 
@@ -74,8 +92,22 @@ pub struct ServiceLoad {
     memory_percent: AtomicF64,
     /// Ticks of the last change made through a setter (0: none).
     set_ticks: AtomicI64,
+    /// Counts the changes made through setters (so that equal ticks still count as a change).
+    set_generation: AtomicU64,
+    /// Set by a watcher about to wait in [`ServiceLoad::changed`]; the next change clears it
+    /// and wakes every watcher.
+    armed: AtomicBool,
+    changes: Notify,
     /// State of the report path only (never touched by requests).
     report: Mutex<ReportState>,
+}
+
+/// Where a [`ServiceLoad`] stood at one moment, for [`ServiceLoad::changed`]: two versions
+/// differ when a request started or ended, or a setter was called, in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadVersion {
+    requests: u64,
+    set_generation: u64,
 }
 
 #[derive(Debug)]
@@ -107,6 +139,9 @@ pub struct LoadSnapshot {
     pub server_utilization: f64,
     /// Host memory in use, 0–100.
     pub memory_usage_percent: f64,
+    /// Requests started since the load was made (wrapping at 2^32; not changed by
+    /// [`ServiceLoad::reset_current_requests`]). Pushed load carries it; `ReportLoad` does not.
+    pub requests_started: u32,
 }
 
 impl From<LoadSnapshot> for LoadReportResponse {
@@ -136,6 +171,9 @@ impl ServiceLoad {
             utilization: AtomicF64::new(f64::NAN),
             memory_percent: AtomicF64::new(f64::NAN),
             set_ticks: AtomicI64::new(0),
+            set_generation: AtomicU64::new(0),
+            armed: AtomicBool::new(false),
+            changes: Notify::new(),
             report: Mutex::new(ReportState {
                 seen_requests: 0,
                 requests_changed_ticks: 0,
@@ -153,13 +191,16 @@ impl ServiceLoad {
     /// [`request`](Self::request) to have the end called on drop.
     #[inline]
     pub fn start_request(&self) {
-        self.requests.fetch_add(START, Ordering::Relaxed);
+        // Acquire (the same instruction as relaxed on x86-64): see the module's docs.
+        self.requests.fetch_add(START, Ordering::Acquire);
+        self.wake_if_armed();
     }
 
     /// One request fewer in flight.
     #[inline]
     pub fn end_request(&self) {
-        self.requests.fetch_sub(END, Ordering::Relaxed);
+        self.requests.fetch_sub(END, Ordering::Acquire);
+        self.wake_if_armed();
     }
 
     /// Starts a request and returns a guard that ends it when dropped, also on panic.
@@ -188,11 +229,12 @@ impl ServiceLoad {
     /// Sets the number of requests in flight (the C# `ResetCurrentProcessCount`), e.g. for a
     /// worker that is busy with work it did not receive as requests.
     pub fn reset_current_requests(&self, count: i32) {
-        // Keep counting starts so that the change is seen even if `count` equals the old value.
+        // The count of starts stays: it counts requests only. The change is stamped and
+        // counted by `touch` even if `count` equals the old value.
         let _ = self
             .requests
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                Some(((word >> 32).wrapping_add(1) << 32) | u64::from(count as u32))
+                Some((word & !u64::from(u32::MAX)) | u64::from(count as u32))
             });
         self.touch();
     }
@@ -270,11 +312,64 @@ impl ServiceLoad {
             current_requests: current_of(requests).max(0),
             server_utilization: utilization,
             memory_usage_percent,
+            requests_started: (requests >> 32) as u32,
         }
     }
 
+    /// Where the load stands now; pass it to [`changed`](Self::changed) to wait for the next
+    /// change. Read it before taking the [`snapshot`](Self::snapshot) that it stands for, so
+    /// that a change in between is seen as one.
+    pub fn version(&self) -> LoadVersion {
+        LoadVersion {
+            requests: self.requests.load(Ordering::Acquire),
+            set_generation: self.set_generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// Waits until the load is no longer at `seen` and returns where it stands then. Returns
+    /// at once if it already moved on. Any number of tasks may wait at once; a change wakes
+    /// them all. Cancel-safe.
+    pub async fn changed(&self, seen: LoadVersion) -> LoadVersion {
+        loop {
+            // Registered before arming: a wake-up from here on is not lost (notify_waiters
+            // completes every `Notified` created before it, polled or not).
+            let notified = self.changes.notified();
+            self.armed.swap(true, Ordering::AcqRel);
+            // Read-modify-writes on purpose: they order this read against every request's
+            // read-modify-write (see the module's docs).
+            let now = LoadVersion {
+                requests: self.requests.fetch_add(0, Ordering::AcqRel),
+                set_generation: self.set_generation.fetch_add(0, Ordering::AcqRel),
+            };
+            if now != seen {
+                return now;
+            }
+            notified.await;
+        }
+    }
+
+    /// The request path's whole cost of change notification: one relaxed load while nobody
+    /// waits.
+    #[inline]
+    fn wake_if_armed(&self) {
+        if self.armed.load(Ordering::Relaxed) {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake(&self) {
+        if self.armed.swap(false, Ordering::AcqRel) {
+            self.changes.notify_waiters();
+        }
+    }
+
+    /// After every setter: stamps the change, counts it, and wakes watchers.
     fn touch(&self) {
         self.set_ticks.store(now_ticks(), Ordering::Relaxed);
+        self.set_generation.fetch_add(1, Ordering::AcqRel);
+        self.wake_if_armed();
     }
 }
 
@@ -456,6 +551,142 @@ mod tests {
             ),
             (7, 3, 0.5, 12.5)
         );
+    }
+
+    #[test]
+    fn requests_started_counts_starts_only() {
+        let load = ServiceLoad::new(2);
+        load.start_request();
+        load.start_request();
+        load.end_request();
+        load.reset_current_requests(5);
+        let s = load.snapshot();
+        assert_eq!((s.requests_started, s.current_requests), (2, 5));
+    }
+
+    #[tokio::test]
+    async fn changed_returns_at_once_when_the_load_moved_on() {
+        let load = ServiceLoad::new(2);
+        let seen = load.version();
+        load.start_request();
+        load.end_request();
+        let now = tokio::time::timeout(Duration::from_secs(5), load.changed(seen))
+            .await
+            .expect("a start and an end are a change");
+        assert_ne!(now, seen);
+        load.set_capacity(2);
+        let after_setter = tokio::time::timeout(Duration::from_secs(5), load.changed(now))
+            .await
+            .expect("a setter is a change, even to the same value");
+        assert_ne!(after_setter, now);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiting_watcher_is_woken_by_a_change_from_another_thread() {
+        let load = Arc::new(ServiceLoad::new(2));
+        let seen = load.version();
+        let watchers: Vec<_> = (0..3)
+            .map(|_| {
+                let load = Arc::clone(&load);
+                tokio::spawn(async move { load.changed(seen).await })
+            })
+            .collect();
+        // Wait until all three are armed and waiting, so that the start has to wake them.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !load.armed.load(Ordering::Relaxed) || watchers.iter().any(|w| w.is_finished()) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("watchers armed");
+        let starter = Arc::clone(&load);
+        std::thread::spawn(move || starter.start_request())
+            .join()
+            .expect("thread");
+        for watcher in watchers {
+            let now = tokio::time::timeout(Duration::from_secs(5), watcher)
+                .await
+                .expect("every watcher woken")
+                .expect("task");
+            assert_ne!(now, seen);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_kind_of_change_wakes_a_waiting_watcher() {
+        let changes: [(&str, fn(&ServiceLoad)); 6] = [
+            ("start", |l| l.start_request()),
+            ("end", |l| l.end_request()),
+            ("capacity", |l| l.set_capacity(3)),
+            ("rate", |l| l.set_known_load_rate(0.5)),
+            ("utilization", |l| l.set_server_utilization(Some(0.5))),
+            ("reset", |l| l.reset_current_requests(0)),
+        ];
+        let load = Arc::new(ServiceLoad::new(2));
+        for (what, change) in changes {
+            // A watcher that returned leaves the flag set; clear it to see the next one arm.
+            load.armed.store(false, Ordering::Relaxed);
+            let seen = load.version();
+            let watcher = {
+                let load = Arc::clone(&load);
+                tokio::spawn(async move { load.changed(seen).await })
+            };
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while !load.armed.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("watcher armed");
+            let changer = Arc::clone(&load);
+            std::thread::spawn(move || change(&changer))
+                .join()
+                .expect("thread");
+            let now = tokio::time::timeout(Duration::from_secs(5), watcher)
+                .await
+                .unwrap_or_else(|_| panic!("{what} wakes the watcher"))
+                .expect("task");
+            assert_ne!(now, seen, "{what}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_following_a_busy_load_never_misses_the_last_change() {
+        // A lost wake-up would leave the watcher waiting on an old version for good.
+        let load = Arc::new(ServiceLoad::new(2));
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let load = Arc::clone(&load);
+                std::thread::spawn(move || {
+                    for i in 0..100_000u32 {
+                        let _g = load.request();
+                        if i % 1000 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let watcher = {
+            let load = Arc::clone(&load);
+            tokio::spawn(async move {
+                let mut seen = load.version();
+                let mut wakes = 0u64;
+                while seen.requests != 200_000 << 32 {
+                    seen = load.changed(seen).await;
+                    wakes += 1;
+                }
+                wakes
+            })
+        };
+        for thread in busy {
+            thread.join().expect("thread");
+        }
+        let wakes = tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .expect("the watcher sees the final state")
+            .expect("task");
+        assert!(wakes >= 1);
     }
 
     #[test]

@@ -252,6 +252,7 @@ async fn reflection_lists_exactly_the_served_services() {
     let expected: BTreeSet<String> = [
         "grpc.health.v1.Health",
         "Quaestor.LoadReporting.LoadReportingGrpc",
+        "quaestor.push.v1.LoadPush",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ]
@@ -293,10 +294,24 @@ async fn reporter_embedded_in_a_workers_own_server() {
         ServingStatus::Serving
     );
     let report = target
-        .report_load(channel, "", "Worker")
+        .report_load(channel.clone(), "", "Worker")
         .await
         .expect("load");
     assert_eq!(report.server_stats.expect("stats").request_capacity, 2);
+    let mut pushed = quaestor_core::proto::push::load_push_client::LoadPushClient::new(channel)
+        .watch_load(quaestor_core::proto::push::WatchLoadRequest {
+            service_name: "Worker".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchLoad on the worker's own server")
+        .into_inner();
+    let first = tokio::time::timeout(TIMEOUT, pushed.next())
+        .await
+        .expect("first update in time")
+        .expect("first update")
+        .expect("not an error");
+    assert_eq!(first.load.expect("load").request_capacity, 2);
 
     stop.send(()).expect("server still running");
     tokio::time::timeout(TIMEOUT, own_server)
@@ -305,6 +320,14 @@ async fn reporter_embedded_in_a_workers_own_server() {
         .expect("task")
         .expect("serve");
     assert!(!reporter.is_serving(), "shutdown leaves health NOT_SERVING");
+    let mut ended = false;
+    while let Some(update) = tokio::time::timeout(TIMEOUT, pushed.next())
+        .await
+        .expect("the push ends with the server")
+    {
+        ended = update.is_ok_and(|u| u.health == ServingStatus::NotServing as i32) || ended;
+    }
+    assert!(ended, "the push's last update is NOT_SERVING");
 }
 
 fn tls_target(server: &ServerHandle, tls: ClientTls) -> Target {

@@ -104,6 +104,12 @@ impl HealthState {
         let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
+    /// A receiver that turns `true` at [`shutdown`](Self::shutdown) (statuses are NOT_SERVING
+    /// by then); for streams that must end when the server stops.
+    pub fn subscribe_stopping(&self) -> watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
+    }
+
     pub fn is_shut_down(&self) -> bool {
         *self.inner.stopping.borrow()
     }
@@ -137,7 +143,7 @@ impl HealthState {
 
     /// A receiver of the service's status; an unknown service is added as SERVICE_UNKNOWN so
     /// that a watcher sees it if it appears later.
-    fn subscribe(&self, service: &str) -> watch::Receiver<ServingStatus> {
+    pub fn subscribe(&self, service: &str) -> watch::Receiver<ServingStatus> {
         if let Some(sender) = self.read().get(service) {
             return sender.subscribe();
         }

@@ -1,9 +1,11 @@
-//! The worker side: `LoadReportingGrpc` and `grpc.health.v1.Health` for the services of one
-//! worker process.
+//! The worker side: `LoadReportingGrpc`, quaestor's own `LoadPush` ([`push`]) and
+//! `grpc.health.v1.Health` for the services of one worker process.
 //!
 //! Two ways to use it:
 //! - inside the worker's own tonic server, on the worker's port: [`Reporter::add_to`];
 //! - standalone, on a port of its own: [`Reporter::server`] then `bind` / `spawn`.
+
+pub mod push;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -122,17 +124,26 @@ impl Reporter {
         })
     }
 
-    /// Adds health and load reporting to a worker's own tonic server. Call
+    /// The `quaestor.push.v1.LoadPush` service alone.
+    pub fn load_push_service(&self) -> push::LoadPushService {
+        push::LoadPushService::new(Arc::clone(&self.loads), self.health.clone())
+    }
+
+    /// Adds health, load reporting and load push to a worker's own tonic server. Call
     /// `reporter.health().shutdown()` when that server begins to stop, so that health
-    /// watchers see NOT_SERVING and let the stop finish.
+    /// watchers and load pushes see NOT_SERVING, end, and let the stop finish.
     pub fn add_to(&self, routes: &mut RoutesBuilder) {
         routes.add_service(self.health.service());
         routes.add_service(self.load_reporting_service());
+        routes.add_service(self.load_push_service());
     }
 
-    /// A server with health, load reporting and reflection; add more services or serve it.
+    /// A server with health, load reporting, load push and reflection; add more services or
+    /// serve it.
     pub fn server(&self) -> GrpcServer {
-        GrpcServer::new(self.health.clone()).add_service(self.load_reporting_service())
+        GrpcServer::new(self.health.clone())
+            .add_service(self.load_reporting_service())
+            .add_service(self.load_push_service())
     }
 
     /// Serves health and load on `addr` (port 0: any free port) in the background.
