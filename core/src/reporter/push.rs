@@ -170,10 +170,13 @@ pub fn min_interval(ms: u32) -> Duration {
     }
 }
 
+/// The wait for the next update; boxed: its timers and wake-up registrations are the larger
+/// part of a stream.
+type Step = Pin<Box<dyn Future<Output = Option<(LoadUpdate, Watcher)>> + Send>>;
+
 /// The updates of one `WatchLoad` call.
 pub struct PushStream {
-    /// Boxed: the wait (timers, wake-up registrations) is the larger part of a stream.
-    step: Option<Pin<Box<dyn Future<Output = Option<(LoadUpdate, Watcher)>> + Send>>>,
+    step: Option<Step>,
 }
 
 impl std::fmt::Debug for PushStream {
