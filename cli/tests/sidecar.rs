@@ -249,3 +249,77 @@ fn sidecars_serving_discovery_give_the_same_answers() {
     }
     registered(&etcd, &[]);
 }
+
+/// The sidecar mirrors its worker's load through setters, and pushes what it mirrors
+/// (quaestor.push.v1) on its control port: a call in flight at the worker and the worker
+/// turning NOT_SERVING reach a `WatchLoad` on the sidecar; SIGTERM ends the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirrored_load_and_health_are_pushed() {
+    use quaestor_core::proto::example::WorkRequest;
+    use quaestor_core::proto::example::work_client::WorkClient;
+    use quaestor_core::proto::push::load_push_client::LoadPushClient;
+    use quaestor_core::proto::push::{LoadUpdate, WatchLoadRequest};
+
+    async fn until(
+        updates: &mut tonic::Streaming<LoadUpdate>,
+        what: &str,
+        done: impl Fn(&LoadUpdate) -> bool,
+    ) {
+        loop {
+            let update = tokio::time::timeout(TIMEOUT, updates.message())
+                .await
+                .unwrap_or_else(|_| panic!("no update within {TIMEOUT:?} waiting for {what}"))
+                .expect("an update, not an error")
+                .unwrap_or_else(|| panic!("the stream ended before {what}"));
+            if done(&update) {
+                return;
+            }
+        }
+    }
+
+    let etcd = EtcdCluster::single();
+    let worker = spawn_worker(&bin(), &["--capacity", "6"]);
+    let port = worker.addr.port();
+    let mut side = sidecar(&etcd, "Worker", port, &[]);
+    let mut updates = LoadPushClient::connect(format!("http://{}", side.control))
+        .await
+        .expect("connect")
+        .watch_load(WatchLoadRequest {
+            service_name: "Worker".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchLoad on the sidecar")
+        .into_inner();
+    until(&mut updates, "the worker's capacity, SERVING", |u| {
+        u.health == 1 && u.load.is_some_and(|l| l.request_capacity == 6)
+    })
+    .await;
+
+    let mut work = WorkClient::connect(format!("http://{}", worker.addr))
+        .await
+        .expect("connect");
+    let call = tokio::spawn(async move {
+        work.do_work(WorkRequest {
+            milliseconds: 3_000,
+            service_name: String::new(),
+        })
+        .await
+    });
+    until(&mut updates, "the worker's call in flight", |u| {
+        u.load.is_some_and(|l| l.current_requests == 1)
+    })
+    .await;
+    call.abort();
+
+    worker.process.signal(Signal::SIGUSR1); // NOT_SERVING
+    until(&mut updates, "NOT_SERVING", |u| u.health == 2).await;
+
+    side.process.signal(Signal::SIGTERM);
+    let end = tokio::time::timeout(TIMEOUT, async {
+        while let Ok(Some(_)) = updates.message().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the push ends when the sidecar stops");
+    assert_eq!(side.process.wait_exit(TIMEOUT).code(), Some(0));
+}

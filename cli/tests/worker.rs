@@ -1,5 +1,5 @@
 //! The reference worker as a process: turns NOT_SERVING and exits on cue, stops gracefully on
-//! SIGTERM, fails cleanly on a port in use.
+//! SIGTERM, fails cleanly on a port in use, pushes its load (quaestor.push.v1).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,4 +70,76 @@ fn port_in_use_fails_with_1() {
     let out = quaestor(&["worker", "--port", &port]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("cannot listen on"), "{out:?}");
+}
+
+/// quaestor's load push from the worker: a call in flight and SIGUSR1 are pushed, SIGTERM
+/// ends the stream with NOT_SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_load_and_health_and_ends_the_push_at_sigterm() {
+    use quaestor_core::proto::example::WorkRequest;
+    use quaestor_core::proto::example::work_client::WorkClient;
+    use quaestor_core::proto::push::load_push_client::LoadPushClient;
+    use quaestor_core::proto::push::{LoadUpdate, WatchLoadRequest};
+
+    async fn until(
+        updates: &mut tonic::Streaming<LoadUpdate>,
+        what: &str,
+        done: impl Fn(&LoadUpdate) -> bool,
+    ) {
+        loop {
+            let update = tokio::time::timeout(TIMEOUT, updates.message())
+                .await
+                .unwrap_or_else(|_| panic!("no update within {TIMEOUT:?} waiting for {what}"))
+                .expect("an update, not an error")
+                .unwrap_or_else(|| panic!("the stream ended before {what}"));
+            if done(&update) {
+                return;
+            }
+        }
+    }
+
+    let mut worker = spawn_worker(&bin(), &[]);
+    let uri = format!("http://{}", worker.addr);
+    let mut updates = LoadPushClient::connect(uri.clone())
+        .await
+        .expect("connect")
+        .watch_load(WatchLoadRequest {
+            service_name: "Worker".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchLoad")
+        .into_inner();
+    until(&mut updates, "the first update", |u| {
+        u.health == 1 && u.load.is_some_and(|l| l.current_requests == 0)
+    })
+    .await;
+
+    let mut work = WorkClient::connect(uri).await.expect("connect");
+    let call = tokio::spawn(async move {
+        work.do_work(WorkRequest {
+            milliseconds: 2_000,
+            service_name: String::new(),
+        })
+        .await
+    });
+    until(&mut updates, "the call in flight", |u| {
+        u.load.is_some_and(|l| l.current_requests == 1)
+    })
+    .await;
+    call.abort();
+
+    worker.process.signal(Signal::SIGUSR1);
+    until(&mut updates, "NOT_SERVING", |u| u.health == 2).await;
+    worker.process.signal(Signal::SIGUSR2);
+    until(&mut updates, "SERVING again", |u| u.health == 1).await;
+
+    worker.process.signal(Signal::SIGTERM);
+    until(&mut updates, "NOT_SERVING at the stop", |u| u.health == 2).await;
+    let end = tokio::time::timeout(TIMEOUT, async {
+        while let Ok(Some(_)) = updates.message().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the push ends when the worker stops");
+    assert_eq!(worker.process.wait_exit(TIMEOUT).code(), Some(0));
 }

@@ -614,7 +614,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_kind_of_change_wakes_a_waiting_watcher() {
-        let changes: [(&str, fn(&ServiceLoad)); 6] = [
+        type Change = fn(&ServiceLoad);
+        let changes: [(&str, Change); 6] = [
             ("start", |l| l.start_request()),
             ("end", |l| l.end_request()),
             ("capacity", |l| l.set_capacity(3)),

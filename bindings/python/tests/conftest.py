@@ -31,6 +31,7 @@ PROTO_DIR = REPO_ROOT / "proto"
 PROTOS = [
     "quaestor/load_reporting.proto",
     "quaestor/service_discovery.proto",
+    "quaestor/push/load_push.proto",
     "quaestor/example/work.proto",
 ]
 WIRE = "wire"
@@ -41,7 +42,8 @@ SERVICE = "Worker"
 @pytest.fixture(scope="session")
 def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """The grpcio modules generated from proto/: `load_reporting_pb2`, `load_reporting_pb2_grpc`,
-    `service_discovery_pb2`, `service_discovery_pb2_grpc`, `work_pb2`, `work_pb2_grpc`."""
+    `service_discovery_pb2`, `service_discovery_pb2_grpc`, `load_push_pb2`, `load_push_pb2_grpc`,
+    `work_pb2`, `work_pb2_grpc`."""
     root = tmp_path_factory.mktemp("wire")
     sources = root / "src" / WIRE
     sources.mkdir(parents=True)
