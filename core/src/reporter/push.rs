@@ -163,6 +163,22 @@ pub fn keepalive_interval(ms: u32) -> Duration {
     }
 }
 
+/// When a stream whose last update went out at `last_sent` owes a keep-alive: at the first
+/// multiple of `interval` on the reporter's clock (counted from its first stream) that is at
+/// least half an interval after `last_sent`. A silent stream so gets one every interval, never
+/// more than 1.5 intervals apart, and every stream of a reporter with the same interval gets
+/// it at the same moment: a balancer that watches many locations behind one reporter reads
+/// their keep-alives together, a few TCP reads instead of one each.
+pub fn keepalive_due(last_sent: Instant, interval: Duration) -> Instant {
+    static GRID: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let grid = *GRID.get_or_init(Instant::now);
+    let interval_ns = interval.as_nanos().max(1);
+    let earliest = (last_sent + interval / 2).saturating_duration_since(grid);
+    let ticks = earliest.as_nanos().div_ceil(interval_ns);
+    let offset = u64::try_from(ticks.saturating_mul(interval_ns)).unwrap_or(u64::MAX);
+    grid + Duration::from_nanos(offset)
+}
+
 /// `min_interval_ms` as the reporter applies it.
 pub fn min_interval(ms: u32) -> Duration {
     match ms {
@@ -244,7 +260,7 @@ impl Watcher {
             };
             return Some((update, self));
         }
-        let quiet_until = self.last_sent + self.keepalive.max(self.min_interval);
+        let quiet_until = keepalive_due(self.last_sent, self.keepalive.max(self.min_interval));
         let woke = tokio::select! {
             biased;
             () = stopped(&mut self.stopping) => Woke::Stop,
@@ -326,6 +342,26 @@ impl Codec for PushCodec {
 mod tests {
     use super::*;
     use crate::proto::push::load_push_server::SERVICE_NAME as GENERATED_NAME;
+
+    #[test]
+    fn keep_alives_fall_on_one_grid() {
+        let interval = Duration::from_millis(1000);
+        let start = Instant::now();
+        let first = keepalive_due(start, interval);
+        let silence = first.saturating_duration_since(start);
+        assert!(
+            silence >= interval / 2 && silence <= interval * 3 / 2,
+            "{silence:?}"
+        );
+        // Streams whose last updates differ share the moment, and an idle one ticks on.
+        let other = keepalive_due(start + Duration::from_millis(300), interval);
+        assert!(
+            other == first || other == first + interval,
+            "{:?}",
+            other - first
+        );
+        assert_eq!(keepalive_due(first, interval), first + interval);
+    }
 
     #[test]
     fn name_and_intervals() {
