@@ -59,6 +59,7 @@ bench:
 	cargo bench -p quaestor-core --bench balancing
 	cargo bench -p quaestor-ffi --bench request
 	cargo bench -p quaestor-cli --bench recovery
+	cargo bench -p quaestor-cli --bench e2e -- --seconds 30 --rounds 2
 
 # libquaestor (.so and .a) and a pkg-config file for it, so that a C worker builds with
 #   PKG_CONFIG_PATH=$(CARGO_TARGET_DIR)/debug cc hello_worker.c $$(pkg-config --cflags --libs quaestor)

@@ -5,7 +5,9 @@
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
 #        C, C++ and C# tests, python3-venv if missing
 #   pip: the Python test dependencies and maturin, into .venv inside the repository
-# With --bench, also what `make bench` needs: rsvg-convert (librsvg2-bin) for the PNG figure.
+# With --bench, also what `make bench` needs: rsvg-convert (librsvg2-bin) for the PNG figure,
+# HAProxy for the end-to-end balancing benchmark (cli/benches/e2e.rs runs its own haproxy
+# process with a generated config; the Debian service, if it starts, is left alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,7 @@ command -v mcs >/dev/null || missing+=(mono-mcs)
 command -v mono >/dev/null || missing+=(mono-runtime)
 if [ "${1:-}" = --bench ]; then
   command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 

@@ -143,3 +143,75 @@ async fn pushes_load_and_health_and_ends_the_push_at_sigterm() {
     assert!(end.is_ok(), "the push ends when the worker stops");
     assert_eq!(worker.process.wait_exit(TIMEOUT).code(), Some(0));
 }
+
+/// `--work-ms 2000 --max-concurrent 4`: of 8 calls at once, 4 run and 4 wait in the worker.
+/// The load report counts the waiting ones too (current requests above the capacity of 4),
+/// and the second four finish only after the first (the total is at least two service times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_queues_the_rest_and_reports_them_as_current() {
+    use quaestor_core::proto::example::WorkRequest;
+    use quaestor_core::proto::example::work_client::WorkClient;
+    use quaestor_core::proto::load_reporting::LoadReportRequest;
+    use quaestor_core::proto::load_reporting::load_reporting_grpc_client::LoadReportingGrpcClient;
+
+    const WORK: Duration = Duration::from_millis(2000);
+    let worker = spawn_worker(&bin(), &["--work-ms", "2000", "--max-concurrent", "4"]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", worker.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let start = std::time::Instant::now();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = WorkClient::new(channel.clone());
+            // Asks for 1 ms: --work-ms decides.
+            tokio::spawn(async move {
+                client
+                    .do_work(WorkRequest {
+                        milliseconds: 1,
+                        service_name: String::new(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+
+    let mut reports = LoadReportingGrpcClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let stats = loop {
+        let report = reports
+            .report_load(LoadReportRequest {
+                scope: String::new(),
+                service_name: "Worker".into(),
+            })
+            .await
+            .expect("load report")
+            .into_inner();
+        let stats = report.server_stats.expect("server stats");
+        if stats.current_requests > 4 {
+            break stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never more than 4 current requests: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(stats.request_capacity, 4, "capacity = --max-concurrent");
+
+    let mut seen_at_arrival = Vec::new();
+    for call in calls {
+        let answer = call.await.expect("task").expect("DoWork").into_inner();
+        seen_at_arrival.push(answer.current_requests);
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= 2 * WORK,
+        "8 calls of {WORK:?} with 4 at a time took only {took:?}"
+    );
+    assert!(
+        seen_at_arrival.iter().any(|&n| n > 4),
+        "some call arrived while others waited: {seen_at_arrival:?}"
+    );
+}

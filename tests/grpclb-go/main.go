@@ -3,15 +3,26 @@
 // quaestor.example.Work/DoWork in a loop and prints, for each call, the worker that answered
 // ("worker HOST:PORT") or the error ("error CODE"), until it is killed.
 //
+// With -schedule FILE it is instead the grpclb policy of the end-to-end balancing benchmark
+// (cli/benches/e2e.rs): it calls until -warmup distinct workers have answered, prints
+// "ready", then replays the open-loop arrival schedule of FILE (one arrival a line, in
+// microseconds from the start) with one call per arrival, whatever is still in flight, and
+// writes one line per call to -out: "LATENCY_US CODE WORKER", the latency counted from the
+// scheduled arrival, CODE a gRPC code name, WORKER "-" when the call failed.
+//
 // The balancer's address reaches grpclb through a manual resolver, as grpclb resolvers pass
 // it; the service config selects the grpclb policy and names the service to ask for.
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,6 +50,10 @@ func main() {
 	balancer := flag.String("balancer", "", "host:port of the quaestor balancer")
 	service := flag.String("service", "Worker", "the service to balance over")
 	interval := flag.Duration("interval", 20*time.Millisecond, "pause between two calls")
+	schedule := flag.String("schedule", "", "replay this arrival schedule (microseconds, one a line) instead of calling in a loop")
+	out := flag.String("out", "", "with -schedule: where to write one line per call")
+	warmup := flag.Int("warmup", 1, "with -schedule: distinct workers that must answer before the replay")
+	deadline := flag.Duration("deadline", 5*time.Second, "deadline of each call")
 	flag.Parse()
 	if *balancer == "" {
 		fmt.Fprintln(os.Stderr, "usage: grpclb-client -balancer HOST:PORT [-service NAME]")
@@ -62,18 +77,102 @@ func main() {
 
 	// WorkRequest { milliseconds = 1 }
 	request := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	call := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), *deadline)
+		defer cancel()
 		var response []byte
 		err := conn.Invoke(ctx, "/quaestor.example.Work/DoWork", &request, &response, grpc.ForceCodec(rawCodec{}))
-		cancel()
+		if err != nil {
+			return "", err
+		}
+		return workerOf(response), nil
+	}
+	if *schedule != "" {
+		if *out == "" {
+			fmt.Fprintln(os.Stderr, "-schedule needs -out FILE")
+			os.Exit(64)
+		}
+		if err := replay(call, *schedule, *out, *warmup); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	for {
+		worker, err := call()
 		if err != nil {
 			fmt.Println("error", status.Code(err))
 		} else {
-			fmt.Println("worker", workerOf(response))
+			fmt.Println("worker", worker)
 		}
 		time.Sleep(*interval)
 	}
+}
+
+// replay warms up until `warmup` distinct workers answered (at most 60 s), then makes one
+// call at each arrival of the schedule file and writes every call's outcome to `out`.
+func replay(call func() (string, error), schedule, out string, warmup int) error {
+	text, err := os.ReadFile(schedule)
+	if err != nil {
+		return err
+	}
+	var arrivals []time.Duration
+	for n, line := range strings.Fields(string(text)) {
+		us, err := strconv.ParseInt(line, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s:%d: not a number of microseconds: %q", schedule, n+1, line)
+		}
+		arrivals = append(arrivals, time.Duration(us)*time.Microsecond)
+	}
+
+	seen := map[string]bool{}
+	for giveUp := time.Now().Add(60 * time.Second); len(seen) < warmup; {
+		if time.Now().After(giveUp) {
+			return fmt.Errorf("warm-up: only %d of %d workers answered within 60 s", len(seen), warmup)
+		}
+		if worker, err := call(); err == nil {
+			seen[worker] = true
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	fmt.Println("ready")
+
+	type outcome struct {
+		latency time.Duration
+		code    string
+		worker  string
+	}
+	outcomes := make([]outcome, len(arrivals))
+	var calls sync.WaitGroup
+	start := time.Now()
+	for i, at := range arrivals {
+		time.Sleep(time.Until(start.Add(at)))
+		calls.Add(1)
+		go func() {
+			defer calls.Done()
+			worker, err := call()
+			o := outcome{latency: time.Since(start.Add(at)), code: status.Code(err).String(), worker: worker}
+			if err != nil {
+				o.worker = "-"
+			}
+			outcomes[i] = o
+		}()
+	}
+	calls.Wait()
+
+	file, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(file)
+	for _, o := range outcomes {
+		fmt.Fprintf(w, "%d %s %s\n", o.latency.Microseconds(), o.code, o.worker)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return file.Close()
 }
 
 // workerOf reads WorkResponse.worker (field 1, a string).

@@ -1,15 +1,23 @@
 //! `quaestor worker`: the reference worker. Serves the demo Work service, health and load on
 //! one port, and can turn NOT_SERVING or crash on cue, as later tests and demos need:
 //! `--unhealthy-after`, `--exit-after`, and SIGUSR1 (NOT_SERVING) / SIGUSR2 (SERVING).
+//! With `--work-ms` and `--max-concurrent` it is a worker of fixed service time and limited
+//! concurrency (calls beyond the limit wait in the worker and count as current requests), as
+//! the end-to-end balancing benchmark (cli/benches/e2e.rs) needs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use quaestor_core::proto::example::work_server::{Work, WorkServer};
+use quaestor_core::proto::example::{WorkRequest, WorkResponse};
 use quaestor_core::reporter::Reporter;
 use quaestor_core::tls::ServerTls;
-use quaestor_core::worker::WorkService;
+use quaestor_core::worker::{MAX_WORK, WorkService};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
 
 use super::{parse_duration, resolve};
 use crate::exit::{Exit, Failure};
@@ -40,10 +48,19 @@ pub struct Args {
     /// A service to report health and load for; repeat for several [default: Worker].
     #[arg(long = "service", value_name = "NAME")]
     services: Vec<String>,
-    /// Requests each service takes at once (the reported request_capacity; -1: unknown).
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true,
+    /// Requests each service takes at once (the reported request_capacity; -1: unknown)
+    /// [default: --max-concurrent if given, else 4].
+    #[arg(long, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-1..))]
-    capacity: i32,
+    capacity: Option<i32>,
+    /// Every Work/DoWork call takes this many milliseconds, whatever it asks for (a fixed
+    /// service time); at most 600000 (the demo service's limit).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=600_000))]
+    work_ms: Option<u32>,
+    /// At most this many Work/DoWork calls run at once; later ones wait in the worker (first
+    /// come, first served) and count as current requests while they wait.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_concurrent: Option<u32>,
     /// Requests reported as in flight before any call arrives.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..))]
     busy: i32,
@@ -91,10 +108,14 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     } else {
         args.services.clone()
     };
+    let capacity = args.capacity.unwrap_or_else(|| {
+        args.max_concurrent
+            .map_or(4, |k| i32::try_from(k).unwrap_or(i32::MAX))
+    });
     let reporter = Reporter::new();
     for name in &services {
         let load = reporter
-            .add_service(name, args.capacity)
+            .add_service(name, capacity)
             .map_err(|e| Failure::usage(format!("--service {name:?}: {e}")))?;
         if args.busy > 0 {
             load.reset_current_requests(args.busy);
@@ -128,17 +149,33 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .local_addr()
         .map_err(|e| Failure::unexpected(format!("no local address: {e}")))?;
 
-    let work = WorkService::new(reporter.clone(), &services[0], &local.to_string());
-    let mut server = reporter
-        .server()
-        .add_service(work)
+    let server = reporter.server();
+    let server = if args.work_ms.is_none() && args.max_concurrent.is_none() {
+        server.add_service(WorkService::new(
+            reporter.clone(),
+            &services[0],
+            &local.to_string(),
+        ))
+    } else {
+        server.add_service(WorkServer::new(PacedWork {
+            reporter: reporter.clone(),
+            default_service: services[0].clone(),
+            worker: local.to_string(),
+            service_time: args.work_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            slots: args
+                .max_concurrent
+                .map(|k| Arc::new(Semaphore::new(k as usize))),
+        }))
+    };
+    let mut server = server
         .with_tls(tls)
         .with_grace_period(args.grace)
         .spawn(listener)
         .map_err(Failure::usage)?;
     // Tests and scripts wait for this line; logs go to stderr.
     println!("listening on {local}");
-    tracing::info!(%local, ?services, capacity = args.capacity, "worker serving");
+    tracing::info!(%local, ?services, capacity, work_ms = args.work_ms,
+        max_concurrent = args.max_concurrent, "worker serving");
 
     if let Some(after) = unhealthy_after {
         let reporter = reporter.clone();
@@ -189,4 +226,65 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     server.shutdown().await.map_err(Failure::unexpected)?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
+}
+
+/// The Work service with a fixed service time and a concurrency limit: each call counts as a
+/// current request of its service from its arrival (while it waits for a slot too) to its
+/// end, or until the client gives up.
+#[derive(Debug, Clone)]
+struct PacedWork {
+    reporter: Reporter,
+    default_service: String,
+    worker: String,
+    /// Every call takes this long; `None`: as long as it asks.
+    service_time: Option<Duration>,
+    /// One permit per call that may run at once; `None`: no limit.
+    slots: Option<Arc<Semaphore>>,
+}
+
+#[tonic::async_trait]
+impl Work for PacedWork {
+    async fn do_work(
+        &self,
+        request: Request<WorkRequest>,
+    ) -> Result<Response<WorkResponse>, Status> {
+        let request = request.into_inner();
+        let service_name = if request.service_name.is_empty() {
+            self.default_service.clone()
+        } else {
+            request.service_name
+        };
+        let load = self.reporter.service_load(&service_name).ok_or_else(|| {
+            Status::not_found(format!("this worker does not serve {service_name:?}"))
+        })?;
+        let duration = self
+            .service_time
+            .unwrap_or(Duration::from_millis(u64::from(request.milliseconds)));
+        if duration > MAX_WORK {
+            return Err(Status::invalid_argument(format!(
+                "milliseconds must be at most {}",
+                MAX_WORK.as_millis()
+            )));
+        }
+        // Counted from arrival: a call waiting for a slot is a current request too. Dropped
+        // (and so ended) also when the client gives up while it waits or runs.
+        let _request = load.request();
+        let current_requests = load.current_requests();
+        let _slot = match &self.slots {
+            Some(slots) => Some(
+                slots
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::unavailable("the worker is stopping"))?,
+            ),
+            None => None,
+        };
+        tokio::time::sleep(duration).await;
+        Ok(Response::new(WorkResponse {
+            worker: self.worker.clone(),
+            pid: std::process::id(),
+            service_name,
+            current_requests,
+        }))
+    }
 }
