@@ -129,7 +129,7 @@ impl Connection {
                 .await
             {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) if refusal(&error, what).is_some() => {
+                Ok(Err(error)) if refusal(&error, what, self.user()).is_some() => {
                     return Err(self.refused(&error, what));
                 }
                 Ok(Err(error)) if !worth_another_member(&error) => {
@@ -188,7 +188,7 @@ impl Connection {
         .await
         {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(source)) if refusal(&source, "connect").is_some() => {
+            Ok(Err(source)) if refusal(&source, "connect", self.user()).is_some() => {
                 Err(self.refused(&source, "connect"))
             }
             Ok(Err(source)) => Err(EtcdError::Request {
@@ -208,20 +208,28 @@ impl Connection {
     fn refused(&self, error: &etcd_client::Error, what: &str) -> EtcdError {
         EtcdError::Refused {
             user: self.options.user.as_ref().map(|(user, _)| user.clone()),
-            reason: refusal(error, what).unwrap_or_default(),
+            reason: refusal(error, what, self.user()).unwrap_or_default(),
         }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.options.user.as_ref().map(|(user, _)| user.as_str())
     }
 }
 
 /// Why etcd refused the client, when `error` is such a refusal (credentials or permissions),
 /// worded for an operator; `None` for every other failure.
-fn refusal(error: &etcd_client::Error, what: &str) -> Option<String> {
+fn refusal(error: &etcd_client::Error, what: &str, user: Option<&str>) -> Option<String> {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return None;
     };
     let message = status.message();
     if message.contains("authentication failed") {
         Some("authentication failed (wrong user name or password)".to_owned())
+    } else if message.contains("permission denied") && user.is_none() {
+        Some(format!(
+            "permission denied for {what}: authentication is on; give a user name and password"
+        ))
     } else if message.contains("permission denied") {
         Some(format!(
             "permission denied for {what} (its roles must grant readwrite on the prefix services/)"

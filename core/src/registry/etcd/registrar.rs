@@ -219,6 +219,20 @@ impl Shared {
         Ok(())
     }
 
+    /// etcd no longer knows `lease` (it expired, or etcd lost its data): its entries are
+    /// gone. The keeper grants a new lease and puts everything again.
+    async fn lost(&self, lease: i64) {
+        let mut state = self.state.lock().await;
+        if state.lease == Some(lease) {
+            tracing::warn!(
+                lease,
+                entries = state.owned.len(),
+                "registrar lease was lost; registering again on a new one"
+            );
+            state.lease = None;
+        }
+    }
+
     /// After a renewal of `lease`: catches up on what failed before, if anything did.
     async fn catch_up(&self, lease: i64) {
         let mut state = self.state.lock().await;
@@ -301,6 +315,10 @@ async fn keep_alive(shared: Arc<Shared>) {
         let (mut keeper, mut responses) =
             match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
                 Ok(Ok(pair)) => pair,
+                Ok(Err(error)) if unknown_lease(&error) => {
+                    shared.lost(lease).await;
+                    continue;
+                }
                 _ => {
                     shared.connection.failed(&member).await;
                     failures += 1;
@@ -319,17 +337,11 @@ async fn keep_alive(shared: Arc<Shared>) {
                     shared.catch_up(lease).await;
                 }
                 Ok(Ok(Some(_))) => {
-                    // etcd no longer knows the lease: its entries are gone. A new lease, and
-                    // everything again.
-                    let mut state = shared.state.lock().await;
-                    if state.lease == Some(lease) {
-                        tracing::warn!(
-                            lease,
-                            entries = state.owned.len(),
-                            "registrar lease was lost; registering again on a new one"
-                        );
-                        state.lease = None;
-                    }
+                    shared.lost(lease).await;
+                    break;
+                }
+                Ok(Err(error)) if unknown_lease(&error) => {
+                    shared.lost(lease).await;
                     break;
                 }
                 _ => {
@@ -390,6 +402,16 @@ async fn revoke(connection: &Connection, lease: i64) -> Result<(), EtcdError> {
     {
         Err(error) if lease_is_gone(&error) => Ok(()),
         other => other.map(|_| ()),
+    }
+}
+
+/// etcd answers NOT_FOUND ("requested lease not found") for a lease it does not know.
+/// (etcd-client reports it as a `LeaseKeepAliveError` when opening a keep-alive stream).
+fn unknown_lease(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.code() == Code::NotFound,
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
     }
 }
 
