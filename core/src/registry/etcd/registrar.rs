@@ -111,7 +111,7 @@ impl EtcdRegistrar {
         state.owned.insert(key.clone(), value.clone());
         state.undeleted.remove(&key);
         let Some(lease) = state.lease else {
-            tracing::info!(%location, "etcd not reached yet: registered as soon as it answers");
+            tracing::debug!(%location, "no lease yet: put as soon as etcd grants one");
             return Ok(());
         };
         match put(&self.shared.connection, &key, &value, lease).await {
