@@ -521,7 +521,6 @@ fn a_clusterconfig_etcd_list_is_the_registry() {
         etcd.get_prefix_keys("services/").is_empty(),
         "deregistered when the cluster stopped"
     );
-
 }
 
 /// Finding 1 of issue 14: a cluster whose `clusterConfig.etcd` does not answer yet starts
@@ -552,15 +551,21 @@ fn a_cluster_started_before_its_etcd_registers_the_members_once_etcd_answers() {
 
     let etcd = quaestor_test_support::etcd::EtcdCluster::single_at(etcd_port, None);
     let key = format!("services//Worker/127.0.0.1/{port}/http");
-    wait_for("the member's registration once etcd answers", TIMEOUT, || {
-        (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(())
-    });
+    wait_for(
+        "the member's registration once etcd answers",
+        TIMEOUT,
+        || (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(()),
+    );
     let balancer = format!("127.0.0.1:{balancer_port}");
     let member = format!("127.0.0.1:{port}");
-    wait_for("the in-process balancer to offer the member", TIMEOUT, || {
-        let out = quaestor(&["discover", &balancer, "Worker", "--top"]);
-        (out.stdout.trim() == member).then_some(())
-    });
+    wait_for(
+        "the in-process balancer to offer the member",
+        TIMEOUT,
+        || {
+            let out = quaestor(&["discover", &balancer, "Worker", "--top"]);
+            (out.stdout.trim() == member).then_some(())
+        },
+    );
     cluster.signal(Signal::SIGTERM);
     assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
     assert!(etcd.get_prefix_keys("services/").is_empty());
@@ -602,9 +607,11 @@ fn a_cluster_registers_in_an_etcd_with_tls_and_credentials() {
     ready(&socket, &["Worker[0]"]);
     let port = status(&socket).members[0].port;
     let key = format!("services//Worker/127.0.0.1/{port}/http");
-    wait_for("the member's registration in the TLS+auth etcd", TIMEOUT, || {
-        (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(())
-    });
+    wait_for(
+        "the member's registration in the TLS+auth etcd",
+        TIMEOUT,
+        || (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(()),
+    );
     cluster.signal(Signal::SIGTERM);
     assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
     assert!(etcd.get_prefix_keys("services/").is_empty());

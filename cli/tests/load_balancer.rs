@@ -488,9 +488,11 @@ fn a_balancer_started_before_its_etcd_serves_the_worker_agents_then_etcd() {
         &[],
     );
     let found = vec![registered.addr.to_string()];
-    wait_for("the etcd-registered worker instead of the Worker agents", TIMEOUT, || {
-        (discover(&balancer, &["--top"]) == found).then_some(())
-    });
+    wait_for(
+        "the etcd-registered worker instead of the Worker agents",
+        TIMEOUT,
+        || (discover(&balancer, &["--top"]) == found).then_some(()),
+    );
     log.expect("the switch to etcd, logged", TIMEOUT, |line| {
         (line.contains("INFO") && line.contains("etcd answers")).then_some(())
     });
@@ -506,7 +508,12 @@ fn a_key_value_store_agent_with_tls_and_credentials() {
     let pki = TestPki::new();
     let mut etcd = EtcdCluster::single_tls((&pki).into());
     etcd.enable_auth();
-    let port = etcd.endpoint(0).rsplit(':').next().expect("port").to_owned();
+    let port = etcd
+        .endpoint(0)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
     let worker = spawn_worker(&bin(), &[]);
     let (ca, cert, key) = (
         pki.ca.to_str().expect("utf-8"),
@@ -537,17 +544,22 @@ fn a_key_value_store_agent_with_tls_and_credentials() {
             EtcdCluster::USER
         )
     };
-    std::fs::write(dir.path().join("right"), format!("{}\n", EtcdCluster::PASSWORD))
-        .expect("write");
+    std::fs::write(
+        dir.path().join("right"),
+        format!("{}\n", EtcdCluster::PASSWORD),
+    )
+    .expect("write");
     std::fs::write(dir.path().join("wrong"), "wrong\n").expect("write");
 
     let right_dir = dir.path().join("a");
     std::fs::create_dir(&right_dir).expect("dir");
     let balancer = start_balancer(&write_config(&right_dir, &agent("../right")));
     let found = vec![worker.addr.to_string()];
-    wait_for("the worker registered in the TLS+auth etcd", TIMEOUT, || {
-        (discover(&balancer, &["--top"]) == found).then_some(())
-    });
+    wait_for(
+        "the worker registered in the TLS+auth etcd",
+        TIMEOUT,
+        || (discover(&balancer, &["--top"]) == found).then_some(()),
+    );
 
     let wrong_dir = dir.path().join("b");
     std::fs::create_dir(&wrong_dir).expect("dir");
@@ -601,14 +613,20 @@ fn tls_workers_of_a_private_ca_are_probed_with_worker_ca_file() {
     let none = balancer_with("none", "");
 
     let both = addresses(&[&tls_worker, &mutual_worker]);
-    wait_for("both TLS workers, with CA and client certificate", TIMEOUT, || {
-        (discover(&full, &["--top"]) == both).then_some(())
-    });
+    wait_for(
+        "both TLS workers, with CA and client certificate",
+        TIMEOUT,
+        || (discover(&full, &["--top"]) == both).then_some(()),
+    );
     let tls_only = vec![tls_worker.addr.to_string()];
     wait_for("the TLS worker, with the CA only", TIMEOUT, || {
         (discover(&ca_only, &["--top"]) == tls_only).then_some(())
     });
     // Probed as long as the others by now: the system roots do not trust the test CA.
     assert!(discover(&none, &["--top"]).is_empty());
-    assert_eq!(discover(&ca_only, &["--top"]), tls_only, "no client certificate");
+    assert_eq!(
+        discover(&ca_only, &["--top"]),
+        tls_only,
+        "no client certificate"
+    );
 }

@@ -286,9 +286,11 @@ fn a_sidecar_started_before_its_etcd_registers_once_etcd_answers() {
     let etcd = EtcdCluster::single_at(etcd_port, None);
     registered(&etcd, &[key("Worker", worker.addr.port())]);
     let worker_addr = worker.addr.to_string();
-    wait_for("the sidecar's discovery to answer from etcd", TIMEOUT, || {
-        (discovered(&discovery, "Worker") == [worker_addr.clone()]).then_some(())
-    });
+    wait_for(
+        "the sidecar's discovery to answer from etcd",
+        TIMEOUT,
+        || (discovered(&discovery, "Worker") == [worker_addr.clone()]).then_some(()),
+    );
     process.signal(Signal::SIGTERM);
     assert_eq!(process.wait_exit(TIMEOUT).code(), Some(0));
     registered(&etcd, &[]);

@@ -1054,7 +1054,11 @@ fn etcd_options_and_worker_tls_keys() {
     let etcd = config.etcd_options().expect("etcd");
     assert_eq!(etcd.endpoints, ["https://10.0.0.1:2379"]);
     let tls = etcd.tls.expect("TLS");
-    assert_eq!(tls.ca, Some(dir.path().join("ca.pem")), "relative to the file");
+    assert_eq!(
+        tls.ca,
+        Some(dir.path().join("ca.pem")),
+        "relative to the file"
+    );
     assert_eq!(
         tls.identity,
         Some((dir.path().join("client.pem"), dir.path().join("client.key")))
@@ -1100,7 +1104,9 @@ fn etcd_options_and_worker_tls_keys() {
 
     let cluster = "clusterConfig:\n  etcdOptions:\n";
     assert_eq!(
-        error(&format!("{cluster}    passwordEnv: QUAESTOR_CONFIG_TEST_UNSET\n    user: u\n")),
+        error(&format!(
+            "{cluster}    passwordEnv: QUAESTOR_CONFIG_TEST_UNSET\n    user: u\n"
+        )),
         "test.yml:3:18: key `clusterConfig.etcdOptions.passwordEnv`: \
          the environment variable `QUAESTOR_CONFIG_TEST_UNSET` is not set (or not UTF-8)"
     );

@@ -524,10 +524,9 @@ async fn refusals_of_an_etcd_with_tls_and_auth_say_so() {
         anonymous.contains("refused") && anonymous.contains("give a user name and password"),
         "{anonymous}"
     );
-    let powerless = refused(
-        secure().with_user(EtcdCluster::POWERLESS_USER, EtcdCluster::POWERLESS_PASSWORD),
-    )
-    .await;
+    let powerless =
+        refused(secure().with_user(EtcdCluster::POWERLESS_USER, EtcdCluster::POWERLESS_PASSWORD))
+            .await;
     assert!(
         powerless.contains("etcd refused user nobody: permission denied"),
         "{powerless}"
@@ -536,7 +535,10 @@ async fn refusals_of_an_etcd_with_tls_and_auth_say_so() {
         .await
         .expect_err("refused");
     assert!(
-        matches!(registrar, quaestor_core::registry::etcd::EtcdError::Refused { .. }),
+        matches!(
+            registrar,
+            quaestor_core::registry::etcd::EtcdError::Refused { .. }
+        ),
         "{registrar}"
     );
 }
@@ -574,10 +576,8 @@ async fn a_reader_started_before_etcd_serves_the_fallback_then_switches_to_etcd(
 async fn a_registrar_started_before_etcd_registers_once_it_answers_and_again_after_a_loss() {
     let port = quaestor_test_support::free_port();
     let endpoints = vec![format!("http://127.0.0.1:{port}")];
-    let registrar = EtcdRegistrar::start(
-        options(endpoints).with_lease_ttl(Duration::from_secs(3)),
-    )
-    .expect("registrar");
+    let registrar = EtcdRegistrar::start(options(endpoints).with_lease_ttl(Duration::from_secs(3)))
+        .expect("registrar");
     registrar
         .register(&location("a", 1))
         .await

@@ -35,12 +35,22 @@ fn reporter() -> (*mut quaestor_reporter, *mut quaestor_service_load) {
     // SAFETY: valid arguments; `reporter` is written on success.
     let code =
         unsafe { quaestor_reporter_new(host.as_ptr(), 0, ptr::null(), ptr::null(), &mut reporter) };
-    assert_eq!(code, quaestor_result::QUAESTOR_RESULT_OK, "{}", last_error());
+    assert_eq!(
+        code,
+        quaestor_result::QUAESTOR_RESULT_OK,
+        "{}",
+        last_error()
+    );
     let service = text("Worker");
     let mut load = ptr::null_mut();
     // SAFETY: a live reporter, valid arguments.
     let code = unsafe { quaestor_reporter_add_service(reporter, service.as_ptr(), 4, &mut load) };
-    assert_eq!(code, quaestor_result::QUAESTOR_RESULT_OK, "{}", last_error());
+    assert_eq!(
+        code,
+        quaestor_result::QUAESTOR_RESULT_OK,
+        "{}",
+        last_error()
+    );
     (reporter, load)
 }
 

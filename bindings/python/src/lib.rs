@@ -520,8 +520,7 @@ impl Reporter {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(Failure::from)?;
-        let mut options =
-            EtcdOptions::new(endpoints).with_lease_ttl(Duration::from_secs_f64(ttl));
+        let mut options = EtcdOptions::new(endpoints).with_lease_ttl(Duration::from_secs_f64(ttl));
         if etcd_ca.is_some() || etcd_cert.is_some() {
             options = options.with_tls(ClientTls {
                 ca: etcd_ca,

@@ -120,10 +120,20 @@ pub struct EtcdAccessArgs {
     #[arg(id = "etcd_ca", long = "etcd-ca", value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for etcd.
-    #[arg(id = "etcd_cert", long = "etcd-cert", value_name = "FILE", requires = "etcd_key")]
+    #[arg(
+        id = "etcd_cert",
+        long = "etcd-cert",
+        value_name = "FILE",
+        requires = "etcd_key"
+    )]
     pub cert: Option<PathBuf>,
     /// Client private key (PEM) for etcd.
-    #[arg(id = "etcd_key", long = "etcd-key", value_name = "FILE", requires = "etcd_cert")]
+    #[arg(
+        id = "etcd_key",
+        long = "etcd-key",
+        value_name = "FILE",
+        requires = "etcd_cert"
+    )]
     pub key: Option<PathBuf>,
     /// etcd user name (authentication on); its password from --etcd-password or
     /// --etcd-password-file.
@@ -134,7 +144,12 @@ pub struct EtcdAccessArgs {
     pub password: Option<String>,
     /// A file holding the etcd password of --etcd-user (one trailing newline is dropped);
     /// wins over --etcd-password.
-    #[arg(id = "etcd_password_file", long = "etcd-password-file", value_name = "FILE", requires = "etcd_user")]
+    #[arg(
+        id = "etcd_password_file",
+        long = "etcd-password-file",
+        value_name = "FILE",
+        requires = "etcd_user"
+    )]
     pub password_file: Option<PathBuf>,
     /// Bound of one etcd request to one member.
     #[arg(id = "etcd_timeout", long = "etcd-timeout", value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
@@ -159,10 +174,7 @@ impl EtcdAccessArgs {
                 (None, Some(password)) => password.clone(),
                 (Some(file), _) => {
                     let text = std::fs::read_to_string(file).map_err(|e| {
-                        Failure::usage(format!(
-                            "--etcd-password-file {}: {e}",
-                            file.display()
-                        ))
+                        Failure::usage(format!("--etcd-password-file {}: {e}", file.display()))
                     })?;
                     let text = text.strip_suffix('\n').unwrap_or(&text);
                     text.strip_suffix('\r').unwrap_or(text).to_owned()

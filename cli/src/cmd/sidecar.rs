@@ -116,7 +116,11 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let etcd = if args.etcd.is_empty() {
         None
     } else {
-        Some(args.etcd_access.options(&args.etcd)?.with_lease_ttl(args.ttl))
+        Some(
+            args.etcd_access
+                .options(&args.etcd)?
+                .with_lease_ttl(args.ttl),
+        )
     };
     let registration = match &etcd {
         Some(options) => {

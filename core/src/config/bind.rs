@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
 use super::yaml::{Entry, Node, Value};
 use super::{
-    AgentConfig, ClusterConfig, EtcdAccessConfig, HealthCheckConfig, LoadBalancerConfig, QuaestorConfig,
-    RestartBackoffConfig, Secret, ShutdownAction, Signal,
+    AgentConfig, ClusterConfig, EtcdAccessConfig, HealthCheckConfig, LoadBalancerConfig,
+    QuaestorConfig, RestartBackoffConfig, Secret, ShutdownAction, Signal,
 };
 
 /// Top-level sections, as the C# Quaestor writes them.
@@ -401,7 +401,10 @@ fn etcd_access(cx: &Cx, node: &Node, at: &KeyPath) -> Result<EtcdAccessConfig, C
         cx.error(*pos, key, Problem::InvalidValue(message.to_owned()))
     };
     if let (Some(env), Some(_)) = (find("passwordEnv"), find("passwordFile")) {
-        return Err(problem(env, "give `passwordEnv` or `passwordFile`, not both"));
+        return Err(problem(
+            env,
+            "give `passwordEnv` or `passwordFile`, not both",
+        ));
     }
     match (find("certFile"), find("keyFile")) {
         (Some(cert), None) => return Err(problem(cert, "`certFile` needs `keyFile`")),
@@ -411,7 +414,10 @@ fn etcd_access(cx: &Cx, node: &Node, at: &KeyPath) -> Result<EtcdAccessConfig, C
     let password = find("passwordEnv").or(find("passwordFile"));
     match (find("user"), password) {
         (Some(user), None) => {
-            return Err(problem(user, "`user` needs `passwordEnv` or `passwordFile`"));
+            return Err(problem(
+                user,
+                "`user` needs `passwordEnv` or `passwordFile`",
+            ));
         }
         (None, Some(password)) => return Err(problem(password, "a password needs `user`")),
         _ => {}

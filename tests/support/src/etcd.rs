@@ -260,7 +260,10 @@ impl EtcdCluster {
         let mut ports = crate::free_ports(2 * members);
         if let Some(port) = client_port {
             if ports[1..].contains(&port) {
-                ports = ports.iter().map(|p| if *p == port { ports[0] } else { *p }).collect();
+                ports = ports
+                    .iter()
+                    .map(|p| if *p == port { ports[0] } else { *p })
+                    .collect();
             }
             ports[0] = port;
         }

@@ -71,7 +71,10 @@ impl EtcdError {
     /// Whether etcd could not be reached at all (as opposed to answering with a refusal or an
     /// error): the case a caller may wait out.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, EtcdError::Unreachable { .. } | EtcdError::Timeout { .. })
+        matches!(
+            self,
+            EtcdError::Unreachable { .. } | EtcdError::Timeout { .. }
+        )
     }
 }
 
@@ -274,7 +277,9 @@ async fn first_load<F: RegistryReader>(
                             locations = views.borrow().locations.len(),
                             "etcd unreachable; serving the fallback registry (the config's Worker agents) until it answers"
                         ),
-                        None => tracing::warn!(error = %text, "etcd unreachable; no registry until it answers"),
+                        None => {
+                            tracing::warn!(error = %text, "etcd unreachable; no registry until it answers")
+                        }
                     }
                     last_error = Some(text);
                 }

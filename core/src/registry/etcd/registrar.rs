@@ -262,7 +262,10 @@ impl Reachability {
 
     fn answered(&mut self, owned: usize) {
         if self.unreachable.take().is_some() {
-            tracing::info!(registrations = owned, "etcd answers: registrations are in etcd");
+            tracing::info!(
+                registrations = owned,
+                "etcd answers: registrations are in etcd"
+            );
         }
     }
 }
