@@ -133,6 +133,7 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
                 let fail = |error| super::etcd_failure(error).context(what);
                 let registrar = EtcdRegistrar::start(etcd.clone()).map_err(fail)?;
                 let reader = EtcdRegistry::start(etcd).map_err(fail)?;
+                reader.wait_loaded(super::FIRST_LOAD_WAIT).await;
                 (Arc::new(registrar), balancer_over(reader, &config))
             }
             None => {

@@ -91,6 +91,8 @@ async fn start_balancer(config: &QuaestorConfig) -> Result<Balancer, Failure> {
     if let Some(etcd) = config.etcd_options() {
         let registry =
             EtcdRegistry::start_with_fallback(etcd, workers).map_err(super::etcd_failure)?;
+        // etcd up: serve its registry from the first answer; else do not wait long.
+        registry.wait_loaded(super::FIRST_LOAD_WAIT).await;
         return Ok(Balancer::start(registry, options));
     }
     tracing::info!(

@@ -21,6 +21,10 @@ use quaestor_core::tls::ClientTls;
 
 use crate::exit::{Exit, Failure};
 
+/// How long a command whose registry is etcd waits for etcd's first answer before it serves
+/// anyway (etcd is then followed in the background).
+pub const FIRST_LOAD_WAIT: Duration = Duration::from_secs(3);
+
 /// Which config file to read: `--config`, else `quaestor.config.yml`, then the role's own
 /// file, in `--config-dir`.
 #[derive(Debug, clap::Args)]

@@ -140,6 +140,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let discovery_server = match (args.serve_discovery, &etcd) {
         (Some(port), Some(options)) => {
             let registry = EtcdRegistry::start(options.clone()).map_err(etcd_failure)?;
+            registry.wait_loaded(super::FIRST_LOAD_WAIT).await;
             let balancer = Balancer::start(registry, BalancerOptions::default());
             let addr = resolve("--host", &args.host, port).await?;
             let listener = TcpListener::bind(addr).await.map_err(|e| {

@@ -212,6 +212,16 @@ impl EtcdRegistry {
         })
     }
 
+    /// Waits (at most `within`) until etcd's registry is loaded; false if it is not by then
+    /// (the fallback, if any, serves meanwhile). For a caller that would rather start with
+    /// etcd's view when etcd is up, without waiting long when it is not.
+    pub async fn wait_loaded(&self, within: Duration) -> bool {
+        let mut view = self.publisher.subscribe();
+        tokio::time::timeout(within, view.wait_for(|view| !view.stale))
+            .await
+            .is_ok_and(|loaded| loaded.is_ok())
+    }
+
     /// A registrar on the same connection, with its own lease.
     pub async fn registrar(&self) -> Result<EtcdRegistrar, EtcdError> {
         EtcdRegistrar::on(Arc::clone(&self.connection)).await
