@@ -495,8 +495,7 @@ fn the_csharp_sample_configs_run_with_quaestors_programs() {
 }
 
 /// `clusterConfig.etcd` names an etcd that runs elsewhere: members are registered in it while
-/// they serve and removed when the cluster stops. One that does not answer stops the cluster
-/// before anything starts (exit 2, naming the key).
+/// they serve and removed when the cluster stops.
 #[test]
 fn a_clusterconfig_etcd_list_is_the_registry() {
     let etcd = quaestor_test_support::etcd::EtcdCluster::single();
@@ -522,19 +521,98 @@ fn a_clusterconfig_etcd_list_is_the_registry() {
         etcd.get_prefix_keys("services/").is_empty(),
         "deregistered when the cluster stopped"
     );
+}
 
-    // Nobody listens on that port now.
-    let nowhere = free_port();
+/// Finding 1 of issue 14: a cluster whose `clusterConfig.etcd` does not answer yet starts
+/// anyway (it used to exit 2 with nothing started), registers its members once etcd answers,
+/// and its in-process balancer then offers them.
+#[test]
+fn a_cluster_started_before_its_etcd_registers_the_members_once_etcd_answers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("quaestor.config.yml");
+    let [etcd_port, balancer_port] = free_ports(2)[..] else {
+        unreachable!("two ports")
+    };
     let text = cluster_config(&[worker_agent("Worker", "")]).replace(
         "  name: reloading\n",
-        &format!("  etcd: http://127.0.0.1:{nowhere}\n"),
+        &format!("  etcd: http://127.0.0.1:{etcd_port}\n"),
+    ) + &format!(
+        "loadBalancerConfig:\n  hostName: 127.0.0.1\n  port: {balancer_port}\n  probeIntervalMs: 100\n"
     );
     std::fs::write(&config, text).expect("write");
-    let out = quaestor(&["cluster", "--config", config.to_str().expect("utf-8")]);
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(
-        out.stderr.contains("clusterConfig.etcd") && out.stderr.contains("nothing was started"),
-        "{}",
-        out.stderr
+    let socket = dir.path().join("control.sock");
+    let (mut cluster, log) = start_logged(&config, &socket);
+    ready(&socket, &["Worker[0]"]);
+    log.expect("the warning that etcd does not answer", TIMEOUT, |line| {
+        (line.contains("WARN") && line.contains("etcd")).then_some(())
+    });
+    log.drain();
+    let port = status(&socket).members[0].port;
+
+    let etcd = quaestor_test_support::etcd::EtcdCluster::single_at(etcd_port, None);
+    let key = format!("services//Worker/127.0.0.1/{port}/http");
+    wait_for(
+        "the member's registration once etcd answers",
+        TIMEOUT,
+        || (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(()),
     );
+    let balancer = format!("127.0.0.1:{balancer_port}");
+    let member = format!("127.0.0.1:{port}");
+    wait_for(
+        "the in-process balancer to offer the member",
+        TIMEOUT,
+        || {
+            let out = quaestor(&["discover", &balancer, "Worker", "--top"]);
+            (out.stdout.trim() == member).then_some(())
+        },
+    );
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(etcd.get_prefix_keys("services/").is_empty());
+}
+
+/// `clusterConfig.etcdOptions`: the TLS files and credentials (password from an environment
+/// variable) of an etcd with client certificates and authentication on.
+#[test]
+fn a_cluster_registers_in_an_etcd_with_tls_and_credentials() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = quaestor_test_support::TestPki::new();
+    let mut etcd = quaestor_test_support::etcd::EtcdCluster::single_tls((&pki).into());
+    etcd.enable_auth();
+    let config = dir.path().join("quaestor.config.yml");
+    let text = cluster_config(&[worker_agent("Worker", "")]).replace(
+        "  name: reloading\n",
+        &format!(
+            "  etcd: [ {} ]\n  etcdOptions:\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    user: {}\n    passwordEnv: QUAESTOR_TEST_ETCD_PASSWORD\n",
+            etcd.endpoint(0),
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display(),
+            quaestor_test_support::etcd::EtcdCluster::USER,
+        ),
+    );
+    std::fs::write(&config, text).expect("write");
+    let socket = dir.path().join("control.sock");
+    let mut command = std::process::Command::new(bin());
+    command
+        .args(["cluster", "--config"])
+        .arg(&config)
+        .arg("--control")
+        .arg(&socket)
+        .env(
+            "QUAESTOR_TEST_ETCD_PASSWORD",
+            quaestor_test_support::etcd::EtcdCluster::PASSWORD,
+        );
+    let mut cluster = ChildProcess::spawn("quaestor cluster", command);
+    ready(&socket, &["Worker[0]"]);
+    let port = status(&socket).members[0].port;
+    let key = format!("services//Worker/127.0.0.1/{port}/http");
+    wait_for(
+        "the member's registration in the TLS+auth etcd",
+        TIMEOUT,
+        || (etcd.get_prefix_keys("services/") == [key.clone()]).then_some(()),
+    );
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(etcd.get_prefix_keys("services/").is_empty());
 }

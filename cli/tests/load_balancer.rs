@@ -437,3 +437,196 @@ async fn ten_workers_in_etcd_spread_rank_and_leave_through_the_watch() {
     )
     .await;
 }
+
+/// `quaestor load-balancer --config CONFIG --port 0` with its log (stderr) piped too: the
+/// balancer once it listens, and its log lines.
+fn start_balancer_logging(config: &Path) -> (Worker, quaestor_test_support::OutputLines) {
+    let mut command = std::process::Command::new(bin());
+    command
+        .args(["load-balancer", "--config", config.to_str().expect("utf-8")])
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut process = quaestor_test_support::ChildProcess::spawn("load-balancer", command);
+    let stdout = quaestor_test_support::OutputLines::of(&mut process);
+    let log = quaestor_test_support::OutputLines::of_stderr(&mut process);
+    let addr = stdout.expect("`listening on ADDR`", TIMEOUT, |line| {
+        line.strip_prefix("listening on ")?.trim().parse().ok()
+    });
+    stdout.drain();
+    (Worker { process, addr }, log)
+}
+
+/// Finding 1 of issue 14: a balancer started while its etcd is down serves the Worker agents,
+/// and switches to etcd once etcd answers (it used to stay on the Worker agents for good).
+#[test]
+fn a_balancer_started_before_its_etcd_serves_the_worker_agents_then_etcd() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fallback = spawn_worker(&bin(), &[]);
+    let registered = spawn_worker(&bin(), &[]);
+    let etcd_port = quaestor_test_support::free_port();
+    let agents = format!(
+        "{}  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {etcd_port} ]\n",
+        worker_agent(std::slice::from_ref(&fallback))
+    );
+    let (balancer, log) = start_balancer_logging(&write_config(dir.path(), &agents));
+    assert_eq!(
+        discover(&balancer, &["--top"]),
+        vec![fallback.addr.to_string()],
+        "the Worker agents serve while etcd is down"
+    );
+    log.expect("the warning that etcd is unreachable", TIMEOUT, |line| {
+        (line.contains("WARN") && line.contains("etcd unreachable")).then_some(())
+    });
+
+    let etcd = EtcdCluster::single_at(etcd_port, None);
+    let _registration = spawn_registration(
+        &bin(),
+        &etcd.endpoint(0),
+        "127.0.0.1",
+        registered.addr.port(),
+        &[],
+    );
+    let found = vec![registered.addr.to_string()];
+    wait_for(
+        "the etcd-registered worker instead of the Worker agents",
+        TIMEOUT,
+        || (discover(&balancer, &["--top"]) == found).then_some(()),
+    );
+    log.expect("the switch to etcd, logged", TIMEOUT, |line| {
+        (line.contains("INFO") && line.contains("etcd answers")).then_some(())
+    });
+    log.drain();
+}
+
+/// The KeyValueStore agent's `etcdOptions` reach an etcd with TLS (client certificates) and
+/// authentication on; with a wrong password the balancer says etcd refused it (instead of
+/// falling back to nothing without a word).
+#[test]
+fn a_key_value_store_agent_with_tls_and_credentials() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = TestPki::new();
+    let mut etcd = EtcdCluster::single_tls((&pki).into());
+    etcd.enable_auth();
+    let port = etcd
+        .endpoint(0)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let worker = spawn_worker(&bin(), &[]);
+    let (ca, cert, key) = (
+        pki.ca.to_str().expect("utf-8"),
+        pki.client_cert.to_str().expect("utf-8"),
+        pki.client_key.to_str().expect("utf-8"),
+    );
+    let _registration = spawn_registration(
+        &bin(),
+        &etcd.endpoint(0),
+        "127.0.0.1",
+        worker.addr.port(),
+        &[
+            "--etcd-ca",
+            ca,
+            "--etcd-cert",
+            cert,
+            "--etcd-key",
+            key,
+            "--etcd-user",
+            EtcdCluster::USER,
+            "--etcd-password",
+            EtcdCluster::PASSWORD,
+        ],
+    );
+    let agent = |password_file: &str| {
+        format!(
+            "agents:\n  - agentType: KeyValueStore\n    hostName: 127.0.0.1\n    ports: [ {port} ]\n    useTLS: true\n    etcdOptions:\n      caFile: {ca}\n      certFile: {cert}\n      keyFile: {key}\n      user: {}\n      passwordFile: {password_file}\n",
+            EtcdCluster::USER
+        )
+    };
+    std::fs::write(
+        dir.path().join("right"),
+        format!("{}\n", EtcdCluster::PASSWORD),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("wrong"), "wrong\n").expect("write");
+
+    let right_dir = dir.path().join("a");
+    std::fs::create_dir(&right_dir).expect("dir");
+    let balancer = start_balancer(&write_config(&right_dir, &agent("../right")));
+    let found = vec![worker.addr.to_string()];
+    wait_for(
+        "the worker registered in the TLS+auth etcd",
+        TIMEOUT,
+        || (discover(&balancer, &["--top"]) == found).then_some(()),
+    );
+
+    let wrong_dir = dir.path().join("b");
+    std::fs::create_dir(&wrong_dir).expect("dir");
+    let (refused, log) = start_balancer_logging(&write_config(&wrong_dir, &agent("../wrong")));
+    log.expect("the refusal in the log", TIMEOUT, |line| {
+        (line.contains("WARN")
+            && line.contains("etcd refused user quaestor: authentication failed"))
+        .then_some(())
+    });
+    log.drain();
+    assert!(discover(&refused, &[]).is_empty());
+}
+
+/// Finding 7 of issue 14: `useTLS` workers whose certificates a private CA signed are offered
+/// when `workerCaFile` names that CA, and mutual-TLS workers when `workerCertFile` and
+/// `workerKeyFile` give a client certificate too; not otherwise.
+#[test]
+fn tls_workers_of_a_private_ca_are_probed_with_worker_ca_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = TestPki::new();
+    let (ca, cert, key) = (
+        pki.ca.to_str().expect("utf-8"),
+        pki.client_cert.to_str().expect("utf-8"),
+        pki.client_key.to_str().expect("utf-8"),
+    );
+    let server_tls = [
+        "--tls-cert",
+        pki.server_cert.to_str().expect("utf-8"),
+        "--tls-key",
+        pki.server_key.to_str().expect("utf-8"),
+    ];
+    let tls_worker = spawn_worker(&bin(), &server_tls);
+    let mut mutual_args = server_tls.to_vec();
+    mutual_args.extend(["--tls-client-ca", ca]);
+    let mutual_worker = spawn_worker(&bin(), &mutual_args);
+    let agents = format!(
+        "agents:\n  - agentType: Worker\n    hostName: 127.0.0.1\n    useTLS: true\n    ports: [ {}, {} ]\n    serviceNames: [ Worker ]\n",
+        tls_worker.addr.port(),
+        mutual_worker.addr.port()
+    );
+    let balancer_with = |name: &str, keys: &str| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir(&folder).expect("dir");
+        start_balancer(&write_config(&folder, &format!("{keys}{agents}")))
+    };
+    let full = balancer_with(
+        "full",
+        &format!("  workerCaFile: {ca}\n  workerCertFile: {cert}\n  workerKeyFile: {key}\n"),
+    );
+    let ca_only = balancer_with("ca", &format!("  workerCaFile: {ca}\n"));
+    let none = balancer_with("none", "");
+
+    let both = addresses(&[&tls_worker, &mutual_worker]);
+    wait_for(
+        "both TLS workers, with CA and client certificate",
+        TIMEOUT,
+        || (discover(&full, &["--top"]) == both).then_some(()),
+    );
+    let tls_only = vec![tls_worker.addr.to_string()];
+    wait_for("the TLS worker, with the CA only", TIMEOUT, || {
+        (discover(&ca_only, &["--top"]) == tls_only).then_some(())
+    });
+    // Probed as long as the others by now: the system roots do not trust the test CA.
+    assert!(discover(&none, &["--top"]).is_empty());
+    assert_eq!(
+        discover(&ca_only, &["--top"]),
+        tls_only,
+        "no client certificate"
+    );
+}

@@ -323,3 +323,82 @@ async fn the_mirrored_load_and_health_are_pushed() {
     assert!(end.is_ok(), "the push ends when the sidecar stops");
     assert_eq!(side.process.wait_exit(TIMEOUT).code(), Some(0));
 }
+
+/// Finding 1 of issue 14: a sidecar started while its etcd is down keeps running (it used to
+/// exit 2), registers the worker once etcd answers, and its `--serve-discovery` then answers
+/// from etcd.
+#[test]
+fn a_sidecar_started_before_its_etcd_registers_once_etcd_answers() {
+    let worker = spawn_worker(&bin(), &[]);
+    let port = worker.addr.port().to_string();
+    let etcd_port = free_port();
+    let endpoint = format!("http://127.0.0.1:{etcd_port}");
+    let (mut process, lines) = spawn_reading(
+        &bin(),
+        &[
+            "sidecar",
+            "--service",
+            "Worker",
+            "--port",
+            &port,
+            "--etcd",
+            &endpoint,
+            "--interval",
+            "100ms",
+            "--ttl",
+            "2s",
+            "--serve-discovery",
+            "0",
+        ],
+    );
+    let discovery = lines.expect("`discovery listening on ADDR`", TIMEOUT, |line| {
+        line.strip_prefix("discovery listening on ")
+            .map(str::to_owned)
+    });
+    lines.drain();
+
+    let etcd = EtcdCluster::single_at(etcd_port, None);
+    registered(&etcd, &[key("Worker", worker.addr.port())]);
+    let worker_addr = worker.addr.to_string();
+    wait_for(
+        "the sidecar's discovery to answer from etcd",
+        TIMEOUT,
+        || (discovered(&discovery, "Worker") == [worker_addr.clone()]).then_some(()),
+    );
+    process.signal(Signal::SIGTERM);
+    assert_eq!(process.wait_exit(TIMEOUT).code(), Some(0));
+    registered(&etcd, &[]);
+}
+
+/// The sidecar's etcd flags (those of `quaestor registry`) reach an etcd with TLS (client
+/// certificates) and authentication on; the password from a file.
+#[test]
+fn a_sidecar_registers_in_an_etcd_with_tls_and_credentials() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = quaestor_test_support::TestPki::new();
+    let mut etcd = EtcdCluster::single_tls((&pki).into());
+    etcd.enable_auth();
+    let password = dir.path().join("password");
+    std::fs::write(&password, format!("{}\n", EtcdCluster::PASSWORD)).expect("write");
+    let worker = spawn_worker(&bin(), &[]);
+    let side = sidecar(
+        &etcd,
+        "Worker",
+        worker.addr.port(),
+        &[
+            "--etcd-ca",
+            pki.ca.to_str().expect("utf-8"),
+            "--etcd-cert",
+            pki.client_cert.to_str().expect("utf-8"),
+            "--etcd-key",
+            pki.client_key.to_str().expect("utf-8"),
+            "--etcd-user",
+            EtcdCluster::USER,
+            "--etcd-password-file",
+            password.to_str().expect("utf-8"),
+        ],
+    );
+    side.lines.drain();
+    let key = format!("services//Worker/127.0.0.1/{}/http", worker.addr.port());
+    registered(&etcd, &[key]);
+}

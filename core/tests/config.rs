@@ -609,6 +609,9 @@ fn unknown_key_names_file_line_column_and_nearest_key() {
                 "serviceResponseTimeoutSeconds",
                 "recentlyUsedTimeoutSeconds",
                 "probeIntervalMs",
+                "workerCaFile",
+                "workerCertFile",
+                "workerKeyFile",
             ],
         })
     );
@@ -1027,5 +1030,109 @@ fn the_example_configs_load() {
     assert_eq!(
         native.agents[2].working_directory.as_deref(),
         Some("../csharp")
+    );
+}
+
+/// `etcdOptions` (under `clusterConfig` and on a KeyValueStore agent) and the worker TLS keys
+/// of `loadBalancerConfig`: what they become, and each mistake at its key.
+#[test]
+fn etcd_options_and_worker_tls_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let password_file = dir.path().join("etcd-password");
+    std::fs::write(&password_file, "from-file\n").expect("write");
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("QUAESTOR_CONFIG_TEST_ETCD_PASSWORD", "from-env") };
+
+    let path = dir.path().join("quaestor.config.yml");
+    let text = "clusterConfig:\n  etcd: https://10.0.0.1:2379\n  ETCDOPTIONS:\n    caFile: ca.pem\n    \
+                certFile: client.pem\n    keyFile: client.key\n    user: quaestor\n    \
+                passwordEnv: QUAESTOR_CONFIG_TEST_ETCD_PASSWORD\n\
+                loadBalancerConfig:\n  workerCaFile: workers-ca.pem\n  workerCertFile: lb.pem\n  \
+                workerKeyFile: lb.key\n";
+    std::fs::write(&path, text).expect("write");
+    let config = QuaestorConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let etcd = config.etcd_options().expect("etcd");
+    assert_eq!(etcd.endpoints, ["https://10.0.0.1:2379"]);
+    let tls = etcd.tls.expect("TLS");
+    assert_eq!(
+        tls.ca,
+        Some(dir.path().join("ca.pem")),
+        "relative to the file"
+    );
+    assert_eq!(
+        tls.identity,
+        Some((dir.path().join("client.pem"), dir.path().join("client.key")))
+    );
+    assert_eq!(
+        etcd.user,
+        Some(("quaestor".to_owned(), "from-env".to_owned()))
+    );
+    assert!(
+        !format!("{config:?}").contains("from-env"),
+        "the password is not shown"
+    );
+    let balancer = config.load_balancer.as_ref().expect("section");
+    let worker_tls = balancer.balancer_options(&config).client_tls.expect("TLS");
+    assert_eq!(worker_tls.ca, Some(dir.path().join("workers-ca.pem")));
+    assert_eq!(
+        worker_tls.identity,
+        Some((dir.path().join("lb.pem"), dir.path().join("lb.key")))
+    );
+    assert!(
+        parse("loadBalancerConfig:\n  port: 1\n")
+            .load_balancer
+            .unwrap()
+            .balancer_options(&parse(""))
+            .client_tls
+            .is_none(),
+        "the system roots by default"
+    );
+
+    // On the KeyValueStore agent, with the password from a file (its trailing newline dropped).
+    let store = parse(&format!(
+        "agents:\n- agentType: KeyValueStore\n  ports: [ 2379 ]\n  useTLS: true\n  etcdOptions:\n    \
+         user: quaestor\n    passwordFile: {}\n",
+        password_file.display()
+    ));
+    let etcd = store.etcd_options().expect("etcd");
+    assert_eq!(etcd.endpoints, ["https://127.0.0.1:2379"]);
+    assert_eq!(etcd.tls.expect("useTLS: TLS").ca, None, "the system roots");
+    assert_eq!(
+        etcd.user,
+        Some(("quaestor".to_owned(), "from-file".to_owned()))
+    );
+
+    let cluster = "clusterConfig:\n  etcdOptions:\n";
+    assert_eq!(
+        error(&format!(
+            "{cluster}    passwordEnv: QUAESTOR_CONFIG_TEST_UNSET\n    user: u\n"
+        )),
+        "test.yml:3:18: key `clusterConfig.etcdOptions.passwordEnv`: \
+         the environment variable `QUAESTOR_CONFIG_TEST_UNSET` is not set (or not UTF-8)"
+    );
+    assert!(
+        error(&format!("{cluster}    passwordFile: /nonexistent/pw\n    user: u\n"))
+            .starts_with("test.yml:3:19: key `clusterConfig.etcdOptions.passwordFile`: cannot read the password file /nonexistent/pw"),
+    );
+    assert_eq!(
+        error(&format!("{cluster}    user: u\n")),
+        "test.yml:3:5: key `clusterConfig.etcdOptions.user`: `user` needs `passwordEnv` or `passwordFile`"
+    );
+    assert_eq!(
+        error(&format!("{cluster}    certFile: c.pem\n")),
+        "test.yml:3:5: key `clusterConfig.etcdOptions.certFile`: `certFile` needs `keyFile`"
+    );
+    assert!(
+        error(&format!("{cluster}    password: x\n"))
+            .contains("key `clusterConfig.etcdOptions.password`: unknown key"),
+    );
+    assert_eq!(
+        error("agents:\n- agentType: Worker\n  etcdOptions:\n    caFile: ca.pem\n"),
+        "test.yml:3:3: key `agents[0].etcdOptions`: \
+         only a KeyValueStore agent takes `etcdOptions` (this one is `Worker`)"
+    );
+    assert_eq!(
+        error("loadBalancerConfig:\n  workerKeyFile: k.pem\n"),
+        "test.yml:2:3: key `loadBalancerConfig.workerKeyFile`: `workerKeyFile` needs `workerCertFile`"
     );
 }

@@ -239,7 +239,7 @@ async fn a_lost_lease_is_granted_again_and_entries_put_back() {
     until(&mut view, "both entries", |v| v.locations.len() == 2).await;
 
     // Someone revokes the registrar's lease behind its back: the entries vanish ...
-    let lease = registrar.lease_id().await;
+    let lease = registrar.lease_id().await.expect("a lease");
     let revoked = etcd.etcdctl(&["lease", "revoke", &format!("{lease:x}")]);
     assert_eq!(revoked.code, Some(0), "{revoked:?}");
     until(&mut view, "the revoked entries to vanish", |v| {
@@ -251,7 +251,7 @@ async fn a_lost_lease_is_granted_again_and_entries_put_back() {
         v.locations.len() == 2
     })
     .await;
-    assert_ne!(registrar.lease_id().await, lease);
+    assert_ne!(registrar.lease_id().await, Some(lease));
 }
 
 /// Kills one member of a 3-member cluster that both the reader and the registrar use, and
@@ -468,34 +468,15 @@ async fn mutual_tls_to_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_and_password_authentication() {
     let mut etcd = EtcdCluster::single();
-    for args in [
-        &["user", "add", "root:rootpw"][..],
-        &["user", "grant-role", "root", "root"],
-        &["user", "add", "quaestor:secret"],
-        &["role", "add", "registry"],
-        &[
-            "role",
-            "grant-permission",
-            "registry",
-            "readwrite",
-            "services/",
-            "--prefix=true",
-        ],
-        &["user", "grant-role", "quaestor", "registry"],
-        &["auth", "enable"],
-    ] {
-        let done = etcd.etcdctl(args);
-        assert_eq!(done.code, Some(0), "etcdctl {args:?}: {done:?}");
-    }
-    etcd.etcdctl_as("root:rootpw");
+    etcd.enable_auth();
 
     round_trip(
         &etcd,
-        options(etcd.endpoints()).with_user("quaestor", "secret"),
+        options(etcd.endpoints()).with_user(EtcdCluster::USER, EtcdCluster::PASSWORD),
     )
     .await;
 
-    let wrong = options(etcd.endpoints()).with_user("quaestor", "wrong");
+    let wrong = options(etcd.endpoints()).with_user(EtcdCluster::USER, "wrong");
     assert!(
         EtcdRegistry::connect(wrong).await.is_err(),
         "a wrong password is refused"
@@ -506,4 +487,118 @@ async fn user_and_password_authentication() {
             .is_err(),
         "no user is refused once authentication is on"
     );
+}
+
+/// An etcd with TLS (client certificates required) and authentication on: the right
+/// credentials work; refusals say what was refused, not "no etcd member answers".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_an_etcd_with_tls_and_auth_say_so() {
+    let pki = quaestor_test_support::TestPki::new();
+    let mut etcd = EtcdCluster::single_tls((&pki).into());
+    etcd.enable_auth();
+    let tls = quaestor_core::tls::ClientTls {
+        ca: Some(pki.ca.clone()),
+        identity: Some((pki.client_cert.clone(), pki.client_key.clone())),
+        domain: None,
+    };
+    let secure = || options(etcd.endpoints()).with_tls(tls.clone());
+    round_trip(
+        &etcd,
+        secure().with_user(EtcdCluster::USER, EtcdCluster::PASSWORD),
+    )
+    .await;
+
+    let refused = |options: EtcdOptions| async move {
+        EtcdRegistry::connect(options)
+            .await
+            .expect_err("refused")
+            .to_string()
+    };
+    let wrong = refused(secure().with_user(EtcdCluster::USER, "wrong")).await;
+    assert!(
+        wrong.contains("etcd refused user quaestor: authentication failed"),
+        "{wrong}"
+    );
+    let anonymous = refused(secure()).await;
+    assert!(
+        anonymous.contains("refused") && anonymous.contains("give a user name and password"),
+        "{anonymous}"
+    );
+    let powerless =
+        refused(secure().with_user(EtcdCluster::POWERLESS_USER, EtcdCluster::POWERLESS_PASSWORD))
+            .await;
+    assert!(
+        powerless.contains("etcd refused user nobody: permission denied"),
+        "{powerless}"
+    );
+    let registrar = EtcdRegistrar::connect(secure().with_user(EtcdCluster::USER, "wrong"))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            registrar,
+            quaestor_core::registry::etcd::EtcdError::Refused { .. }
+        ),
+        "{registrar}"
+    );
+}
+
+/// A reader started while its etcd is not up yet: publishes the fallback, then, once etcd
+/// answers, what etcd holds (and follows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_started_before_etcd_serves_the_fallback_then_switches_to_etcd() {
+    let port = quaestor_test_support::free_port();
+    let endpoints = vec![format!("http://127.0.0.1:{port}")];
+    let fallback =
+        quaestor_core::registry::memory::MemoryRegistry::from_locations([location("fallback", 1)]);
+    let registry =
+        EtcdRegistry::start_with_fallback(options(endpoints.clone()), fallback).expect("reader");
+    assert_eq!(
+        keys(&registry.current()),
+        key_set(&["services//Worker/fallback/1/http"]),
+        "the fallback serves while etcd is down"
+    );
+
+    let etcd = EtcdCluster::single_at(port, None);
+    etcd.put_plain("services//Worker/etcd/2/http", "Worker");
+    let mut view = registry.subscribe();
+    until(&mut view, "etcd's registry instead of the fallback", |v| {
+        keys(v) == key_set(&["services//Worker/etcd/2/http"])
+    })
+    .await;
+    etcd.put_plain("services//Worker/etcd/3/http", "Worker");
+    until(&mut view, "etcd's changes", |v| v.locations.len() == 2).await;
+}
+
+/// A registrar started while its etcd is not up yet: what it registers is put once etcd
+/// answers; and when etcd comes back having lost everything, it is put again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_started_before_etcd_registers_once_it_answers_and_again_after_a_loss() {
+    let port = quaestor_test_support::free_port();
+    let endpoints = vec![format!("http://127.0.0.1:{port}")];
+    let registrar = EtcdRegistrar::start(options(endpoints).with_lease_ttl(Duration::from_secs(3)))
+        .expect("registrar");
+    registrar
+        .register(&location("a", 1))
+        .await
+        .expect("kept until etcd answers");
+    assert_eq!(registrar.lease_id().await, None);
+
+    let etcd = EtcdCluster::single_at(port, None);
+    quaestor_test_support::wait_for("the registration in etcd", TIMEOUT, || {
+        (etcd.get_prefix_keys("services/") == ["services//Worker/a/1/http"]).then_some(())
+    });
+    registrar
+        .register(&location("b", 2))
+        .await
+        .expect("register");
+
+    // etcd goes, and a new one with no data comes on the same port.
+    drop(etcd);
+    let etcd = EtcdCluster::single_at(port, None);
+    quaestor_test_support::wait_for("both registrations again", TIMEOUT, || {
+        (etcd.get_prefix_keys("services/").len() == 2).then_some(())
+    });
+    registrar.stop().await.expect("stop");
+    assert!(etcd.get_prefix_keys("services/").is_empty());
 }

@@ -256,6 +256,7 @@ quaestor_result quaestor_reporter_set_serving(const struct quaestor_reporter *re
 // (`advertised_host`:reporter port), in `scope` (NULL or "": the default scope), on a lease
 // of `lease_ttl_seconds` (0: the default, 10 s) kept alive in the background.
 // `etcd_endpoints`: client URLs, comma-separated (`http://127.0.0.1:2379`).
+// For an etcd with TLS or authentication on, see `quaestor_reporter_register_with_credentials`.
 //
 // Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (a name with '/', a TTL under 2 s),
 // INVALID_STATE (no services, or registered already), UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
@@ -268,6 +269,32 @@ quaestor_result quaestor_reporter_register(const struct quaestor_reporter *repor
                                            const char *advertised_host,
                                            uint16_t service_port,
                                            uint32_t lease_ttl_seconds);
+
+// As `quaestor_reporter_register`, for an etcd with TLS and/or authentication on; every
+// added argument may be NULL. `ca_pem_path`: the CA (PEM file) that signed the etcd members'
+// certificates (implies TLS; `https://` endpoints without it use the system's roots);
+// `cert_pem_path` and `key_pem_path`: a client certificate and its key (PEM files; both or
+// neither) for etcd's client-cert-auth; `user` and `password`: etcd credentials (both or
+// neither).
+//
+// Errors: those of `quaestor_reporter_register`; INVALID_ARGUMENT also for only one of the
+// certificate and key, or of user and password; TLS (files that do not load); REMOTE_ERROR
+// also when etcd refuses the user (the message, from `quaestor_last_error_message`, says
+// "etcd refused user NAME: authentication failed ..." or "... permission denied ...").
+//
+// # Safety
+// `reporter` is NULL or live; text arguments NULL or NUL-terminated.
+quaestor_result quaestor_reporter_register_with_credentials(const struct quaestor_reporter *reporter,
+                                                            const char *etcd_endpoints,
+                                                            const char *scope,
+                                                            const char *advertised_host,
+                                                            uint16_t service_port,
+                                                            uint32_t lease_ttl_seconds,
+                                                            const char *ca_pem_path,
+                                                            const char *cert_pem_path,
+                                                            const char *key_pem_path,
+                                                            const char *user,
+                                                            const char *password);
 
 // Removes the worker's registrations (revokes their lease). Not registered: nothing to do.
 //

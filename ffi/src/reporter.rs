@@ -3,6 +3,7 @@
 
 use std::ffi::c_char;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use quaestor_core::registry::ServiceLocation;
 use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar};
 use quaestor_core::reporter::{Reporter, ReporterError};
 use quaestor_core::server::{ServerError, ServerHandle};
-use quaestor_core::tls::ServerTls;
+use quaestor_core::tls::{ClientTls, ServerTls};
 
 use crate::error::{
     Failure, boundary, boundary_or, object, optional_text_arg, out_param, quaestor_result, text_arg,
@@ -68,7 +69,7 @@ fn etcd_failure(error: EtcdError) -> Failure {
         EtcdError::Unreachable { .. } => QUAESTOR_RESULT_UNAVAILABLE,
         EtcdError::Timeout { .. } => QUAESTOR_RESULT_TIMEOUT,
         EtcdError::Tls(_) => QUAESTOR_RESULT_TLS,
-        EtcdError::Request { .. } => QUAESTOR_RESULT_REMOTE_ERROR,
+        EtcdError::Request { .. } | EtcdError::Refused { .. } => QUAESTOR_RESULT_REMOTE_ERROR,
         EtcdError::Location(_) | EtcdError::LeaseTtl(_) | EtcdError::NoEndpoints => {
             QUAESTOR_RESULT_INVALID_ARGUMENT
         }
@@ -255,6 +256,7 @@ pub unsafe extern "C" fn quaestor_reporter_set_serving(
 /// (`advertised_host`:reporter port), in `scope` (NULL or "": the default scope), on a lease
 /// of `lease_ttl_seconds` (0: the default, 10 s) kept alive in the background.
 /// `etcd_endpoints`: client URLs, comma-separated (`http://127.0.0.1:2379`).
+/// For an etcd with TLS or authentication on, see `quaestor_reporter_register_with_credentials`.
 ///
 /// Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (a name with '/', a TTL under 2 s),
 /// INVALID_STATE (no services, or registered already), UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
@@ -279,58 +281,166 @@ pub unsafe extern "C" fn quaestor_reporter_register(
         let scope = unsafe { optional_text_arg(scope, "scope") }?.unwrap_or_default();
         // SAFETY: as the caller promised.
         let host = unsafe { text_arg(advertised_host, "advertised_host") }?;
-        let mut registration = lock(&reporter.registration);
-        if registration.is_some() {
-            return Err(Failure::new(
-                QUAESTOR_RESULT_INVALID_STATE,
-                "registered already; deregister first",
-            ));
-        }
-        let services = reporter.reporter.service_names();
-        if services.is_empty() {
-            return Err(Failure::new(
-                QUAESTOR_RESULT_INVALID_STATE,
-                "no service to register; add services first",
-            ));
-        }
-        let port = if service_port == 0 {
-            reporter.addr.port()
-        } else {
-            service_port
-        };
-        let control = format!("{host}:{}", reporter.addr.port());
-        let locations = services
-            .iter()
-            .map(|service| {
-                ServiceLocation::new(scope, service, host, port)
-                    .map(|l| l.with_control(control.clone()).with_pid(std::process::id()))
-                    .map_err(|e| Failure::new(QUAESTOR_RESULT_INVALID_ARGUMENT, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut options = EtcdOptions::new(
-            endpoints
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(str::to_owned),
-        );
-        if lease_ttl_seconds > 0 {
-            options = options.with_lease_ttl(Duration::from_secs(u64::from(lease_ttl_seconds)));
-        }
-        let registrar = block_on(async {
-            let registrar = EtcdRegistrar::connect(options).await?;
-            for location in &locations {
-                if let Err(error) = registrar.register(location).await {
-                    let _ = registrar.stop().await;
-                    return Err(error);
-                }
-            }
-            Ok(registrar)
-        })?
-        .map_err(etcd_failure)?;
-        *registration = Some(Registration { registrar });
-        Ok(())
+        let options = etcd_options(endpoints, lease_ttl_seconds);
+        register(reporter, options, scope, host, service_port)
     })
+}
+
+/// As `quaestor_reporter_register`, for an etcd with TLS and/or authentication on; every
+/// added argument may be NULL. `ca_pem_path`: the CA (PEM file) that signed the etcd members'
+/// certificates (implies TLS; `https://` endpoints without it use the system's roots);
+/// `cert_pem_path` and `key_pem_path`: a client certificate and its key (PEM files; both or
+/// neither) for etcd's client-cert-auth; `user` and `password`: etcd credentials (both or
+/// neither).
+///
+/// Errors: those of `quaestor_reporter_register`; INVALID_ARGUMENT also for only one of the
+/// certificate and key, or of user and password; TLS (files that do not load); REMOTE_ERROR
+/// also when etcd refuses the user (the message, from `quaestor_last_error_message`, says
+/// "etcd refused user NAME: authentication failed ..." or "... permission denied ...").
+///
+/// # Safety
+/// `reporter` is NULL or live; text arguments NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn quaestor_reporter_register_with_credentials(
+    reporter: *const quaestor_reporter,
+    etcd_endpoints: *const c_char,
+    scope: *const c_char,
+    advertised_host: *const c_char,
+    service_port: u16,
+    lease_ttl_seconds: u32,
+    ca_pem_path: *const c_char,
+    cert_pem_path: *const c_char,
+    key_pem_path: *const c_char,
+    user: *const c_char,
+    password: *const c_char,
+) -> quaestor_result {
+    boundary(|| {
+        // SAFETY: as the caller promised.
+        let reporter = unsafe { object(reporter, "reporter") }?;
+        // SAFETY: as the caller promised.
+        let endpoints = unsafe { text_arg(etcd_endpoints, "etcd_endpoints") }?;
+        // SAFETY: as the caller promised.
+        let scope = unsafe { optional_text_arg(scope, "scope") }?.unwrap_or_default();
+        // SAFETY: as the caller promised.
+        let host = unsafe { text_arg(advertised_host, "advertised_host") }?;
+        // SAFETY: as the caller promised.
+        let ca = unsafe { optional_text_arg(ca_pem_path, "ca_pem_path") }?;
+        // SAFETY: as the caller promised.
+        let cert = unsafe { optional_text_arg(cert_pem_path, "cert_pem_path") }?;
+        // SAFETY: as the caller promised.
+        let key = unsafe { optional_text_arg(key_pem_path, "key_pem_path") }?;
+        // SAFETY: as the caller promised.
+        let user = unsafe { optional_text_arg(user, "user") }?;
+        // SAFETY: as the caller promised.
+        let password = unsafe { optional_text_arg(password, "password") }?;
+        if cert.is_some() != key.is_some() {
+            return Err(Failure::new(
+                QUAESTOR_RESULT_INVALID_ARGUMENT,
+                "give both cert_pem_path and key_pem_path, or neither",
+            ));
+        }
+        let options = with_credentials(
+            etcd_options(endpoints, lease_ttl_seconds),
+            ca,
+            cert.zip(key),
+            user,
+            password,
+        )?;
+        register(reporter, options, scope, host, service_port)
+    })
+}
+
+/// `options` with etcd TLS (`ca`, client `identity`) and credentials; `user` and `password`
+/// go together.
+pub(crate) fn with_credentials(
+    mut options: EtcdOptions,
+    ca: Option<&str>,
+    identity: Option<(&str, &str)>,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<EtcdOptions, Failure> {
+    if ca.is_some() || identity.is_some() {
+        options = options.with_tls(ClientTls {
+            ca: ca.map(PathBuf::from),
+            identity: identity.map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key))),
+            domain: None,
+        });
+    }
+    match (user, password) {
+        (Some(user), Some(password)) => Ok(options.with_user(user, password)),
+        (None, None) => Ok(options),
+        _ => Err(Failure::new(
+            QUAESTOR_RESULT_INVALID_ARGUMENT,
+            "give both user and password, or neither",
+        )),
+    }
+}
+
+/// Options for comma-separated `endpoints` and a lease TTL (0: the default).
+pub(crate) fn etcd_options(endpoints: &str, lease_ttl_seconds: u32) -> EtcdOptions {
+    let mut options = EtcdOptions::new(
+        endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
+    );
+    if lease_ttl_seconds > 0 {
+        options = options.with_lease_ttl(Duration::from_secs(u64::from(lease_ttl_seconds)));
+    }
+    options
+}
+
+/// Registers every service of `reporter` with `options`.
+fn register(
+    reporter: &quaestor_reporter,
+    options: EtcdOptions,
+    scope: &str,
+    host: &str,
+    service_port: u16,
+) -> Result<(), Failure> {
+    let mut registration = lock(&reporter.registration);
+    if registration.is_some() {
+        return Err(Failure::new(
+            QUAESTOR_RESULT_INVALID_STATE,
+            "registered already; deregister first",
+        ));
+    }
+    let services = reporter.reporter.service_names();
+    if services.is_empty() {
+        return Err(Failure::new(
+            QUAESTOR_RESULT_INVALID_STATE,
+            "no service to register; add services first",
+        ));
+    }
+    let port = if service_port == 0 {
+        reporter.addr.port()
+    } else {
+        service_port
+    };
+    let control = format!("{host}:{}", reporter.addr.port());
+    let locations = services
+        .iter()
+        .map(|service| {
+            ServiceLocation::new(scope, service, host, port)
+                .map(|l| l.with_control(control.clone()).with_pid(std::process::id()))
+                .map_err(|e| Failure::new(QUAESTOR_RESULT_INVALID_ARGUMENT, e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let registrar = block_on(async {
+        let registrar = EtcdRegistrar::connect(options).await?;
+        for location in &locations {
+            if let Err(error) = registrar.register(location).await {
+                let _ = registrar.stop().await;
+                return Err(error);
+            }
+        }
+        Ok(registrar)
+    })?
+    .map_err(etcd_failure)?;
+    *registration = Some(Registration { registrar });
+    Ok(())
 }
 
 /// Removes the worker's registrations (revokes their lease). Not registered: nothing to do.

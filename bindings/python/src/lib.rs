@@ -49,6 +49,12 @@ create_exception!(
 );
 create_exception!(
     quaestor,
+    RefusedError,
+    QuaestorError,
+    "The server refused the credentials given (e.g. etcd: authentication failed, permission denied)."
+);
+create_exception!(
+    quaestor,
     NotFoundError,
     QuaestorError,
     "No such service on this reporter."
@@ -60,6 +66,7 @@ enum Failure {
     Timeout(String),
     Invalid(String),
     NotFound(String),
+    Refused(String),
     Other(String),
 }
 
@@ -71,6 +78,7 @@ impl From<Failure> for PyErr {
             Failure::Timeout(m) => TimeoutError::new_err(m),
             Failure::Invalid(m) => InvalidArgumentError::new_err(m),
             Failure::NotFound(m) => NotFoundError::new_err(m),
+            Failure::Refused(m) => RefusedError::new_err(m),
             Failure::Other(m) => QuaestorError::new_err(m),
         }
     }
@@ -100,6 +108,7 @@ impl From<EtcdError> for Failure {
             | EtcdError::Location(_)
             | EtcdError::LeaseTtl(_)
             | EtcdError::NoEndpoints => Failure::Invalid(m),
+            EtcdError::Refused { .. } => Failure::Refused(m),
             EtcdError::Request { .. } => Failure::Other(m),
         }
     }
@@ -449,8 +458,15 @@ impl Reporter {
 
     /// Registers every service added so far in etcd, served at `host`:`port` (the worker's
     /// own port; None: the reporter's), with this reporter as the control endpoint, on a
-    /// lease of `ttl` seconds kept alive in the background.
-    #[pyo3(signature = (etcd, host, port = None, scope = "", ttl = 10.0))]
+    /// lease of `ttl` seconds kept alive in the background. For an etcd with TLS or
+    /// authentication on: `etcd_ca` (the CA of its certificates, PEM; implies TLS),
+    /// `etcd_cert` and `etcd_key` (a client certificate, both or neither), `etcd_user` and
+    /// `etcd_password` (both or neither). A refusal raises RefusedError.
+    #[pyo3(signature = (
+        etcd, host, port = None, scope = "", ttl = 10.0, *,
+        etcd_ca = None, etcd_cert = None, etcd_key = None, etcd_user = None, etcd_password = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn register(
         &self,
         py: Python<'_>,
@@ -459,7 +475,22 @@ impl Reporter {
         port: Option<u16>,
         scope: &str,
         ttl: f64,
+        etcd_ca: Option<PathBuf>,
+        etcd_cert: Option<PathBuf>,
+        etcd_key: Option<PathBuf>,
+        etcd_user: Option<String>,
+        etcd_password: Option<String>,
     ) -> PyResult<()> {
+        if etcd_cert.is_some() != etcd_key.is_some() {
+            return Err(PyValueError::new_err(
+                "give both etcd_cert and etcd_key, or neither",
+            ));
+        }
+        if etcd_user.is_some() != etcd_password.is_some() {
+            return Err(PyValueError::new_err(
+                "give both etcd_user and etcd_password, or neither",
+            ));
+        }
         let endpoints = etcd_endpoints(etcd)?;
         if !(ttl.is_finite() && ttl > 0.0) {
             return Err(PyValueError::new_err(format!(
@@ -489,7 +520,17 @@ impl Reporter {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(Failure::from)?;
-        let options = EtcdOptions::new(endpoints).with_lease_ttl(Duration::from_secs_f64(ttl));
+        let mut options = EtcdOptions::new(endpoints).with_lease_ttl(Duration::from_secs_f64(ttl));
+        if etcd_ca.is_some() || etcd_cert.is_some() {
+            options = options.with_tls(ClientTls {
+                ca: etcd_ca,
+                identity: etcd_cert.zip(etcd_key),
+                domain: None,
+            });
+        }
+        if let Some((user, password)) = etcd_user.zip(etcd_password) {
+            options = options.with_user(user, password);
+        }
         let registrar = wait(py, async {
             let registrar = EtcdRegistrar::connect(options).await?;
             for location in &locations {
@@ -664,6 +705,7 @@ fn _quaestor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("TimeoutError", py.get_type::<TimeoutError>())?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("RefusedError", py.get_type::<RefusedError>())?;
     m.add_class::<Reporter>()?;
     m.add_class::<ServiceLoad>()?;
     m.add_class::<Request>()?;

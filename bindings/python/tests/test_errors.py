@@ -14,6 +14,7 @@ QUAESTOR_ERRORS = [
     quaestor.InvalidArgumentError,
     quaestor.TimeoutError,
     quaestor.NotFoundError,
+    quaestor.RefusedError,
 ]
 
 

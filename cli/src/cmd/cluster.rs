@@ -2,7 +2,9 @@
 //! `quaestor.cluster.config.yml`), registers them while they serve and, when the file has a
 //! `loadBalancerConfig`, serves the balancer over them in the same process. A KeyValueStore
 //! agent is the cluster's etcd: it is started first and used as the registry; a
-//! `clusterConfig.etcd` list names an etcd that runs elsewhere.
+//! `clusterConfig.etcd` list names an etcd that runs elsewhere (`clusterConfig.etcdOptions`:
+//! its TLS and credentials). Neither needs to answer when the cluster starts: members are
+//! registered, and the balancer reads etcd, as soon as it does.
 //!
 //! SIGHUP, or a change of the config file, applies the file again (see [`Cluster::reload`]).
 //! `quaestor cluster status` asks the running cluster, over its control socket, how its
@@ -15,7 +17,7 @@ use std::time::Duration;
 use quaestor_core::balancer::Balancer;
 use quaestor_core::config::{CLUSTER_FILE, QuaestorConfig};
 use quaestor_core::registry::RegistryReader;
-use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar, EtcdRegistry};
+use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::memory::MemoryRegistry;
 use quaestor_core::supervisor::cluster::{Cluster, ClusterOptions, start_key_value_store};
 use quaestor_core::supervisor::control::{self, ClusterReport, ControlError};
@@ -119,25 +121,26 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
     let store = start_key_value_store(&config, &options, spawner.clone())
         .await
         .map_err(Failure::usage)?;
-    let explicit_etcd = config.cluster.as_ref().is_some_and(|c| !c.etcd.is_empty());
-    let etcd = match config.etcd_options() {
-        Some(etcd) if explicit_etcd => Some(connect_etcd(etcd).await.map_err(|error| {
-            super::etcd_failure(error)
-                .context("clusterConfig.etcd: the registry does not answer; nothing was started")
-        })?),
-        Some(etcd) if store.is_some() => connect_etcd(etcd)
-            .await
-            .inspect_err(|error| tracing::error!(%error, "the cluster's etcd does not answer; members are registered in memory"))
-            .ok(),
-        _ => None,
-    };
-    let (registry, balancer): (Arc<dyn MemberRegistry>, Option<Balancer>) = match etcd {
-        Some((registrar, reader)) => (Arc::new(registrar), balancer_over(reader, &config)),
-        None => {
-            let memory = MemoryRegistry::new();
-            (Arc::new(memory.clone()), balancer_over(memory, &config))
-        }
-    };
+    // etcd need not answer yet: the registrar registers, and the balancer reads, once it does.
+    let (registry, balancer): (Arc<dyn MemberRegistry>, Option<Balancer>) =
+        match config.etcd_options() {
+            Some(etcd) => {
+                let what = if store.is_some() {
+                    "the KeyValueStore agent"
+                } else {
+                    "clusterConfig.etcd"
+                };
+                let fail = |error| super::etcd_failure(error).context(what);
+                let registrar = EtcdRegistrar::start(etcd.clone()).map_err(fail)?;
+                let reader = EtcdRegistry::start(etcd).map_err(fail)?;
+                reader.wait_loaded(super::FIRST_LOAD_WAIT).await;
+                (Arc::new(registrar), balancer_over(reader, &config))
+            }
+            None => {
+                let memory = MemoryRegistry::new();
+                (Arc::new(memory.clone()), balancer_over(memory, &config))
+            }
+        };
 
     // The balancer first, so that clients can ask as soon as members serve.
     let balancer_server = match &balancer {
@@ -251,7 +254,11 @@ async fn reload(cluster: &mut Cluster, running: &mut QuaestorConfig, why: &str) 
 /// What a reload does not change in a running cluster: its registry and its balancer.
 fn fixed_parts_changed(old: &QuaestorConfig, new: &QuaestorConfig) -> Vec<&'static str> {
     let store = |c: &QuaestorConfig| c.agents.iter().find(|a| a.is_key_value_store()).cloned();
-    let etcd = |c: &QuaestorConfig| c.cluster.as_ref().map(|c| c.etcd.clone());
+    let etcd = |c: &QuaestorConfig| {
+        c.cluster
+            .as_ref()
+            .map(|c| (c.etcd.clone(), c.etcd_options.clone()))
+    };
     let mut changed = Vec::new();
     if old.load_balancer != new.load_balancer {
         changed.push("loadBalancerConfig");
@@ -354,14 +361,7 @@ fn balancer_over<R: RegistryReader + Send + Sync + 'static>(
     config: &QuaestorConfig,
 ) -> Option<Balancer> {
     let settings = config.load_balancer.as_ref()?;
-    Some(Balancer::start(registry, settings.balancer_options()))
-}
-
-/// A registrar for the members and a reader for the balancer, on the cluster's etcd.
-async fn connect_etcd(options: EtcdOptions) -> Result<(EtcdRegistrar, EtcdRegistry), EtcdError> {
-    let registrar = EtcdRegistrar::connect(options.clone()).await?;
-    let reader = EtcdRegistry::connect(options).await?;
-    Ok((registrar, reader))
+    Some(Balancer::start(registry, settings.balancer_options(config)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! `quaestor load-balancer`: the balancer as a server, configured by the C# Quaestor's
-//! `quaestor.loadbalancer.config.yml` (`loadBalancerConfig` and `agents`).
+//! `quaestor.loadbalancer.config.yml` (`loadBalancerConfig` and `agents`). With a
+//! KeyValueStore agent, the registry is its etcd; the Worker agents serve until etcd first
+//! answers (retried in the background), and after that etcd's registry.
 
 use quaestor_core::balancer::Balancer;
 use quaestor_core::config::{LOAD_BALANCER_FILE, QuaestorConfig};
+use quaestor_core::registry::RegistryReader;
 use quaestor_core::registry::etcd::EtcdRegistry;
 use quaestor_core::registry::memory::MemoryRegistry;
 use quaestor_core::server::ServerHandle;
@@ -27,7 +30,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<Exit, Failure> {
     let config = args.config.load(LOAD_BALANCER_FILE)?;
-    let balancer = start_balancer(&config).await;
+    let balancer = start_balancer(&config).await?;
     let mut server = serve(&balancer, &config, args.host, args.port).await?;
     let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
     tokio::select! {
@@ -75,30 +78,26 @@ pub async fn serve(
     Ok(server)
 }
 
-/// The etcd of a KeyValueStore agent if it answers; else the Worker agents (as the C# load
-/// balancer falls back when etcd is unreachable).
-async fn start_balancer(config: &QuaestorConfig) -> Balancer {
+/// The etcd of a KeyValueStore agent (or `clusterConfig.etcd`), followed in the background;
+/// until it first answers, the Worker agents of the config (as the C# load balancer falls
+/// back when etcd is unreachable). Without an etcd, the Worker agents for good.
+async fn start_balancer(config: &QuaestorConfig) -> Result<Balancer, Failure> {
     let options = config
         .load_balancer
         .clone()
         .unwrap_or_default()
-        .balancer_options();
+        .balancer_options(config);
+    let workers = MemoryRegistry::from_locations(config.worker_locations());
     if let Some(etcd) = config.etcd_options() {
-        let endpoints = etcd.endpoints.join(",");
-        match EtcdRegistry::connect(etcd).await {
-            Ok(registry) => {
-                tracing::info!(%endpoints, "registry: etcd");
-                return Balancer::start(registry, options);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "etcd unreachable; using the Worker agents of the config instead")
-            }
-        }
+        let registry =
+            EtcdRegistry::start_with_fallback(etcd, workers).map_err(super::etcd_failure)?;
+        // etcd up: serve its registry from the first answer; else do not wait long.
+        registry.wait_loaded(super::FIRST_LOAD_WAIT).await;
+        return Ok(Balancer::start(registry, options));
     }
-    let locations = config.worker_locations();
     tracing::info!(
-        locations = locations.len(),
+        locations = workers.current().locations.len(),
         "registry: the config's Worker agents"
     );
-    Balancer::start(MemoryRegistry::from_locations(locations), options)
+    Ok(Balancer::start(workers, options))
 }

@@ -21,6 +21,10 @@ use quaestor_core::tls::ClientTls;
 
 use crate::exit::{Exit, Failure};
 
+/// How long a command whose registry is etcd waits for etcd's first answer before it serves
+/// anyway (etcd is then followed in the background).
+pub const FIRST_LOAD_WAIT: Duration = Duration::from_secs(3);
+
 /// Which config file to read: `--config`, else `quaestor.config.yml`, then the role's own
 /// file, in `--config-dir`.
 #[derive(Debug, clap::Args)]
@@ -102,29 +106,65 @@ pub struct EtcdArgs {
     /// etcd client URL (http://host:2379); repeat, or separate with commas, for every member.
     #[arg(long = "etcd", value_name = "URL", env = crate::env::ETCD_ENDPOINTS, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
-    /// CA certificate (PEM) of the etcd members; implies TLS.
-    #[arg(long = "etcd-ca", value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd.
-    #[arg(long = "etcd-cert", value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Client private key (PEM) for etcd.
-    #[arg(long = "etcd-key", value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// etcd user name (authentication on).
-    #[arg(long = "etcd-user", value_name = "NAME", requires = "password")]
-    pub user: Option<String>,
-    /// etcd password of --etcd-user.
-    #[arg(long = "etcd-password", value_name = "PASSWORD", env = crate::env::ETCD_PASSWORD, hide_env_values = true)]
-    pub password: Option<String>,
-    /// Bound of one etcd request to one member.
-    #[arg(long = "etcd-timeout", value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    #[command(flatten)]
+    pub access: EtcdAccessArgs,
 }
 
 impl EtcdArgs {
-    pub fn options(&self) -> EtcdOptions {
-        let mut options = EtcdOptions::new(self.endpoints.iter().map(|e| e.trim().to_owned()))
+    pub fn options(&self) -> Result<EtcdOptions, Failure> {
+        self.access.options(&self.endpoints)
+    }
+}
+
+/// TLS, credentials and timeout for etcd: the part of [`EtcdArgs`] a command whose etcd is
+/// optional (`sidecar`) shares.
+#[derive(Debug, clap::Args)]
+pub struct EtcdAccessArgs {
+    /// CA certificate (PEM) of the etcd members; implies TLS.
+    #[arg(id = "etcd_ca", long = "etcd-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(
+        id = "etcd_cert",
+        long = "etcd-cert",
+        value_name = "FILE",
+        requires = "etcd_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for etcd.
+    #[arg(
+        id = "etcd_key",
+        long = "etcd-key",
+        value_name = "FILE",
+        requires = "etcd_cert"
+    )]
+    pub key: Option<PathBuf>,
+    /// etcd user name (authentication on); its password from --etcd-password or
+    /// --etcd-password-file.
+    #[arg(id = "etcd_user", long = "etcd-user", value_name = "NAME")]
+    pub user: Option<String>,
+    /// etcd password of --etcd-user.
+    #[arg(id = "etcd_password", long = "etcd-password", value_name = "PASSWORD", env = crate::env::ETCD_PASSWORD, hide_env_values = true)]
+    pub password: Option<String>,
+    /// A file holding the etcd password of --etcd-user (one trailing newline is dropped);
+    /// wins over --etcd-password.
+    #[arg(
+        id = "etcd_password_file",
+        long = "etcd-password-file",
+        value_name = "FILE",
+        requires = "etcd_user"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Bound of one etcd request to one member.
+    #[arg(id = "etcd_timeout", long = "etcd-timeout", value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl EtcdAccessArgs {
+    /// Options for `endpoints`; exit 64 for a user without password or an unreadable
+    /// password file.
+    pub fn options(&self, endpoints: &[String]) -> Result<EtcdOptions, Failure> {
+        let mut options = EtcdOptions::new(endpoints.iter().map(|e| e.trim().to_owned()))
             .with_timeouts(self.timeout.min(Duration::from_secs(5)), self.timeout);
         if self.ca.is_some() || self.cert.is_some() {
             options = options.with_tls(ClientTls {
@@ -133,10 +173,26 @@ impl EtcdArgs {
                 domain: None,
             });
         }
-        if let Some((user, password)) = self.user.clone().zip(self.password.clone()) {
-            options = options.with_user(user, password);
+        if let Some(user) = &self.user {
+            let password = match (&self.password_file, &self.password) {
+                (None, Some(password)) => password.clone(),
+                (Some(file), _) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| {
+                        Failure::usage(format!("--etcd-password-file {}: {e}", file.display()))
+                    })?;
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    text.strip_suffix('\r').unwrap_or(text).to_owned()
+                }
+                (None, None) => {
+                    return Err(Failure::usage(format!(
+                        "--etcd-user {user} needs --etcd-password (or {}) or --etcd-password-file",
+                        crate::env::ETCD_PASSWORD
+                    )));
+                }
+            };
+            options = options.with_user(user.clone(), password);
         }
-        options
+        Ok(options)
     }
 }
 
@@ -148,7 +204,7 @@ pub fn etcd_failure(error: EtcdError) -> Failure {
         | EtcdError::Location(_)
         | EtcdError::LeaseTtl(_)
         | EtcdError::NoEndpoints => Exit::Code(crate::exit::USAGE),
-        EtcdError::Request { .. } => Exit::Failure,
+        EtcdError::Request { .. } | EtcdError::Refused { .. } => Exit::Failure,
     };
     Failure::new(exit, error)
 }

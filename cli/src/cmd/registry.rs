@@ -70,7 +70,7 @@ pub async fn run(command: Command) -> Result<Exit, Failure> {
 }
 
 async fn list(args: ListArgs) -> Result<Exit, Failure> {
-    let registry = EtcdRegistry::connect(args.etcd.options())
+    let registry = EtcdRegistry::connect(args.etcd.options()?)
         .await
         .map_err(etcd_failure)?;
     for location in selected(&registry.current(), &args) {
@@ -80,7 +80,7 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
 }
 
 async fn watch(args: ListArgs) -> Result<Exit, Failure> {
-    let registry = EtcdRegistry::connect(args.etcd.options())
+    let registry = EtcdRegistry::connect(args.etcd.options()?)
         .await
         .map_err(etcd_failure)?;
     let mut views = registry.subscribe();
@@ -123,7 +123,7 @@ async fn register(args: RegisterArgs) -> Result<Exit, Failure> {
     if let Some(control) = &args.control {
         location = location.with_control(control);
     }
-    let options = args.etcd.options().with_lease_ttl(args.ttl);
+    let options = args.etcd.options()?.with_lease_ttl(args.ttl);
     let registrar = EtcdRegistrar::connect(options)
         .await
         .map_err(etcd_failure)?;

@@ -1,6 +1,8 @@
 //! `quaestor sidecar`: one worker that knows nothing of quaestor made balanceable. The sidecar
 //! probes it, serves health and load for it on a control port, keeps it registered in etcd
-//! while it is healthy and, with `-- COMMAND`, runs it (restarting it when it dies).
+//! while it is healthy and, with `-- COMMAND`, runs it (restarting it when it dies). etcd
+//! need not be up when the sidecar starts: it registers (and `--serve-discovery` answers
+//! from etcd) as soon as etcd answers.
 //!
 //! Prints `listening on ADDR` (the control port), `discovery listening on ADDR` (with
 //! `--serve-discovery`) and `worker started pid PID` (with a command), for scripts and tests.
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use quaestor_core::balancer::{Balancer, BalancerOptions};
 use quaestor_core::config::Signal;
 use quaestor_core::registry::ServiceLocation;
-use quaestor_core::registry::etcd::{EtcdOptions, EtcdRegistrar, EtcdRegistry};
+use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::server::health::HealthState;
 use quaestor_core::sidecar::{Check, Registration, Sidecar, SidecarOptions};
 use quaestor_core::supervisor::spawn::{
@@ -22,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use super::{etcd_failure, parse_duration, resolve};
+use super::{EtcdAccessArgs, etcd_failure, parse_duration, resolve};
 use crate::exit::{Exit, Failure};
 
 /// How long a started worker may take to stop after SIGTERM before SIGKILL.
@@ -62,8 +64,11 @@ pub struct Args {
           value_parser = clap::value_parser!(i32).range(-1..))]
     capacity: i32,
     /// etcd client URL to keep the worker registered in; repeat, or separate with commas.
+    /// etcd need not be up: the registration is made as soon as it answers.
     #[arg(long = "etcd", value_name = "URL", env = crate::env::ETCD_ENDPOINTS, value_delimiter = ',')]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_access: EtcdAccessArgs,
     /// The scope to register in.
     #[arg(long, default_value = "")]
     scope: String,
@@ -108,18 +113,22 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .map_err(Failure::usage)?;
     println!("listening on {control}");
 
-    let etcd = (!args.etcd.is_empty()).then(|| {
-        EtcdOptions::new(args.etcd.iter().map(|e| e.trim().to_owned())).with_lease_ttl(args.ttl)
-    });
+    let etcd = if args.etcd.is_empty() {
+        None
+    } else {
+        Some(
+            args.etcd_access
+                .options(&args.etcd)?
+                .with_lease_ttl(args.ttl),
+        )
+    };
     let registration = match &etcd {
         Some(options) => {
             let location = ServiceLocation::new(&args.scope, &args.service, &args.host, args.port)
                 .map_err(Failure::usage)?
                 .with_control(format!("{}:{}", args.host, control.port()))
                 .with_agent("quaestor sidecar");
-            let registrar = EtcdRegistrar::connect(options.clone())
-                .await
-                .map_err(etcd_failure)?;
+            let registrar = EtcdRegistrar::start(options.clone()).map_err(etcd_failure)?;
             Some(Registration {
                 registrar,
                 location,
@@ -130,9 +139,8 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
 
     let discovery_server = match (args.serve_discovery, &etcd) {
         (Some(port), Some(options)) => {
-            let registry = EtcdRegistry::connect(options.clone())
-                .await
-                .map_err(etcd_failure)?;
+            let registry = EtcdRegistry::start(options.clone()).map_err(etcd_failure)?;
+            registry.wait_loaded(super::FIRST_LOAD_WAIT).await;
             let balancer = Balancer::start(registry, BalancerOptions::default());
             let addr = resolve("--host", &args.host, port).await?;
             let listener = TcpListener::bind(addr).await.map_err(|e| {

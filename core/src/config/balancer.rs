@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{AgentConfig, LoadBalancerConfig, QuaestorConfig};
+use super::{AgentConfig, EtcdAccessConfig, LoadBalancerConfig, QuaestorConfig};
 use crate::balancer::BalancerOptions;
 use crate::registry::ServiceLocation;
 use crate::registry::etcd::EtcdOptions;
-use crate::tls::ServerTls;
+use crate::tls::{ClientTls, ServerTls};
 
 impl QuaestorConfig {
     /// The locations the Worker agents serve (one per port and service name): the memory
@@ -34,14 +34,40 @@ impl QuaestorConfig {
         locations
     }
 
-    /// The etcd of the registry: `clusterConfig.etcd` if given, else the KeyValueStore
-    /// agent's (a member per port), else none.
+    /// The etcd of the registry: `clusterConfig.etcd` (with `clusterConfig.etcdOptions`) if
+    /// given, else the KeyValueStore agent's (a member per port, with its `etcdOptions`),
+    /// else none.
     pub fn etcd_options(&self) -> Option<EtcdOptions> {
         if let Some(cluster) = self.cluster.as_ref().filter(|c| !c.etcd.is_empty()) {
-            return Some(EtcdOptions::new(cluster.etcd.iter().cloned()));
+            let tls = cluster.etcd.iter().any(|e| e.starts_with("https://"));
+            let options = EtcdOptions::new(cluster.etcd.iter().cloned());
+            return Some(self.etcd_access(options, &cluster.etcd_options, tls));
         }
         let store = self.agents.iter().find(|a| a.is_key_value_store())?;
-        Some(EtcdOptions::new(etcd_endpoints(store)))
+        let options = EtcdOptions::new(etcd_endpoints(store));
+        Some(self.etcd_access(options, &store.etcd_options, store.use_tls))
+    }
+
+    /// `options` with the TLS and credentials of `access` (TLS also when `tls` says so).
+    fn etcd_access(
+        &self,
+        mut options: EtcdOptions,
+        access: &EtcdAccessConfig,
+        tls: bool,
+    ) -> EtcdOptions {
+        let path = |p: &Option<String>| p.as_deref().map(|p| self.resolve_path(p));
+        let identity = path(&access.cert_file).zip(path(&access.key_file));
+        if tls || access.ca_file.is_some() || identity.is_some() {
+            options = options.with_tls(ClientTls {
+                ca: path(&access.ca_file),
+                identity,
+                domain: None,
+            });
+        }
+        if let (Some(user), Some(password)) = (&access.user, &access.password) {
+            options = options.with_user(user.clone(), password.0.clone());
+        }
+        options
     }
 
     /// A path in the config, relative to the config file's folder.
@@ -65,12 +91,22 @@ fn etcd_endpoints(store: &AgentConfig) -> Vec<String> {
 }
 
 impl LoadBalancerConfig {
-    pub fn balancer_options(&self) -> BalancerOptions {
+    /// The balancer's options; `workerCaFile`, `workerCertFile` and `workerKeyFile` (relative
+    /// to `config`'s folder) say how `useTLS` workers are checked.
+    pub fn balancer_options(&self, config: &QuaestorConfig) -> BalancerOptions {
+        let path = |p: &Option<String>| p.as_deref().map(|p| config.resolve_path(p));
+        let ca = path(&self.worker_ca_file);
+        let identity = path(&self.worker_cert_file).zip(path(&self.worker_key_file));
+        let client_tls = (ca.is_some() || identity.is_some()).then_some(ClientTls {
+            ca,
+            identity,
+            domain: None,
+        });
         BalancerOptions {
             probe_interval: self.probe_interval,
             response_timeout: self.service_response_timeout,
             recently_used_timeout: self.recently_used_timeout,
-            client_tls: None,
+            client_tls,
         }
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
 use super::yaml::{Entry, Node, Value};
 use super::{
-    AgentConfig, ClusterConfig, HealthCheckConfig, LoadBalancerConfig, QuaestorConfig,
-    RestartBackoffConfig, ShutdownAction, Signal,
+    AgentConfig, ClusterConfig, EtcdAccessConfig, HealthCheckConfig, LoadBalancerConfig,
+    QuaestorConfig, RestartBackoffConfig, Secret, ShutdownAction, Signal,
 };
 
 /// Top-level sections, as the C# Quaestor writes them.
@@ -25,6 +25,7 @@ pub(crate) const CLUSTER_KEYS: &[&str] = &[
     "memberMaxShutdownTimeSeconds",
     "memberMaxStartupRetries",
     "etcd",
+    "etcdOptions",
 ];
 
 pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
@@ -36,6 +37,9 @@ pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
     "serviceResponseTimeoutSeconds",
     "recentlyUsedTimeoutSeconds",
     "probeIntervalMs",
+    "workerCaFile",
+    "workerCertFile",
+    "workerKeyFile",
 ];
 
 pub(crate) const AGENT_KEYS: &[&str] = &[
@@ -57,6 +61,16 @@ pub(crate) const AGENT_KEYS: &[&str] = &[
     "stopSignal",
     "healthCheck",
     "restartBackoff",
+    "etcdOptions",
+];
+
+pub(crate) const ETCD_OPTIONS_KEYS: &[&str] = &[
+    "caFile",
+    "certFile",
+    "keyFile",
+    "user",
+    "passwordEnv",
+    "passwordFile",
 ];
 
 pub(crate) const HEALTH_CHECK_KEYS: &[&str] = &["failuresBeforeRestart"];
@@ -72,6 +86,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("an agent", AGENT_KEYS),
     ("an agent's `healthCheck`", HEALTH_CHECK_KEYS),
     ("an agent's `restartBackoff`", RESTART_BACKOFF_KEYS),
+    ("`etcdOptions`", ETCD_OPTIONS_KEYS),
 ];
 
 /// Longest duration accepted anywhere (ten years): far beyond any sensible setting, far below
@@ -325,8 +340,87 @@ fn cluster(cx: &Cx, node: &Node, at: &KeyPath) -> Result<ClusterConfig, ConfigEr
                     retries.map(clamp_u32),
                 );
             }
-            _ => config.etcd = etcd_endpoints(cx, value, &at)?,
+            "etcd" => config.etcd = etcd_endpoints(cx, value, &at)?,
+            _ => config.etcd_options = etcd_access(cx, value, &at)?,
         }
+    }
+    Ok(config)
+}
+
+/// `etcdOptions: { caFile, certFile, keyFile, user, passwordEnv | passwordFile }`. The
+/// password is read now, so that a variable that is not set or a file that cannot be read is
+/// an error at its key.
+fn etcd_access(cx: &Cx, node: &Node, at: &KeyPath) -> Result<EtcdAccessConfig, ConfigError> {
+    let mut config = EtcdAccessConfig::default();
+    let mut given: Vec<(&'static str, Pos, KeyPath)> = Vec::new();
+    for (key, entry) in section(cx, node, at, ETCD_OPTIONS_KEYS)? {
+        let at = at.key(&entry.key);
+        let value = &entry.value;
+        let Some(text) = text(cx, value, &at)? else {
+            continue;
+        };
+        given.push((key, entry.key_pos, at.clone()));
+        match key {
+            "caFile" => config.ca_file = Some(text),
+            "certFile" => config.cert_file = Some(text),
+            "keyFile" => config.key_file = Some(text),
+            "user" => config.user = Some(text),
+            "passwordEnv" => match std::env::var(&text) {
+                Ok(password) => config.password = Some(Secret(password)),
+                Err(_) => {
+                    return Err(cx.bad(
+                        value,
+                        &at,
+                        format!("the environment variable `{text}` is not set (or not UTF-8)"),
+                    ));
+                }
+            },
+            _ => {
+                let path = cx.file.parent().unwrap_or(Path::new(".")).join(&text);
+                match std::fs::read_to_string(&path) {
+                    Ok(password) => {
+                        let password = password
+                            .strip_suffix('\n')
+                            .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                            .unwrap_or(&password);
+                        config.password = Some(Secret(password.to_owned()));
+                    }
+                    Err(error) => {
+                        return Err(cx.bad(
+                            value,
+                            &at,
+                            format!("cannot read the password file {}: {error}", path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let find = |key: &str| given.iter().find(|(k, _, _)| *k == key);
+    let problem = |(_, pos, key): &(&str, Pos, KeyPath), message: &str| {
+        cx.error(*pos, key, Problem::InvalidValue(message.to_owned()))
+    };
+    if let (Some(env), Some(_)) = (find("passwordEnv"), find("passwordFile")) {
+        return Err(problem(
+            env,
+            "give `passwordEnv` or `passwordFile`, not both",
+        ));
+    }
+    match (find("certFile"), find("keyFile")) {
+        (Some(cert), None) => return Err(problem(cert, "`certFile` needs `keyFile`")),
+        (None, Some(key)) => return Err(problem(key, "`keyFile` needs `certFile`")),
+        _ => {}
+    }
+    let password = find("passwordEnv").or(find("passwordFile"));
+    match (find("user"), password) {
+        (Some(user), None) => {
+            return Err(problem(
+                user,
+                "`user` needs `passwordEnv` or `passwordFile`",
+            ));
+        }
+        (None, Some(password)) => return Err(problem(password, "a password needs `user`")),
+        _ => {}
     }
     Ok(config)
 }
@@ -370,6 +464,8 @@ fn etcd_endpoints(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<String>, Con
 
 fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfig, ConfigError> {
     let mut config = LoadBalancerConfig::default();
+    let mut cert_at: Option<(Pos, KeyPath)> = None;
+    let mut key_at: Option<(Pos, KeyPath)> = None;
     for (key, entry) in section(cx, node, at, LOAD_BALANCER_KEYS)? {
         let at = at.key(&entry.key);
         let value = &entry.value;
@@ -388,14 +484,42 @@ fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfi
             "recentlyUsedTimeoutSeconds" => {
                 set(&mut config.recently_used_timeout, seconds(cx, value, &at)?);
             }
-            _ => {
+            "probeIntervalMs" => {
                 let ms = integer(cx, value, &at, 1, 3_600_000)?;
                 set(
                     &mut config.probe_interval,
                     ms.map(|ms| Duration::from_millis(ms.unsigned_abs())),
                 );
             }
+            "workerCaFile" => config.worker_ca_file = text(cx, value, &at)?,
+            "workerCertFile" => {
+                config.worker_cert_file = text(cx, value, &at)?;
+                cert_at = Some((entry.key_pos, at.clone()));
+            }
+            _ => {
+                config.worker_key_file = text(cx, value, &at)?;
+                key_at = Some((entry.key_pos, at.clone()));
+            }
         }
+    }
+    match (&config.worker_cert_file, &config.worker_key_file) {
+        (Some(_), None) => {
+            let (pos, key) = cert_at.unwrap_or_default();
+            return Err(cx.error(
+                pos,
+                &key,
+                Problem::InvalidValue("`workerCertFile` needs `workerKeyFile`".into()),
+            ));
+        }
+        (None, Some(_)) => {
+            let (pos, key) = key_at.unwrap_or_default();
+            return Err(cx.error(
+                pos,
+                &key,
+                Problem::InvalidValue("`workerKeyFile` needs `workerCertFile`".into()),
+            ));
+        }
+        _ => {}
     }
     Ok(config)
 }
@@ -447,6 +571,7 @@ fn agent(
     let mut process_count: Option<(u32, Pos)> = None;
     let mut ports_pos = agent_pos;
     let mut host_pos: Option<(Pos, KeyPath)> = None;
+    let mut etcd_options_at: Option<(Pos, KeyPath)> = None;
     for (key, entry) in section(cx, node, at, AGENT_KEYS)? {
         let at = at.key(&entry.key);
         let value = &entry.value;
@@ -514,8 +639,22 @@ fn agent(
             "workingDirectory" => agent.working_directory = text(cx, value, &at)?,
             "stopSignal" => set(&mut agent.stop_signal, stop_signal(cx, value, &at)?),
             "healthCheck" => agent.health_check = health_check(cx, value, &at)?,
-            _ => agent.restart_backoff = restart_backoff(cx, value, &at)?,
+            "restartBackoff" => agent.restart_backoff = restart_backoff(cx, value, &at)?,
+            _ => {
+                agent.etcd_options = etcd_access(cx, value, &at)?;
+                etcd_options_at = Some((entry.key_pos, at.clone()));
+            }
         }
+    }
+    if let Some((pos, key)) = etcd_options_at.filter(|_| !agent.is_key_value_store()) {
+        return Err(cx.error(
+            pos,
+            &key,
+            Problem::InvalidValue(format!(
+                "only a KeyValueStore agent takes `etcdOptions` (this one is `{}`)",
+                agent.agent_type
+            )),
+        ));
     }
     if agent.agent_type.is_empty() {
         return Err(cx.error(agent_pos, at, Problem::MissingKey("agentType")));
@@ -965,7 +1104,7 @@ mod tests {
     /// them, so each must fail at its own key, not be ignored).
     #[test]
     fn every_known_key_is_bound() {
-        let cases: [(&str, &[&str]); 5] = [
+        let cases: [(&str, &[&str]); 7] = [
             ("clusterConfig:\n  ", CLUSTER_KEYS),
             ("loadBalancerConfig:\n  ", LOAD_BALANCER_KEYS),
             ("agents:\n  Worker:\n    ", AGENT_KEYS),
@@ -976,6 +1115,11 @@ mod tests {
             (
                 "agents:\n  Worker:\n    restartBackoff:\n      ",
                 RESTART_BACKOFF_KEYS,
+            ),
+            ("clusterConfig:\n  etcdOptions:\n    ", ETCD_OPTIONS_KEYS),
+            (
+                "agents:\n  KeyValueStore:\n    etcdOptions:\n      ",
+                ETCD_OPTIONS_KEYS,
             ),
         ];
         for (prefix, keys) in cases {

@@ -90,6 +90,43 @@ pub struct ClusterConfig {
     /// (one per member of the etcd cluster). Empty: a KeyValueStore agent's etcd, if any, else
     /// the in-memory registry.
     pub etcd: Vec<String>,
+    /// `etcdOptions` (quaestor's own): TLS and credentials for `etcd`.
+    pub etcd_options: EtcdAccessConfig,
+}
+
+/// `etcdOptions` (quaestor's own), under `clusterConfig` (for `clusterConfig.etcd`) or on a
+/// KeyValueStore agent: how to reach an etcd with TLS or authentication on. Paths are
+/// relative to the config file's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdAccessConfig {
+    /// `caFile`: the CA (PEM) that signed the etcd members' certificates; implies TLS.
+    pub ca_file: Option<String>,
+    /// `certFile`: client certificate (PEM) for etcd's client-cert-auth (needs `keyFile`).
+    pub cert_file: Option<String>,
+    /// `keyFile`: the client certificate's private key (PEM).
+    pub key_file: Option<String>,
+    /// `user`: etcd user name (needs `passwordEnv` or `passwordFile`).
+    pub user: Option<String>,
+    /// The password of `user`, read when the file is loaded from `passwordEnv` (the name of
+    /// an environment variable) or `passwordFile` (a file; one trailing newline is dropped).
+    pub password: Option<Secret>,
+}
+
+impl EtcdAccessConfig {
+    /// Whether any key was given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A password: compared, but never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Default for ClusterConfig {
@@ -101,6 +138,7 @@ impl Default for ClusterConfig {
             member_max_shutdown_time: Duration::from_secs(45),
             member_max_startup_retries: 25,
             etcd: Vec::new(),
+            etcd_options: EtcdAccessConfig::default(),
         }
     }
 }
@@ -128,6 +166,14 @@ pub struct LoadBalancerConfig {
     /// `probeIntervalMs` (quaestor's own; default 1000 ms, 1–3600000): how often every
     /// location's load is polled.
     pub probe_interval: Duration,
+    /// `workerCaFile` (quaestor's own): the CA (PEM) that signed the certificates of `useTLS`
+    /// workers; None: the system's roots.
+    pub worker_ca_file: Option<String>,
+    /// `workerCertFile` (quaestor's own): client certificate (PEM) presented to workers that
+    /// require mutual TLS (needs `workerKeyFile`).
+    pub worker_cert_file: Option<String>,
+    /// `workerKeyFile` (quaestor's own): its private key (PEM).
+    pub worker_key_file: Option<String>,
 }
 
 impl Default for LoadBalancerConfig {
@@ -141,6 +187,9 @@ impl Default for LoadBalancerConfig {
             service_response_timeout: Duration::from_secs(2),
             recently_used_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_millis(1000),
+            worker_ca_file: None,
+            worker_cert_file: None,
+            worker_key_file: None,
         }
     }
 }
@@ -204,6 +253,9 @@ pub struct AgentConfig {
     pub health_check: HealthCheckConfig,
     /// `restartBackoff` (quaestor's own).
     pub restart_backoff: RestartBackoffConfig,
+    /// `etcdOptions` (quaestor's own; KeyValueStore agents only): TLS and credentials for
+    /// the agent's etcd.
+    pub etcd_options: EtcdAccessConfig,
 }
 
 /// An agent's `healthCheck`: when failed heartbeats lead to a restart.
@@ -266,6 +318,7 @@ impl AgentConfig {
             stop_signal: Signal::SIGTERM,
             health_check: HealthCheckConfig::default(),
             restart_backoff: RestartBackoffConfig::default(),
+            etcd_options: EtcdAccessConfig::default(),
         }
     }
 

@@ -180,6 +180,56 @@ impl EtcdCluster {
         Self::start_with(1, Some(tls))
     }
 
+    /// Starts a one-member cluster whose client port is `client_port` (picked earlier with
+    /// [`crate::free_port`], e.g. for a process started before its etcd); with `tls`, as
+    /// [`EtcdCluster::single_tls`]. Panics if the port was taken meanwhile.
+    pub fn single_at(client_port: u16, tls: Option<EtcdTls>) -> Self {
+        let mut cluster = Self::launch_at(1, tls, Some(client_port));
+        match cluster.wait_started() {
+            Ok(()) => cluster,
+            Err(failure) => panic!(
+                "etcd member m{} on port {client_port} exited while starting",
+                failure.member()
+            ),
+        }
+    }
+
+    /// The user with read and write permission on `services/` that [`EtcdCluster::enable_auth`]
+    /// makes, and its password.
+    pub const USER: &'static str = "quaestor";
+    pub const PASSWORD: &'static str = "secret";
+    /// A user with no permission at all, and its password.
+    pub const POWERLESS_USER: &'static str = "nobody";
+    pub const POWERLESS_PASSWORD: &'static str = "nothing";
+
+    /// Turns authentication on: users `root` (password `rootpw`, what etcdctl uses from now
+    /// on), [`EtcdCluster::USER`] (read and write on the prefix `services/`) and
+    /// [`EtcdCluster::POWERLESS_USER`] (no role).
+    pub fn enable_auth(&mut self) {
+        let user = format!("{}:{}", Self::USER, Self::PASSWORD);
+        let powerless = format!("{}:{}", Self::POWERLESS_USER, Self::POWERLESS_PASSWORD);
+        for args in [
+            &["user", "add", "root:rootpw"][..],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", &user],
+            &["user", "add", &powerless],
+            &["role", "add", "registry"],
+            &[
+                "role",
+                "grant-permission",
+                "registry",
+                "readwrite",
+                "services/",
+                "--prefix=true",
+            ],
+            &["user", "grant-role", Self::USER, "registry"],
+            &["auth", "enable"],
+        ] {
+            succeeded(&format!("etcdctl {args:?}"), self.etcdctl(args));
+        }
+        self.etcdctl_as("root:rootpw");
+    }
+
     fn start_with(members: usize, tls: Option<EtcdTls>) -> Self {
         assert!(members > 0, "an etcd cluster needs at least one member");
         for attempt in 1..=START_ATTEMPTS {
@@ -201,8 +251,22 @@ impl EtcdCluster {
 
     /// Picks ports, creates the folder and spawns every member, without waiting.
     fn launch(members: usize, tls: Option<EtcdTls>) -> Self {
+        Self::launch_at(members, tls, None)
+    }
+
+    /// As [`EtcdCluster::launch`], member 0's client port `client_port` if given.
+    fn launch_at(members: usize, tls: Option<EtcdTls>, client_port: Option<u16>) -> Self {
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
-        let ports = crate::free_ports(2 * members);
+        let mut ports = crate::free_ports(2 * members);
+        if let Some(port) = client_port {
+            if ports[1..].contains(&port) {
+                ports = ports
+                    .iter()
+                    .map(|p| if *p == port { ports[0] } else { *p })
+                    .collect();
+            }
+            ports[0] = port;
+        }
         let mut cluster = EtcdCluster {
             members: (0..members)
                 .map(|i| Member {

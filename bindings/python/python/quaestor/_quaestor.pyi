@@ -14,6 +14,7 @@ __all__ = [
     "InvalidArgumentError",
     "TimeoutError",
     "NotFoundError",
+    "RefusedError",
     "Reporter",
     "ServiceLoad",
     "Request",
@@ -39,6 +40,10 @@ class TimeoutError(QuaestorError):
 
 class NotFoundError(QuaestorError):
     """No such service on this reporter."""
+
+class RefusedError(QuaestorError):
+    """The server refused the credentials given (e.g. etcd: authentication failed, permission
+    denied)."""
 
 @final
 class Request:
@@ -115,6 +120,12 @@ class Reporter:
         port: int | None = None,
         scope: str = "",
         ttl: float = 10.0,
+        *,
+        etcd_ca: str | PathLike[str] | None = None,
+        etcd_cert: str | PathLike[str] | None = None,
+        etcd_key: str | PathLike[str] | None = None,
+        etcd_user: str | None = None,
+        etcd_password: str | None = None,
     ) -> None: ...
     def deregister(self) -> None: ...
     def close(self) -> None: ...

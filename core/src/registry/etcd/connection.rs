@@ -81,6 +81,8 @@ impl Connection {
                     state.next = index;
                     return Ok(Member { index, client });
                 }
+                // Every member has the same users: no point asking the others.
+                Err(error @ EtcdError::Refused { .. }) => return Err(error),
                 Err(error) => {
                     tracing::debug!(endpoint = %self.options.endpoints[index], %error, "etcd member unreachable");
                     last_error = Some(error);
@@ -116,6 +118,7 @@ impl Connection {
         for attempt in 0..attempts {
             let member = match self.member().await {
                 Ok(member) => member,
+                Err(error @ EtcdError::Refused { .. }) => return Err(error),
                 Err(error) => {
                     last = Some(error);
                     backoff(attempt).await;
@@ -126,6 +129,9 @@ impl Connection {
                 .await
             {
                 Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if refusal(&error, what, self.user()).is_some() => {
+                    return Err(self.refused(&error, what));
+                }
                 Ok(Err(error)) if !worth_another_member(&error) => {
                     return Err(EtcdError::Request {
                         what: what.to_owned(),
@@ -182,6 +188,9 @@ impl Connection {
         .await
         {
             Ok(Ok(client)) => Ok(client),
+            Ok(Err(source)) if refusal(&source, "connect", self.user()).is_some() => {
+                Err(self.refused(&source, "connect"))
+            }
             Ok(Err(source)) => Err(EtcdError::Request {
                 what: format!("connect to {endpoint}"),
                 source,
@@ -191,6 +200,48 @@ impl Connection {
                 after: self.options.connect_timeout + self.options.request_timeout,
             }),
         }
+    }
+}
+
+impl Connection {
+    /// `error` (a refusal, see [`refusal`]) as the error callers see.
+    fn refused(&self, error: &etcd_client::Error, what: &str) -> EtcdError {
+        EtcdError::Refused {
+            user: self.options.user.as_ref().map(|(user, _)| user.clone()),
+            reason: refusal(error, what, self.user()).unwrap_or_default(),
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.options.user.as_ref().map(|(user, _)| user.as_str())
+    }
+}
+
+/// Why etcd refused the client, when `error` is such a refusal (credentials or permissions),
+/// worded for an operator; `None` for every other failure.
+fn refusal(error: &etcd_client::Error, what: &str, user: Option<&str>) -> Option<String> {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    let message = status.message();
+    if message.contains("authentication failed") {
+        Some("authentication failed (wrong user name or password)".to_owned())
+    } else if message.contains("permission denied") && user.is_none() {
+        Some(format!(
+            "permission denied for {what}: authentication is on; give a user name and password"
+        ))
+    } else if message.contains("permission denied") {
+        Some(format!(
+            "permission denied for {what} (its roles must grant readwrite on the prefix services/)"
+        ))
+    } else if message.contains("user name is empty") {
+        Some("authentication is on; give a user name and password".to_owned())
+    } else if message.contains("authentication is not enabled") {
+        Some("authentication is not enabled on this etcd; give no user".to_owned())
+    } else if status.code() == Code::Unauthenticated {
+        Some(format!("not authenticated ({message})"))
+    } else {
+        None
     }
 }
 

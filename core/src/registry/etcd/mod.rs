@@ -2,6 +2,11 @@
 //! `services/` prefix once, then follow a watch from the loaded revision. Both move to another
 //! cluster member when theirs fails. When etcd cannot be reached at all, readers keep
 //! publishing the last known set, marked stale, and resync when it returns.
+//!
+//! Neither needs etcd to be up when it starts ([`EtcdRegistry::start`],
+//! [`EtcdRegistrar::start`]): both retry in the background with jittered backoff. Until its
+//! first load, a reader publishes a fallback registry's view (the config's Worker agents, as
+//! the C# balancer falls back), then switches to etcd's; both switches are logged.
 
 mod connection;
 mod registrar;
@@ -44,6 +49,33 @@ pub enum EtcdError {
     Location(#[from] LocationError),
     #[error("the lease TTL must be at least 2 s (got {0:?})")]
     LeaseTtl(Duration),
+    /// etcd answered, and said no: wrong credentials, none given to an etcd with
+    /// authentication on, or a user without permission for the request.
+    #[error("etcd refused {}: {reason}", refused_whom(.user))]
+    Refused {
+        /// The user given (`None`: none).
+        user: Option<String>,
+        /// `authentication failed`, `permission denied for ...`, ...
+        reason: String,
+    },
+}
+
+fn refused_whom(user: &Option<String>) -> String {
+    match user {
+        Some(user) => format!("user {user}"),
+        None => "a client without user name".to_owned(),
+    }
+}
+
+impl EtcdError {
+    /// Whether etcd could not be reached at all (as opposed to answering with a refusal or an
+    /// error): the case a caller may wait out.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            EtcdError::Unreachable { .. } | EtcdError::Timeout { .. }
+        )
+    }
 }
 
 /// How to reach an etcd cluster.
@@ -130,6 +162,66 @@ impl EtcdRegistry {
         })
     }
 
+    /// Follows etcd in the background without waiting for it: until the first load succeeds
+    /// (retried with jittered backoff), an empty view marked stale is published. Fails only
+    /// on settings that cannot work (no endpoint, TLS files that do not load).
+    pub fn start(options: EtcdOptions) -> Result<Self, EtcdError> {
+        Self::starting(options, None::<super::memory::MemoryRegistry>)
+    }
+
+    /// As [`EtcdRegistry::start`], but until etcd first answers, what `fallback` publishes is
+    /// published (marked stale), following its changes; then etcd's view replaces it for good.
+    /// Logs a warning when etcd does not answer (or refuses the client) and the fallback
+    /// serves, and an info when etcd takes over.
+    pub fn start_with_fallback<F: RegistryReader + Send + Sync + 'static>(
+        options: EtcdOptions,
+        fallback: F,
+    ) -> Result<Self, EtcdError> {
+        Self::starting(options, Some(fallback))
+    }
+
+    fn starting<F: RegistryReader + Send + Sync + 'static>(
+        options: EtcdOptions,
+        fallback: Option<F>,
+    ) -> Result<Self, EtcdError> {
+        let options = options.normalized();
+        if let Some(tls) = &options.tls {
+            tls.load()?;
+        }
+        let connection = Arc::new(Connection::new(options)?);
+        let publisher = Publisher::default();
+        match &fallback {
+            Some(fallback) => {
+                let view = fallback.current();
+                publisher.replace((*view.locations).clone(), true);
+            }
+            None => publisher.set_stale(true),
+        }
+        let follower = tokio::spawn({
+            let connection = Arc::clone(&connection);
+            let publisher = publisher.clone();
+            async move {
+                let revision = first_load(&connection, &publisher, fallback).await;
+                follow(connection, publisher, revision).await;
+            }
+        });
+        Ok(EtcdRegistry {
+            connection,
+            publisher,
+            follower,
+        })
+    }
+
+    /// Waits (at most `within`) until etcd's registry is loaded; false if it is not by then
+    /// (the fallback, if any, serves meanwhile). For a caller that would rather start with
+    /// etcd's view when etcd is up, without waiting long when it is not.
+    pub async fn wait_loaded(&self, within: Duration) -> bool {
+        let mut view = self.publisher.subscribe();
+        tokio::time::timeout(within, view.wait_for(|view| !view.stale))
+            .await
+            .is_ok_and(|loaded| loaded.is_ok())
+    }
+
     /// A registrar on the same connection, with its own lease.
     pub async fn registrar(&self) -> Result<EtcdRegistrar, EtcdError> {
         EtcdRegistrar::on(Arc::clone(&self.connection)).await
@@ -163,6 +255,70 @@ async fn load(connection: &Connection, publisher: &Publisher) -> Result<i64, Etc
     tracing::debug!(revision, count = locations.len(), "loaded the registry");
     publisher.replace(locations, false);
     Ok(revision)
+}
+
+/// Loads the registry, retrying with backoff until etcd answers; meanwhile publishes what
+/// `fallback` publishes. Returns the revision loaded at.
+async fn first_load<F: RegistryReader>(
+    connection: &Connection,
+    publisher: &Publisher,
+    fallback: Option<F>,
+) -> i64 {
+    let mut fallback_views = fallback.as_ref().map(|f| f.subscribe());
+    let endpoints = connection.options().endpoints.join(",");
+    let mut last_error: Option<String> = None;
+    let mut failures = 0;
+    loop {
+        match load(connection, publisher).await {
+            Ok(revision) => {
+                if last_error.is_some() {
+                    tracing::info!(%endpoints, locations = publisher.current().locations.len(), "etcd answers: the registry is etcd's from now on");
+                } else {
+                    tracing::info!(%endpoints, "registry: etcd");
+                }
+                return revision;
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    match &fallback_views {
+                        Some(views) => tracing::warn!(
+                            error = %text,
+                            locations = views.borrow().locations.len(),
+                            "etcd unreachable; serving the fallback registry (the config's Worker agents) until it answers"
+                        ),
+                        None => {
+                            tracing::warn!(error = %text, "etcd unreachable; no registry until it answers")
+                        }
+                    }
+                    last_error = Some(text);
+                }
+            }
+        }
+        failures += 1;
+        let pause = backoff(failures);
+        tokio::pin!(pause);
+        loop {
+            let Some(views) = fallback_views.as_mut() else {
+                pause.await;
+                break;
+            };
+            let gone = tokio::select! {
+                () = &mut pause => break,
+                changed = views.changed() => match changed {
+                    Ok(()) => {
+                        let view = views.borrow_and_update().clone();
+                        publisher.replace((*view.locations).clone(), true);
+                        false
+                    }
+                    Err(_) => true,
+                },
+            };
+            if gone {
+                fallback_views = None;
+            }
+        }
+    }
 }
 
 /// Follows the watch from `revision`; reloads after a broken watch or a compaction; while

@@ -4,11 +4,15 @@
 //!   it continues on another one with the same lease.
 //! - If the lease was lost anyway (etcd said TTL 0, or a put found no lease), the registrar
 //!   grants a new one and puts everything it owns again.
+//! - Started with [`EtcdRegistrar::start`], it does not wait for etcd: registrations made
+//!   while etcd cannot be reached are kept, and put as soon as it answers (the lease is
+//!   granted in the background, retried with jittered backoff). A put or delete that failed
+//!   is retried after the next successful renewal.
 //! - [`EtcdRegistrar::stop`] revokes the lease: every entry vanishes at once. Dropping the
 //!   registrar does the same in the background. A crashed process leaves its entries to
 //!   expire with the TTL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,31 +40,52 @@ struct Shared {
     state: Mutex<LeaseState>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct LeaseState {
-    lease: i64,
+    /// `None` until etcd first answered (or after the lease was found lost).
+    lease: Option<i64>,
     /// Key → value of everything this registrar registered.
     owned: BTreeMap<String, String>,
+    /// Owned keys whose put on the current lease failed: put again after the next renewal.
+    unput: BTreeSet<String>,
+    /// Keys deregistered whose delete failed: deleted after the next renewal.
+    undeleted: BTreeSet<String>,
 }
 
 impl EtcdRegistrar {
-    /// Connects to the cluster and grants the registrar's lease.
+    /// Connects to the cluster and grants the registrar's lease; fails if etcd does not
+    /// answer (see [`EtcdRegistrar::start`] for a registrar that waits for it).
     pub async fn connect(options: EtcdOptions) -> Result<Self, EtcdError> {
         Self::on(Arc::new(Connection::new(options.normalized())?)).await
     }
 
-    pub(super) async fn on(connection: Arc<Connection>) -> Result<Self, EtcdError> {
-        let ttl = connection.options().lease_ttl;
-        if ttl < Duration::from_secs(2) {
-            return Err(EtcdError::LeaseTtl(ttl));
+    /// A registrar that does not wait for etcd: its lease is granted in the background, and
+    /// retried (jittered backoff) while etcd cannot be reached; what is registered meanwhile
+    /// is put once it answers. Fails only on settings that cannot work (no endpoint, a TTL
+    /// under 2 s, TLS files that do not load).
+    pub fn start(options: EtcdOptions) -> Result<Self, EtcdError> {
+        let options = options.normalized();
+        if let Some(tls) = &options.tls {
+            tls.load()?;
         }
-        let lease = grant(&connection, ttl).await?;
+        Self::with(Arc::new(Connection::new(options)?), None)
+    }
+
+    pub(super) async fn on(connection: Arc<Connection>) -> Result<Self, EtcdError> {
+        check_ttl(connection.options().lease_ttl)?;
+        let lease = grant(&connection, connection.options().lease_ttl).await?;
+        Self::with(connection, Some(lease))
+    }
+
+    fn with(connection: Arc<Connection>, lease: Option<i64>) -> Result<Self, EtcdError> {
+        let ttl = connection.options().lease_ttl;
+        check_ttl(ttl)?;
         let shared = Arc::new(Shared {
             connection,
             ttl,
             state: Mutex::new(LeaseState {
                 lease,
-                owned: BTreeMap::new(),
+                ..LeaseState::default()
             }),
         });
         let keeper = tokio::spawn(keep_alive(Arc::clone(&shared)));
@@ -71,41 +96,50 @@ impl EtcdRegistrar {
         })
     }
 
-    /// The lease the registrar's entries hang on now.
-    pub async fn lease_id(&self) -> i64 {
+    /// The lease the registrar's entries hang on now (`None` before etcd first answered).
+    pub async fn lease_id(&self) -> Option<i64> {
         self.shared.state.lock().await.lease
     }
 
-    /// Puts `location` on the registrar's lease (again, if it was there already).
+    /// Puts `location` on the registrar's lease (again, if it was there already). Before
+    /// etcd first answered, it is only kept (and `Ok`): it is put when etcd answers. A put that
+    /// fails is also kept, and retried after the next successful renewal.
     pub async fn register(&self, location: &ServiceLocation) -> Result<(), EtcdError> {
         let key = location.key();
         let value = location.value();
         let mut state = self.shared.state.lock().await;
-        match put(&self.shared.connection, &key, &value, state.lease).await {
-            Err(error) if lease_is_gone(&error) => {
-                state.owned.insert(key, value);
-                self.shared.regrant(&mut state).await
-            }
-            Err(error) => Err(error),
+        state.owned.insert(key.clone(), value.clone());
+        state.undeleted.remove(&key);
+        let Some(lease) = state.lease else {
+            tracing::debug!(%location, "no lease yet: put as soon as etcd grants one");
+            return Ok(());
+        };
+        match put(&self.shared.connection, &key, &value, lease).await {
             Ok(()) => {
-                state.owned.insert(key, value);
+                state.unput.remove(&key);
                 Ok(())
+            }
+            Err(error) if lease_is_gone(&error) => self.shared.regrant(&mut state).await,
+            Err(error) => {
+                state.unput.insert(key);
+                Err(error)
             }
         }
     }
 
-    /// Deletes `location`'s entry.
+    /// Deletes `location`'s entry (retried after the next renewal if etcd fails now).
     pub async fn deregister(&self, location: &ServiceLocation) -> Result<(), EtcdError> {
         let key = location.key();
         let mut state = self.shared.state.lock().await;
         state.owned.remove(&key);
-        self.shared
-            .connection
-            .call("delete", |mut client| {
-                let key = key.clone();
-                async move { client.delete(key, None).await }
-            })
-            .await?;
+        state.unput.remove(&key);
+        if state.lease.is_none() {
+            return Ok(()); // never put
+        }
+        if let Err(error) = delete(&self.shared.connection, &key).await {
+            state.undeleted.insert(key);
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -113,9 +147,18 @@ impl EtcdRegistrar {
     pub async fn stop(mut self) -> Result<(), EtcdError> {
         self.stopped = true;
         self.keeper.abort();
-        let lease = self.shared.state.lock().await.lease;
-        revoke(&self.shared.connection, lease).await
+        match self.shared.state.lock().await.lease {
+            Some(lease) => revoke(&self.shared.connection, lease).await,
+            None => Ok(()),
+        }
     }
+}
+
+fn check_ttl(ttl: Duration) -> Result<(), EtcdError> {
+    if ttl < Duration::from_secs(2) {
+        return Err(EtcdError::LeaseTtl(ttl));
+    }
+    Ok(())
 }
 
 impl Drop for EtcdRegistrar {
@@ -128,7 +171,9 @@ impl Drop for EtcdRegistrar {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let shared = Arc::clone(&self.shared);
             runtime.spawn(async move {
-                let lease = shared.state.lock().await.lease;
+                let Some(lease) = shared.state.lock().await.lease else {
+                    return;
+                };
                 if let Err(error) = revoke(&shared.connection, lease).await {
                     tracing::warn!(%error, "could not revoke the registrar's lease; entries expire with it");
                 }
@@ -141,26 +186,87 @@ impl Shared {
     /// Grants a new lease and puts everything owned on it.
     async fn regrant(&self, state: &mut LeaseState) -> Result<(), EtcdError> {
         let lease = grant(&self.connection, self.ttl).await?;
-        tracing::warn!(
-            old = state.lease,
-            new = lease,
-            entries = state.owned.len(),
-            "registrar lease was lost; registering again on a new one"
-        );
-        state.lease = lease;
-        for (key, value) in &state.owned {
-            put(&self.connection, key, value, lease).await?;
+        if let Some(old) = state.lease {
+            tracing::warn!(
+                old,
+                new = lease,
+                entries = state.owned.len(),
+                "registrar lease was lost; registering again on a new one"
+            );
+        }
+        self.put_all(state, lease).await
+    }
+
+    /// Makes `lease` the registrar's and puts everything owned on it.
+    async fn put_all(&self, state: &mut LeaseState, lease: i64) -> Result<(), EtcdError> {
+        state.lease = Some(lease);
+        state.unput = state.owned.keys().cloned().collect();
+        self.sync(state, lease).await
+    }
+
+    /// Puts what is owned but not put, deletes what is deregistered but not deleted.
+    async fn sync(&self, state: &mut LeaseState, lease: i64) -> Result<(), EtcdError> {
+        for key in state.unput.clone() {
+            if let Some(value) = state.owned.get(&key) {
+                put(&self.connection, &key, value, lease).await?;
+            }
+            state.unput.remove(&key);
+        }
+        for key in state.undeleted.clone() {
+            delete(&self.connection, &key).await?;
+            state.undeleted.remove(&key);
         }
         Ok(())
     }
 
-    /// Re-grants unless someone else already replaced `lost`.
-    async fn regrant_if_still(&self, lost: i64) -> Result<(), EtcdError> {
+    /// etcd no longer knows `lease` (it expired, or etcd lost its data): its entries are
+    /// gone. The keeper grants a new lease and puts everything again.
+    async fn lost(&self, lease: i64) {
         let mut state = self.state.lock().await;
-        if state.lease != lost {
-            return Ok(());
+        if state.lease == Some(lease) {
+            tracing::warn!(
+                lease,
+                entries = state.owned.len(),
+                "registrar lease was lost; registering again on a new one"
+            );
+            state.lease = None;
         }
-        self.regrant(&mut state).await
+    }
+
+    /// After a renewal of `lease`: catches up on what failed before, if anything did.
+    async fn catch_up(&self, lease: i64) {
+        let mut state = self.state.lock().await;
+        if state.lease != Some(lease) || (state.unput.is_empty() && state.undeleted.is_empty()) {
+            return;
+        }
+        match self.sync(&mut state, lease).await {
+            Ok(()) => tracing::info!("registrations caught up with etcd"),
+            Err(error) => tracing::debug!(%error, "registrations not caught up yet"),
+        }
+    }
+}
+
+/// Whether the keeper last found etcd answering, to log each switch once.
+struct Reachability {
+    unreachable: Option<String>,
+}
+
+impl Reachability {
+    fn failed(&mut self, error: &EtcdError, owned: usize) {
+        let text = error.to_string();
+        if self.unreachable.as_ref() != Some(&text) {
+            tracing::warn!(error = %text, registrations = owned, "etcd does not take the registrations; retrying until it does");
+            self.unreachable = Some(text);
+        }
+    }
+
+    fn answered(&mut self, owned: usize) {
+        if self.unreachable.take().is_some() {
+            tracing::info!(
+                registrations = owned,
+                "etcd answers: registrations are in etcd"
+            );
+        }
     }
 }
 
@@ -168,19 +274,54 @@ async fn keep_alive(shared: Arc<Shared>) {
     let interval = shared.ttl / 3;
     let timeout = shared.connection.options().request_timeout;
     let mut failures = 0;
+    let mut reach = Reachability { unreachable: None };
     loop {
         if failures > 0 {
             backoff(failures).await;
         }
-        let lease = shared.state.lock().await.lease;
-        let Ok(member) = shared.connection.member().await else {
-            failures += 1;
-            continue;
+        let known = shared.state.lock().await.lease;
+        let lease = match known {
+            Some(lease) => lease,
+            None => {
+                // Granted without the lock (it may take long); registrations meanwhile are
+                // owned, and all put below.
+                let granted = grant(&shared.connection, shared.ttl).await;
+                let mut state = shared.state.lock().await;
+                let owned = state.owned.len();
+                let outcome = match granted {
+                    Ok(lease) => shared.put_all(&mut state, lease).await.map(|()| lease),
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok(lease) => {
+                        reach.answered(owned);
+                        failures = 0;
+                        lease
+                    }
+                    Err(error) => {
+                        reach.failed(&error, owned);
+                        failures += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        let member = match shared.connection.member().await {
+            Ok(member) => member,
+            Err(error) => {
+                reach.failed(&error, shared.state.lock().await.owned.len());
+                failures += 1;
+                continue;
+            }
         };
         let mut client = member.client.clone();
         let (mut keeper, mut responses) =
             match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
                 Ok(Ok(pair)) => pair,
+                Ok(Err(error)) if unknown_lease(&error) => {
+                    shared.lost(lease).await;
+                    continue;
+                }
                 _ => {
                     shared.connection.failed(&member).await;
                     failures += 1;
@@ -193,13 +334,17 @@ async fn keep_alive(shared: Arc<Shared>) {
                 responses.message().await
             };
             match tokio::time::timeout(timeout, renewed).await {
-                Ok(Ok(Some(response))) if response.ttl() > 0 => failures = 0,
+                Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                    failures = 0;
+                    reach.answered(shared.state.lock().await.owned.len());
+                    shared.catch_up(lease).await;
+                }
                 Ok(Ok(Some(_))) => {
-                    // etcd no longer knows the lease: its entries are gone.
-                    if let Err(error) = shared.regrant_if_still(lease).await {
-                        tracing::warn!(%error, "cannot re-register after losing the lease; retrying");
-                        failures += 1;
-                    }
+                    shared.lost(lease).await;
+                    break;
+                }
+                Ok(Err(error)) if unknown_lease(&error) => {
+                    shared.lost(lease).await;
                     break;
                 }
                 _ => {
@@ -241,6 +386,16 @@ async fn put(connection: &Connection, key: &str, value: &str, lease: i64) -> Res
     Ok(())
 }
 
+async fn delete(connection: &Connection, key: &str) -> Result<(), EtcdError> {
+    connection
+        .call("delete", |mut client| {
+            let key = key.to_owned();
+            async move { client.delete(key, None).await }
+        })
+        .await?;
+    Ok(())
+}
+
 async fn revoke(connection: &Connection, lease: i64) -> Result<(), EtcdError> {
     match connection
         .call("lease revoke", |mut client| async move {
@@ -250,6 +405,16 @@ async fn revoke(connection: &Connection, lease: i64) -> Result<(), EtcdError> {
     {
         Err(error) if lease_is_gone(&error) => Ok(()),
         other => other.map(|_| ()),
+    }
+}
+
+/// etcd answers NOT_FOUND ("requested lease not found") for a lease it does not know.
+/// (etcd-client reports it as a `LeaseKeepAliveError` when opening a keep-alive stream).
+fn unknown_lease(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.code() == Code::NotFound,
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
     }
 }
 
