@@ -164,6 +164,7 @@ def test_reflection_lists_the_worker_services(start_worker):
         "grpc.health.v1.Health",
         "Quaestor.LoadReporting.LoadReportingGrpc",
         "quaestor.example.Work",
+        "quaestor.push.v1.LoadPush",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
