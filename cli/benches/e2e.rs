@@ -734,10 +734,17 @@ async fn run(options: Options) {
         ideal * 100.0
     );
     if let Some(path) = &options.write {
-        let text = format!(
-            "{out}\n\nEach run:\n\n{per_round}\n{}\n\nMedians over the rounds (timeouts and errors \
-             summed; ideal share to the slow workers {:.1} %):\n\n{summary}",
-            error_notes.join("\n"),
+        let mut text = format!("{out}\n\nEach run:\n\n{per_round}\n");
+        for note in &error_notes {
+            let _ = writeln!(text, "{note}");
+        }
+        if !error_notes.is_empty() {
+            text.push('\n');
+        }
+        let _ = write!(
+            text,
+            "Medians over the rounds (timeouts and errors summed; ideal share to the slow \
+             workers {:.1} %):\n\n{summary}",
             ideal * 100.0
         );
         std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
@@ -753,8 +760,12 @@ async fn main() {
         "--seconds, --rounds and --utilization must be above 0"
     );
     // Ctrl-C drops the run, and with it every process it started.
-    tokio::select! {
-        () = run(options) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping every process"),
+    let interrupted = tokio::select! {
+        () = run(options) => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        eprintln!("interrupted: every process stopped");
+        std::process::exit(130);
     }
 }
