@@ -111,19 +111,41 @@ struct Options {
 }
 
 /// What happened to one call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Outcome {
     /// From the scheduled arrival to the answer (or the failure).
     latency: Duration,
     result: CallResult,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum CallResult {
     /// Answered by the worker on this port.
     Ok(u16),
     DeadlineExceeded,
-    Error,
+    /// Failed otherwise: the status code, or what was wrong with the answer.
+    Error(String),
+}
+
+impl CallResult {
+    /// The result of a call answered `Ok` by the worker named `host:port`.
+    fn answered_by(worker: &str) -> CallResult {
+        worker
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .map_or_else(
+                || CallResult::Error(format!("an answer from {worker:?}")),
+                CallResult::Ok,
+            )
+    }
+
+    fn failed(code: tonic::Code) -> CallResult {
+        match code {
+            tonic::Code::DeadlineExceeded => CallResult::DeadlineExceeded,
+            code => CallResult::Error(format!("{code:?}")),
+        }
+    }
 }
 
 /// The processes of the bench; dropping it kills each one's process group.
@@ -360,15 +382,16 @@ impl Client {
                         max_count: 1,
                     })
                     .await;
-                let Ok(answer) = answer else {
-                    return CallResult::Error;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(status) => return CallResult::failed(status.code()),
                 };
                 let top = answer.into_inner().service_locations.into_iter().next();
                 let Some(i) = top.and_then(|l| {
                     let port = u16::try_from(l.port).ok()?;
                     self.by_port.get(&port).copied()
                 }) else {
-                    return CallResult::Error;
+                    return CallResult::Error("no location from DiscoverTopServices".into());
                 };
                 self.workers[i].clone()
             }
@@ -378,17 +401,8 @@ impl Client {
             .do_work(WorkRequest::default())
             .await
         {
-            Ok(answer) => answer
-                .into_inner()
-                .worker
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .map_or(CallResult::Error, CallResult::Ok),
-            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
-                CallResult::DeadlineExceeded
-            }
-            Err(_) => CallResult::Error,
+            Ok(answer) => CallResult::answered_by(&answer.into_inner().worker),
+            Err(status) => CallResult::failed(status.code()),
         }
     }
 }
@@ -451,14 +465,15 @@ async fn replay_grpclb(fleet: &Fleet, schedule_file: &Path, round: usize) -> Vec
                 panic!("a bad line from the grpclb client: {line:?}");
             };
             let latency = Duration::from_micros(us.parse().expect("microseconds"));
-            let result = match code {
-                "OK" => worker
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .map_or(CallResult::Error, CallResult::Ok),
-                "DeadlineExceeded" => CallResult::DeadlineExceeded,
-                _ => CallResult::Error,
+            let code: i32 = code.parse().expect("a status code");
+            let result = match tonic::Code::from_i32(code) {
+                tonic::Code::Ok => CallResult::answered_by(worker),
+                // grpc-go sends its deadline as grpc-timeout, and a tonic server that sees it
+                // expire first answers CANCELLED ("Timeout expired"): a timeout all the same.
+                tonic::Code::Cancelled if latency + Duration::from_millis(100) >= DEADLINE => {
+                    CallResult::DeadlineExceeded
+                }
+                code => CallResult::failed(code),
             };
             Outcome { latency, result }
         })
@@ -474,6 +489,8 @@ struct Figures {
     p999: f64,
     timeouts: usize,
     errors: usize,
+    /// The errors (not the timeouts) by kind.
+    error_kinds: std::collections::BTreeMap<String, usize>,
     /// Share of the answered calls that the slow workers answered.
     slow_share: f64,
 }
@@ -507,8 +524,18 @@ fn figures(outcomes: &[Outcome], slow: &[u16]) -> Figures {
             .count(),
         errors: outcomes
             .iter()
-            .filter(|o| o.result == CallResult::Error)
+            .filter(|o| matches!(o.result, CallResult::Error(_)))
             .count(),
+        error_kinds: outcomes
+            .iter()
+            .filter_map(|o| match &o.result {
+                CallResult::Error(kind) => Some(kind.clone()),
+                _ => None,
+            })
+            .fold(Default::default(), |mut kinds, kind| {
+                *kinds.entry(kind).or_default() += 1;
+                kinds
+            }),
         slow_share: to_slow as f64 / answered.len().max(1) as f64,
     }
 }
@@ -639,6 +666,7 @@ async fn run(options: Options) {
     let header = "| policy | calls | p50 ms | p99 ms | p99.9 ms | timeouts | errors | to slow workers |\n|---|---:|---:|---:|---:|---:|---:|---:|";
     let mut runs: HashMap<Policy, Vec<Figures>> = HashMap::new();
     let mut per_round = format!("{header}\n");
+    let mut error_notes = Vec::new();
     for round in 0..options.rounds {
         // A rotated order each round, so that no policy always runs first or last.
         for k in 0..policies.len() {
@@ -657,9 +685,18 @@ async fn run(options: Options) {
             let f = figures(&outcomes, &slow);
             let line = row(&format!("{} (round {})", policy.name(), round + 1), &f);
             println!("{line}");
-            let _ = std::io::stdout().flush();
             per_round.push_str(&line);
             per_round.push('\n');
+            if !f.error_kinds.is_empty() {
+                let kinds = format!("  errors: {:?}", f.error_kinds);
+                println!("{kinds}");
+                error_notes.push(format!(
+                    "- {} (round {}): {kinds}",
+                    policy.name(),
+                    round + 1
+                ));
+            }
+            let _ = std::io::stdout().flush();
             runs.entry(policy).or_default().push(f);
         }
     }
@@ -697,9 +734,17 @@ async fn run(options: Options) {
         ideal * 100.0
     );
     if let Some(path) = &options.write {
-        let text = format!(
-            "{out}\n\nEach run:\n\n{per_round}\nMedians over the rounds (timeouts and errors \
-             summed; ideal share to the slow workers {:.1} %):\n\n{summary}",
+        let mut text = format!("{out}\n\nEach run:\n\n{per_round}\n");
+        for note in &error_notes {
+            let _ = writeln!(text, "{note}");
+        }
+        if !error_notes.is_empty() {
+            text.push('\n');
+        }
+        let _ = write!(
+            text,
+            "Medians over the rounds (timeouts and errors summed; ideal share to the slow \
+             workers {:.1} %):\n\n{summary}",
             ideal * 100.0
         );
         std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
@@ -715,8 +760,12 @@ async fn main() {
         "--seconds, --rounds and --utilization must be above 0"
     );
     // Ctrl-C drops the run, and with it every process it started.
-    tokio::select! {
-        () = run(options) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping every process"),
+    let interrupted = tokio::select! {
+        () = run(options) => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        eprintln!("interrupted: every process stopped");
+        std::process::exit(130);
     }
 }

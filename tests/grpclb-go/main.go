@@ -8,7 +8,8 @@
 // "ready", then replays the open-loop arrival schedule of FILE (one arrival a line, in
 // microseconds from the start) with one call per arrival, whatever is still in flight, and
 // writes one line per call to -out: "LATENCY_US CODE WORKER", the latency counted from the
-// scheduled arrival, CODE a gRPC code name, WORKER "-" when the call failed.
+// scheduled arrival, CODE the gRPC status code as a number (0 = OK), WORKER "-" when the
+// call failed.
 //
 // The balancer's address reaches grpclb through a manual resolver, as grpclb resolvers pass
 // it; the service config selects the grpclb policy and names the service to ask for.
@@ -140,7 +141,7 @@ func replay(call func() (string, error), schedule, out string, warmup int) error
 
 	type outcome struct {
 		latency time.Duration
-		code    string
+		code    uint32
 		worker  string
 	}
 	outcomes := make([]outcome, len(arrivals))
@@ -152,7 +153,7 @@ func replay(call func() (string, error), schedule, out string, warmup int) error
 		go func() {
 			defer calls.Done()
 			worker, err := call()
-			o := outcome{latency: time.Since(start.Add(at)), code: status.Code(err).String(), worker: worker}
+			o := outcome{latency: time.Since(start.Add(at)), code: uint32(status.Code(err)), worker: worker}
 			if err != nil {
 				o.worker = "-"
 			}
@@ -167,7 +168,7 @@ func replay(call func() (string, error), schedule, out string, warmup int) error
 	}
 	w := bufio.NewWriter(file)
 	for _, o := range outcomes {
-		fmt.Fprintf(w, "%d %s %s\n", o.latency.Microseconds(), o.code, o.worker)
+		fmt.Fprintf(w, "%d %d %s\n", o.latency.Microseconds(), o.code, o.worker)
 	}
 	if err := w.Flush(); err != nil {
 		return err
