@@ -32,7 +32,9 @@ use std::time::Duration;
 use quaestor_core::balancer::monitor::{CLIENT_ALLOWANCE, RequestTime};
 use quaestor_core::balancer::ranking::QuaestorRanking;
 use quaestor_core::balancer::standings::{HostLoad, Located, Standing, Standings};
-use quaestor_core::balancer::{BalancerOptions, RANKING_MAX_AGE, RERANK_AFTER, ranking_is_fresh};
+use quaestor_core::balancer::{
+    BalancerOptions, RANKING_MAX_AGE, RERANK_AFTER, ranking_is_fresh, rerank_after,
+};
 use quaestor_core::load::LOAD_RATE_NOT_SET;
 use quaestor_core::registry::ServiceLocation;
 
@@ -367,6 +369,8 @@ impl KeptRanking {
             seconds(now - computed_at),
             self.generation == Some(generation),
             seconds(self.probe_interval),
+            // Ranking 8 workers takes microseconds: the shortest wait.
+            rerank_after(Duration::ZERO),
         )
     }
 

@@ -132,6 +132,8 @@ struct ServiceRanking {
     standings: Standings<Arc<Monitored>>,
     /// A request is ranking the service afresh.
     rebuilding: bool,
+    /// How long ranking it afresh took last time.
+    cost: Duration,
 }
 
 /// Clears `rebuilding` if a request that was ranking afresh ends early (its caller went away).
@@ -153,6 +155,7 @@ impl ServiceRanking {
             now.saturating_duration_since(computed_at),
             self.generation == Some(generation),
             options.probe_interval,
+            rerank_after(self.cost),
         )
     }
 }
@@ -163,19 +166,39 @@ impl Located for Arc<Monitored> {
     }
 }
 
-/// How stale a ranking may be when something changed: the bound on how late a change of
-/// health or load shows in `discover_top`.
-pub const RERANK_AFTER: Duration = Duration::from_millis(20);
+/// How stale a ranking may be when something changed, at least: a change of health or load
+/// shows in `discover_top` this late or later (see [`rerank_after`]).
+pub const RERANK_AFTER: Duration = Duration::from_millis(1);
+
+/// How stale a ranking may be when something changed, at most, however large the service.
+pub const RERANK_AFTER_MAX: Duration = Duration::from_millis(20);
+
+/// A service is ranked afresh after changes at most once per this many times what ranking it
+/// took: ranking costs at most 1/20 of the service's time (a core while it changes).
+const RERANK_COST_FACTOR: u32 = 20;
+
+/// How stale a ranking that took `cost` to compute may be when something changed: 20 × its
+/// cost, from [`RERANK_AFTER`] (a few workers: every millisecond, so a worker's freed slot is
+/// seen at once) to [`RERANK_AFTER_MAX`] (10 000 locations take milliseconds to rank).
+pub fn rerank_after(cost: Duration) -> Duration {
+    cost.saturating_mul(RERANK_COST_FACTOR)
+        .clamp(RERANK_AFTER, RERANK_AFTER_MAX)
+}
 
 /// How stale a ranking may be when nothing changed: reports fade and hand-outs stop counting
 /// as their requests end (see [`monitor::RequestTime`]), which no change announces.
 pub const RANKING_MAX_AGE: Duration = Duration::from_millis(100);
 
 /// Whether a service's ranking computed `age` ago is still good: nothing changed since
-/// (`unchanged`) or it is younger than [`RERANK_AFTER`], and it is younger than
-/// [`RANKING_MAX_AGE`] and than one probe interval.
-pub fn ranking_is_fresh(age: Duration, unchanged: bool, probe_interval: Duration) -> bool {
-    age < probe_interval.min(RANKING_MAX_AGE) && (unchanged || age < RERANK_AFTER)
+/// (`unchanged`) or it is younger than `rerank_after` (see [`rerank_after`]), and it is
+/// younger than [`RANKING_MAX_AGE`] and than one probe interval.
+pub fn ranking_is_fresh(
+    age: Duration,
+    unchanged: bool,
+    probe_interval: Duration,
+    rerank_after: Duration,
+) -> bool {
+    age < probe_interval.min(RANKING_MAX_AGE) && (unchanged || age < rerank_after)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -276,7 +299,7 @@ impl Balancer {
     /// means all. Every location returned counts as handed out (as in the C# Quaestor).
     ///
     /// The service's ranking is kept between requests: recomputed when something changed (at
-    /// most every [`RERANK_AFTER`], and at least every [`RANKING_MAX_AGE`]), and adjusted in place
+    /// most every [`rerank_after`] its cost, and at least every [`RANKING_MAX_AGE`]), and adjusted in place
     /// for each hand-out in between (on the location and on its host, see [`standings`]), so a
     /// request costs O(log n), not a sort of n locations. A service without locations is
     /// answered without keeping anything.
@@ -312,8 +335,10 @@ impl Balancer {
         let generation = *self.inner.changes.borrow();
         // Ranked outside the lock: at 10 000 locations this takes milliseconds.
         let standings = self.rank(&candidates, now);
+        let cost = now.elapsed();
         let mut ranking = lock(&cached);
         ranking.standings = standings;
+        ranking.cost = cost;
         ranking.generation = Some(generation);
         ranking.computed_at = Some(now);
         ranking.rebuilding = false;
@@ -547,6 +572,7 @@ impl Balancer {
                 computed_at: None,
                 standings: Standings::new(Arc::clone(&self.inner.ranking)),
                 rebuilding: false,
+                cost: Duration::ZERO,
             })),
             last_used: Instant::now(),
         });
