@@ -174,6 +174,8 @@ struct View {
     pushed: bool,
     /// `requests_started` of each worker's last pushed report.
     started: Vec<Option<u32>>,
+    /// Simulated time 0 as an `Instant` (`RequestTime::pushed` takes those).
+    epoch: std::time::Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -211,6 +213,7 @@ impl View {
             request_time: vec![RequestTime::default(); WORKERS.len()],
             pushed,
             started: vec![None; WORKERS.len()],
+            epoch: std::time::Instant::now(),
         }
     }
 
@@ -232,6 +235,11 @@ impl View {
         if self.pushed {
             // `ProbeState::take_in_handouts`: first the hand-outs seen arriving.
             let arrived = self.started[worker].map_or(0, |before| started.wrapping_sub(before));
+            self.request_time[worker].pushed(
+                self.epoch + seconds(now),
+                u64::from(arrived),
+                current_requests,
+            );
             let arrived = (arrived as usize).min(handouts.len());
             handouts.drain(..arrived);
             self.started[worker] = Some(started);
@@ -242,7 +250,7 @@ impl View {
             reported += 1;
         }
         if self.pushed {
-            // Pushed reports are current: no fading, and no estimate needed for ranking.
+            // Pushed reports are current: no fading (the estimate came from the update).
         } else if let Some(previous) = self.reported_at[worker] {
             self.request_time[worker].observe(
                 seconds(now - previous),
@@ -315,6 +323,7 @@ impl View {
                 known_load_rate: report.known_load_rate,
                 current_requests: self.current(worker.index, now, count_handouts)?,
                 capacity: report.capacity,
+                request_time: self.request_time[worker.index].life(),
             })
         });
         standings.rebuild(ranked, |host| {

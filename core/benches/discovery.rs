@@ -887,6 +887,7 @@ impl FanOut {
                     current_requests: answer.current_requests,
                     capacity: answer.capacity,
                     host_utilization,
+                    request_time: None,
                 };
                 (answer.target, candidate)
             })

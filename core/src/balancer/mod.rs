@@ -534,6 +534,7 @@ impl Balancer {
                         known_load_rate: load.known_load_rate,
                         current_requests: s.current_requests(now, window)?,
                         capacity: i64::from(load.capacity),
+                        request_time: s.request_time(),
                     })
                 })
             });

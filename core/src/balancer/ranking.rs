@@ -1,6 +1,7 @@
 //! Which location is best: a trait, and the C# Quaestor's order as the default.
 
 use std::cmp::Ordering;
+use std::time::Duration;
 
 use crate::registry::ServiceLocation;
 
@@ -16,6 +17,8 @@ pub struct Candidate<'a> {
     pub capacity: i64,
     /// Σ current / Σ capacity over every location on this candidate's host.
     pub host_utilization: f64,
+    /// How long a request takes there (Little's law), when known for every candidate.
+    pub request_time: Option<Duration>,
 }
 
 impl Candidate<'_> {
@@ -35,8 +38,11 @@ pub trait Ranking: Send + Sync + std::fmt::Debug {
 
 /// The C# `LoadReportComparer` order: known load rate (when both have one), then host
 /// utilisation, then the location's own current/capacity, then host name (ignoring case),
-/// then port. The balancer hands it candidates that all have a known load rate or none does
-/// (see [`super::standings::Standings::rebuild`]), which makes it a total order.
+/// then port. Where the C# order would fall back to host name and port, two equally loaded
+/// locations whose request times are known go fastest first (a 40 ms worker before a 120 ms
+/// one; without traffic no time is known, and the C# order stands). The balancer hands it
+/// candidates that all have a known load rate or none does, and likewise a request time (see
+/// [`super::standings::Standings::rebuild`]), which makes it a total order.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuaestorRanking;
 
@@ -50,6 +56,10 @@ impl Ranking for QuaestorRanking {
         by_rate
             .then_with(|| a.host_utilization.total_cmp(&b.host_utilization))
             .then_with(|| a.utilization().total_cmp(&b.utilization()))
+            .then_with(|| match (a.request_time, b.request_time) {
+                (Some(a), Some(b)) => a.cmp(&b),
+                _ => Ordering::Equal,
+            })
             .then_with(|| ignoring_case(&a.location.host, &b.location.host))
             .then_with(|| a.location.port.cmp(&b.location.port))
     }
@@ -83,6 +93,7 @@ mod tests {
             current_requests: current,
             capacity,
             host_utilization: host,
+            request_time: None,
         }
     }
 
@@ -129,6 +140,28 @@ mod tests {
                 &candidate(&p1, -1.0, 0, 1, 0.0),
                 &candidate(&p2, -1.0, 0, 1, 0.0)
             ),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn equally_loaded_locations_go_fastest_first() {
+        let (slow, fast) = (at("a", 1), at("b", 2));
+        let timed = |location, millis| Candidate {
+            request_time: Some(Duration::from_millis(millis)),
+            ..candidate(location, -1.0, 1, 4, 0.5)
+        };
+        assert_eq!(
+            QuaestorRanking.compare(&timed(&slow, 120), &timed(&fast, 40)),
+            Ordering::Greater
+        );
+        // Less loaded still goes first, however slow.
+        let idle_slow = Candidate {
+            current_requests: 0,
+            ..timed(&slow, 120)
+        };
+        assert_eq!(
+            QuaestorRanking.compare(&idle_slow, &timed(&fast, 40)),
             Ordering::Less
         );
     }

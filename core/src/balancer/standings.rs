@@ -12,6 +12,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::ranking::{Candidate, Ranking};
 use crate::load::LOAD_RATE_NOT_SET;
@@ -38,6 +39,8 @@ pub struct Standing<K> {
     pub current_requests: i64,
     /// > 0, or < 0 for unknown; capacity 0 is never ranked.
     pub capacity: i64,
+    /// How long a request takes there, if estimated.
+    pub request_time: Option<Duration>,
 }
 
 /// The requests in flight and the capacity of every location on one host that reports load
@@ -101,6 +104,7 @@ impl<K: Located> Seat<K> {
             current_requests: self.standing.current_requests,
             capacity: self.standing.capacity,
             host_utilization,
+            request_time: self.standing.request_time,
         }
     }
 }
@@ -172,6 +176,12 @@ impl<K: Located> Standings<K> {
         if standings.iter().any(|s| s.known_load_rate < 0.0) {
             for standing in &mut standings {
                 standing.known_load_rate = LOAD_RATE_NOT_SET;
+            }
+        }
+        // Likewise request times: compared only when every location has one.
+        if standings.iter().any(|s| s.request_time.is_none()) {
+            for standing in &mut standings {
+                standing.request_time = None;
             }
         }
         self.hosts.clear();
@@ -324,6 +334,7 @@ mod tests {
             known_load_rate: LOAD_RATE_NOT_SET,
             current_requests: current,
             capacity,
+            request_time: None,
         }
     }
 
@@ -350,6 +361,7 @@ mod tests {
                 current_requests: s.current_requests,
                 capacity: s.capacity,
                 host_utilization: loads[&s.key.host].utilization(),
+                request_time: s.request_time,
             }
         }
         let candidate = |s| candidate(s, loads);
