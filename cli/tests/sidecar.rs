@@ -265,16 +265,7 @@ async fn the_mirrored_load_and_health_are_pushed() {
         what: &str,
         done: impl Fn(&LoadUpdate) -> bool,
     ) {
-        loop {
-            let update = tokio::time::timeout(TIMEOUT, updates.message())
-                .await
-                .unwrap_or_else(|_| panic!("no update within {TIMEOUT:?} waiting for {what}"))
-                .expect("an update, not an error")
-                .unwrap_or_else(|| panic!("the stream ended before {what}"));
-            if done(&update) {
-                return;
-            }
-        }
+        quaestor_test_support::message_until(updates, TIMEOUT, what, done).await;
     }
 
     let etcd = EtcdCluster::single();

@@ -70,18 +70,9 @@ async fn next(updates: &mut Updates) -> Option<LoadUpdate> {
 async fn until(
     updates: &mut Updates,
     what: &str,
-    mut done: impl FnMut(&LoadUpdate) -> bool,
+    done: impl FnMut(&LoadUpdate) -> bool,
 ) -> (LoadUpdate, usize) {
-    let mut count = 0;
-    loop {
-        let update = next(updates)
-            .await
-            .unwrap_or_else(|| panic!("the stream ended before {what}"));
-        count += 1;
-        if done(&update) {
-            return (update, count);
-        }
-    }
+    quaestor_test_support::message_until(updates, TIMEOUT, what, done).await
 }
 
 fn current(update: &LoadUpdate) -> i32 {

@@ -257,9 +257,13 @@ quaestor_result quaestor_reporter_set_serving(const struct quaestor_reporter *re
 // of `lease_ttl_seconds` (0: the default, 10 s) kept alive in the background.
 // `etcd_endpoints`: client URLs, comma-separated (`http://127.0.0.1:2379`).
 // For an etcd with TLS or authentication on, see `quaestor_reporter_register_with_credentials`.
+// When no etcd member answers (in a few seconds), this still returns OK: the registration is
+// made in the background once etcd answers, retried with backoff (a worker may start before
+// its etcd), and the log says so.
 //
 // Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (a name with '/', a TTL under 2 s),
-// INVALID_STATE (no services, or registered already), UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
+// INVALID_STATE (no services, or registered already), REMOTE_ERROR (etcd refused: wrong
+// user name or password, no permission).
 //
 // # Safety
 // `reporter` is NULL or live; text arguments NULL or NUL-terminated.

@@ -257,9 +257,13 @@ pub unsafe extern "C" fn quaestor_reporter_set_serving(
 /// of `lease_ttl_seconds` (0: the default, 10 s) kept alive in the background.
 /// `etcd_endpoints`: client URLs, comma-separated (`http://127.0.0.1:2379`).
 /// For an etcd with TLS or authentication on, see `quaestor_reporter_register_with_credentials`.
+/// When no etcd member answers (in a few seconds), this still returns OK: the registration is
+/// made in the background once etcd answers, retried with backoff (a worker may start before
+/// its etcd), and the log says so.
 ///
 /// Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (a name with '/', a TTL under 2 s),
-/// INVALID_STATE (no services, or registered already), UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
+/// INVALID_STATE (no services, or registered already), REMOTE_ERROR (etcd refused: wrong
+/// user name or password, no permission).
 ///
 /// # Safety
 /// `reporter` is NULL or live; text arguments NULL or NUL-terminated.
@@ -428,17 +432,7 @@ fn register(
                 .map_err(|e| Failure::new(QUAESTOR_RESULT_INVALID_ARGUMENT, e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let registrar = block_on(async {
-        let registrar = EtcdRegistrar::connect(options).await?;
-        for location in &locations {
-            if let Err(error) = registrar.register(location).await {
-                let _ = registrar.stop().await;
-                return Err(error);
-            }
-        }
-        Ok(registrar)
-    })?
-    .map_err(etcd_failure)?;
+    let registrar = block_on(EtcdRegistrar::hold(options, &locations))?.map_err(etcd_failure)?;
     *registration = Some(Registration { registrar });
     Ok(())
 }

@@ -22,16 +22,9 @@ async fn until(
     what: &str,
     done: impl Fn(&LoadUpdate) -> bool,
 ) -> LoadUpdate {
-    loop {
-        let update = tokio::time::timeout(TIMEOUT, updates.message())
-            .await
-            .unwrap_or_else(|_| panic!("no update within {TIMEOUT:?} waiting for {what}"))
-            .expect("an update, not an error")
-            .unwrap_or_else(|| panic!("the stream ended before {what}"));
-        if done(&update) {
-            return update;
-        }
-    }
+    quaestor_test_support::message_until(updates, TIMEOUT, what, done)
+        .await
+        .0
 }
 
 #[test]

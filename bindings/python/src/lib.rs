@@ -461,7 +461,9 @@ impl Reporter {
     /// lease of `ttl` seconds kept alive in the background. For an etcd with TLS or
     /// authentication on: `etcd_ca` (the CA of its certificates, PEM; implies TLS),
     /// `etcd_cert` and `etcd_key` (a client certificate, both or neither), `etcd_user` and
-    /// `etcd_password` (both or neither). A refusal raises RefusedError.
+    /// `etcd_password` (both or neither). A refusal raises RefusedError. When no etcd member
+    /// answers (in a few seconds), this returns all the same: the registration is made in the
+    /// background once etcd answers (a worker may start before its etcd).
     #[pyo3(signature = (
         etcd, host, port = None, scope = "", ttl = 10.0, *,
         etcd_ca = None, etcd_cert = None, etcd_key = None, etcd_user = None, etcd_password = None
@@ -532,14 +534,7 @@ impl Reporter {
             options = options.with_user(user, password);
         }
         let registrar = wait(py, async {
-            let registrar = EtcdRegistrar::connect(options).await?;
-            for location in &locations {
-                if let Err(error) = registrar.register(location).await {
-                    let _ = registrar.stop().await;
-                    return Err(error.into());
-                }
-            }
-            Ok(registrar)
+            Ok(EtcdRegistrar::hold(options, &locations).await?)
         })?;
         *registration = Some(registrar);
         Ok(())

@@ -148,10 +148,12 @@ class Child:
 
 
 class Etcd:
-    """One etcd member on free 127.0.0.1 ports with its data in `dir`."""
+    """One etcd member on free 127.0.0.1 ports (or the given client port) with its data in `dir`."""
 
-    def __init__(self, dir: Path) -> None:
+    def __init__(self, dir: Path, client_port: int | None = None) -> None:
         self.client_port, peer_port = free_ports(2)
+        if client_port is not None:
+            self.client_port = client_port
         self.url = f"http://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{peer_port}"
         self.child = Child(

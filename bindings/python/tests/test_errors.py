@@ -7,7 +7,7 @@ import socket
 import pytest
 
 import quaestor
-from support import free_ports
+from support import Etcd, free_ports, wait_for
 
 QUAESTOR_ERRORS = [
     quaestor.UnavailableError,
@@ -95,11 +95,23 @@ def test_a_port_in_use_is_a_quaestor_error():
     assert str(port) in str(error.value)
 
 
-def test_registering_with_an_etcd_that_does_not_answer_is_a_quaestor_error(reporter):
+def test_registering_before_etcd_answers_registers_once_it_does(reporter, tmp_path):
+    # Late etcd (issue 14): no error; the registration is made once etcd comes up.
     reporter.add_service("Worker")
     [port] = free_ports(1)
-    with pytest.raises((quaestor.UnavailableError, quaestor.TimeoutError)):
-        reporter.register(etcd=[f"http://127.0.0.1:{port}"], host="127.0.0.1")
+    reporter.register(etcd=[f"http://127.0.0.1:{port}"], host="127.0.0.1")
+    late = Etcd(tmp_path, client_port=port)
+    try:
+        keys = wait_for(
+            "the registration in the etcd that came up late",
+            30,
+            lambda: late.etcdctl("get", "--prefix", "--keys-only", "services/").split() or None,
+        )
+        assert keys == [f"services//Worker/127.0.0.1/{reporter.port}/http"]
+        reporter.deregister()
+        assert late.etcdctl("get", "--prefix", "--keys-only", "services/").split() == []
+    finally:
+        late.stop()
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,13 @@
 //! the end-to-end balancing benchmark (cli/benches/e2e.rs) needs.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use quaestor_core::proto::example::work_server::{Work, WorkServer};
-use quaestor_core::proto::example::{WorkRequest, WorkResponse};
 use quaestor_core::reporter::Reporter;
 use quaestor_core::tls::ServerTls;
-use quaestor_core::worker::{MAX_WORK, WorkService};
+use quaestor_core::worker::WorkService;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
-use tonic::{Request, Response, Status};
 
 use super::{parse_duration, resolve};
 use crate::exit::{Exit, Failure};
@@ -149,24 +144,13 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .local_addr()
         .map_err(|e| Failure::unexpected(format!("no local address: {e}")))?;
 
-    let server = reporter.server();
-    let server = if args.work_ms.is_none() && args.max_concurrent.is_none() {
-        server.add_service(WorkService::new(
-            reporter.clone(),
-            &services[0],
-            &local.to_string(),
-        ))
-    } else {
-        server.add_service(WorkServer::new(PacedWork {
-            reporter: reporter.clone(),
-            default_service: services[0].clone(),
-            worker: local.to_string(),
-            service_time: args.work_ms.map(|ms| Duration::from_millis(u64::from(ms))),
-            slots: args
-                .max_concurrent
-                .map(|k| Arc::new(Semaphore::new(k as usize))),
-        }))
-    };
+    let server = reporter.server().add_service(WorkService::paced(
+        reporter.clone(),
+        &services[0],
+        &local.to_string(),
+        args.work_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+        args.max_concurrent.map(|k| k as usize),
+    ));
     let mut server = server
         .with_tls(tls)
         .with_grace_period(args.grace)
@@ -226,65 +210,4 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     server.shutdown().await.map_err(Failure::unexpected)?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
-}
-
-/// The Work service with a fixed service time and a concurrency limit: each call counts as a
-/// current request of its service from its arrival (while it waits for a slot too) to its
-/// end, or until the client gives up.
-#[derive(Debug, Clone)]
-struct PacedWork {
-    reporter: Reporter,
-    default_service: String,
-    worker: String,
-    /// Every call takes this long; `None`: as long as it asks.
-    service_time: Option<Duration>,
-    /// One permit per call that may run at once; `None`: no limit.
-    slots: Option<Arc<Semaphore>>,
-}
-
-#[tonic::async_trait]
-impl Work for PacedWork {
-    async fn do_work(
-        &self,
-        request: Request<WorkRequest>,
-    ) -> Result<Response<WorkResponse>, Status> {
-        let request = request.into_inner();
-        let service_name = if request.service_name.is_empty() {
-            self.default_service.clone()
-        } else {
-            request.service_name
-        };
-        let load = self.reporter.service_load(&service_name).ok_or_else(|| {
-            Status::not_found(format!("this worker does not serve {service_name:?}"))
-        })?;
-        let duration = self
-            .service_time
-            .unwrap_or(Duration::from_millis(u64::from(request.milliseconds)));
-        if duration > MAX_WORK {
-            return Err(Status::invalid_argument(format!(
-                "milliseconds must be at most {}",
-                MAX_WORK.as_millis()
-            )));
-        }
-        // Counted from arrival: a call waiting for a slot is a current request too. Dropped
-        // (and so ended) also when the client gives up while it waits or runs.
-        let _request = load.request();
-        let current_requests = load.current_requests();
-        let _slot = match &self.slots {
-            Some(slots) => Some(
-                slots
-                    .acquire()
-                    .await
-                    .map_err(|_| Status::unavailable("the worker is stopping"))?,
-            ),
-            None => None,
-        };
-        tokio::time::sleep(duration).await;
-        Ok(Response::new(WorkResponse {
-            worker: self.worker.clone(),
-            pid: std::process::id(),
-            service_name,
-            current_requests,
-        }))
-    }
 }

@@ -170,17 +170,23 @@ impl LoadReportingGrpc for LoadReportingService {
         &self,
         request: Request<LoadReportRequest>,
     ) -> Result<Response<LoadReportResponse>, Status> {
-        let name = &request.get_ref().service_name;
-        let load = self
-            .loads
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-            // OUT_OF_RANGE, not NOT_FOUND: what the C# Quaestor answers, and what its balancer expects.
-            .ok_or_else(|| Status::out_of_range(format!("service {name:?} not found")))?;
+        let load = reported(&self.loads, &request.get_ref().service_name)?;
         Ok(Response::new(load.snapshot().into()))
     }
+}
+
+/// The load of a reported service, or the status a request for an unknown one gets:
+/// OUT_OF_RANGE, not NOT_FOUND (what the C# Quaestor answers, and what its balancer expects).
+pub(crate) fn reported(
+    loads: &RwLock<HashMap<String, Arc<ServiceLoad>>>,
+    name: &str,
+) -> Result<Arc<ServiceLoad>, Status> {
+    loads
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Status::out_of_range(format!("service {name:?} not found")))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -130,14 +130,8 @@ impl Watches {
     /// The request's scope is not checked: a worker serves one scope, as for `ReportLoad`.
     fn watch(&self, request: WatchLoadRequest) -> Result<PushStream, Status> {
         let name = &request.service_name;
-        let load = self
-            .loads
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-            // As ReportLoad answers (and the C# Quaestor): OUT_OF_RANGE, not NOT_FOUND.
-            .ok_or_else(|| Status::out_of_range(format!("service {name:?} not found")))?;
+        // As ReportLoad answers an unknown service (and the C# Quaestor): OUT_OF_RANGE.
+        let load = super::reported(&self.loads, name)?;
         let watcher = Watcher {
             seen: load.version(),
             load,

@@ -110,12 +110,16 @@ static void reporter_and_loads(void) {
     EXPECT(quaestor_reporter_set_serving(reporter, "Nope", true), QUAESTOR_RESULT_NOT_FOUND);
     EXPECT(quaestor_reporter_set_serving(NULL, "Worker", true), QUAESTOR_RESULT_NULL_PARAMETER);
 
-    /* Registration: bad arguments are refused before etcd is asked; etcd down: unavailable. */
+    /* Registration: bad arguments are refused before etcd is asked; etcd down: registered in
+       the background once it answers (late etcd), so OK, and deregistering withdraws it. */
     EXPECT(quaestor_reporter_register(reporter, NULL, NULL, "127.0.0.1", 0, 0), QUAESTOR_RESULT_NULL_PARAMETER);
     EXPECT(quaestor_reporter_register(reporter, "http://127.0.0.1:1", NULL, "a/b", 0, 0),
            QUAESTOR_RESULT_INVALID_ARGUMENT);
     EXPECT(quaestor_reporter_register(reporter, "http://127.0.0.1:1", NULL, "127.0.0.1", 0, 0),
-           QUAESTOR_RESULT_UNAVAILABLE);
+           QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_reporter_register(reporter, "http://127.0.0.1:1", NULL, "127.0.0.1", 0, 0),
+           QUAESTOR_RESULT_INVALID_STATE); /* registered already */
+    EXPECT(quaestor_reporter_deregister(reporter), QUAESTOR_RESULT_OK);
     EXPECT(quaestor_reporter_deregister(reporter), QUAESTOR_RESULT_OK); /* not registered */
     EXPECT(quaestor_reporter_deregister(NULL), QUAESTOR_RESULT_NULL_PARAMETER);
 

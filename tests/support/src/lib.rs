@@ -398,3 +398,26 @@ fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[&str]) -> (Str
     let cert = params.signed_by(&key, issuer).expect("leaf certificate");
     (cert.pem(), key.serialize_pem())
 }
+
+/// Reads a gRPC stream until a message satisfies `done`, and returns it with how many were
+/// read; panics when none comes within `timeout`, on an error and at the end of the stream,
+/// naming `what` was awaited.
+pub async fn message_until<T>(
+    stream: &mut tonic::Streaming<T>,
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut(&T) -> bool,
+) -> (T, usize) {
+    let mut count = 0;
+    loop {
+        let message = tokio::time::timeout(timeout, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {timeout:?} waiting for {what}"))
+            .unwrap_or_else(|status| panic!("an error waiting for {what}: {status}"))
+            .unwrap_or_else(|| panic!("the stream ended before {what}"));
+        count += 1;
+        if done(&message) {
+            return (message, count);
+        }
+    }
+}

@@ -71,6 +71,32 @@ impl EtcdRegistrar {
         Self::with(Arc::new(Connection::new(options)?), None)
     }
 
+    /// A registrar holding `locations`, for a worker that registers itself (the C ABI,
+    /// Python): registered before this returns when etcd answers; when no member does (or in
+    /// time), registered in the background once one does (see [`Self::start`]), and this
+    /// still succeeds. A refusal (wrong password, no permission), a bad location or settings
+    /// that cannot work fail, and nothing stays registered.
+    pub async fn hold(
+        options: EtcdOptions,
+        locations: &[ServiceLocation],
+    ) -> Result<Self, EtcdError> {
+        let registrar = match Self::connect(options.clone()).await {
+            Ok(registrar) => registrar,
+            Err(error @ (EtcdError::Unreachable { .. } | EtcdError::Timeout { .. })) => {
+                tracing::warn!(%error, "etcd does not answer: registering once it does");
+                Self::start(options)?
+            }
+            Err(error) => return Err(error),
+        };
+        for location in locations {
+            if let Err(error) = registrar.register(location).await {
+                let _ = registrar.stop().await;
+                return Err(error);
+            }
+        }
+        Ok(registrar)
+    }
+
     pub(super) async fn on(connection: Arc<Connection>) -> Result<Self, EtcdError> {
         check_ttl(connection.options().lease_ttl)?;
         let lease = grant(&connection, connection.options().lease_ttl).await?;
