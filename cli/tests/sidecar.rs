@@ -257,16 +257,10 @@ fn sidecars_serving_discovery_give_the_same_answers() {
 async fn the_mirrored_load_and_health_are_pushed() {
     use quaestor_core::proto::example::WorkRequest;
     use quaestor_core::proto::example::work_client::WorkClient;
+    use quaestor_core::proto::push::WatchLoadRequest;
     use quaestor_core::proto::push::load_push_client::LoadPushClient;
-    use quaestor_core::proto::push::{LoadUpdate, WatchLoadRequest};
 
-    async fn until(
-        updates: &mut tonic::Streaming<LoadUpdate>,
-        what: &str,
-        done: impl Fn(&LoadUpdate) -> bool,
-    ) {
-        quaestor_test_support::message_until(updates, TIMEOUT, what, done).await;
-    }
+    use quaestor_test_support::message_until;
 
     let etcd = EtcdCluster::single();
     let worker = spawn_worker(&bin(), &["--capacity", "6"]);
@@ -282,9 +276,12 @@ async fn the_mirrored_load_and_health_are_pushed() {
         .await
         .expect("WatchLoad on the sidecar")
         .into_inner();
-    until(&mut updates, "the worker's capacity, SERVING", |u| {
-        u.health == 1 && u.load.is_some_and(|l| l.request_capacity == 6)
-    })
+    message_until(
+        &mut updates,
+        TIMEOUT,
+        "the worker's capacity, SERVING",
+        |u| u.health == 1 && u.load.is_some_and(|l| l.request_capacity == 6),
+    )
     .await;
 
     let mut work = WorkClient::connect(format!("http://{}", worker.addr))
@@ -297,14 +294,14 @@ async fn the_mirrored_load_and_health_are_pushed() {
         })
         .await
     });
-    until(&mut updates, "the worker's call in flight", |u| {
+    message_until(&mut updates, TIMEOUT, "the worker's call in flight", |u| {
         u.load.is_some_and(|l| l.current_requests == 1)
     })
     .await;
     call.abort();
 
     worker.process.signal(Signal::SIGUSR1); // NOT_SERVING
-    until(&mut updates, "NOT_SERVING", |u| u.health == 2).await;
+    message_until(&mut updates, TIMEOUT, "NOT_SERVING", |u| u.health == 2).await;
 
     side.process.signal(Signal::SIGTERM);
     let end = tokio::time::timeout(TIMEOUT, async {

@@ -78,16 +78,10 @@ fn port_in_use_fails_with_1() {
 async fn pushes_load_and_health_and_ends_the_push_at_sigterm() {
     use quaestor_core::proto::example::WorkRequest;
     use quaestor_core::proto::example::work_client::WorkClient;
+    use quaestor_core::proto::push::WatchLoadRequest;
     use quaestor_core::proto::push::load_push_client::LoadPushClient;
-    use quaestor_core::proto::push::{LoadUpdate, WatchLoadRequest};
 
-    async fn until(
-        updates: &mut tonic::Streaming<LoadUpdate>,
-        what: &str,
-        done: impl Fn(&LoadUpdate) -> bool,
-    ) {
-        quaestor_test_support::message_until(updates, TIMEOUT, what, done).await;
-    }
+    use quaestor_test_support::message_until;
 
     let mut worker = spawn_worker(&bin(), &[]);
     let uri = format!("http://{}", worker.addr);
@@ -101,7 +95,7 @@ async fn pushes_load_and_health_and_ends_the_push_at_sigterm() {
         .await
         .expect("WatchLoad")
         .into_inner();
-    until(&mut updates, "the first update", |u| {
+    message_until(&mut updates, TIMEOUT, "the first update", |u| {
         u.health == 1 && u.load.is_some_and(|l| l.current_requests == 0)
     })
     .await;
@@ -114,19 +108,22 @@ async fn pushes_load_and_health_and_ends_the_push_at_sigterm() {
         })
         .await
     });
-    until(&mut updates, "the call in flight", |u| {
+    message_until(&mut updates, TIMEOUT, "the call in flight", |u| {
         u.load.is_some_and(|l| l.current_requests == 1)
     })
     .await;
     call.abort();
 
     worker.process.signal(Signal::SIGUSR1);
-    until(&mut updates, "NOT_SERVING", |u| u.health == 2).await;
+    message_until(&mut updates, TIMEOUT, "NOT_SERVING", |u| u.health == 2).await;
     worker.process.signal(Signal::SIGUSR2);
-    until(&mut updates, "SERVING again", |u| u.health == 1).await;
+    message_until(&mut updates, TIMEOUT, "SERVING again", |u| u.health == 1).await;
 
     worker.process.signal(Signal::SIGTERM);
-    until(&mut updates, "NOT_SERVING at the stop", |u| u.health == 2).await;
+    message_until(&mut updates, TIMEOUT, "NOT_SERVING at the stop", |u| {
+        u.health == 2
+    })
+    .await;
     let end = tokio::time::timeout(TIMEOUT, async {
         while let Ok(Some(_)) = updates.message().await {}
     })
