@@ -57,6 +57,7 @@ bench:
 	scripts/setup.sh --bench
 	cargo bench -p quaestor-core --bench discovery
 	cargo bench -p quaestor-core --bench balancing
+	cargo bench -p quaestor-core --bench freshness
 	cargo bench -p quaestor-ffi --bench request
 	cargo bench -p quaestor-cli --bench recovery
 	cargo bench -p quaestor-cli --bench e2e -- --seconds 30 --rounds 2
