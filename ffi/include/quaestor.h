@@ -200,6 +200,9 @@ void quaestor_service_load_free(struct quaestor_service_load *load);
 // `quaestor_reporter_port`), in plain text, or with TLS when `cert_pem_path` and
 // `key_pem_path` are both given (PEM files; NULL for plain text). It has no services yet and
 // reports the worker as a whole SERVING. `*out` gets the reporter.
+// The library ignores SIGPIPE from its first call on, unless the program has a disposition of
+// its own for it: a balancer that drops its connection while the reporter writes would
+// otherwise end the worker.
 //
 // Errors: NULL_PARAMETER (host, out), INVALID_UTF8, INVALID_ARGUMENT (host does not resolve,
 // only one of the TLS files given), IO (port in use), TLS (unusable certificate or key).

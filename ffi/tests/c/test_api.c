@@ -6,6 +6,7 @@
 #include <quaestor.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,10 @@ static void reporter_and_loads(void) {
     CHECK(reporter == sentinel); /* untouched by every failure */
 
     EXPECT(quaestor_reporter_new("127.0.0.1", 0, NULL, NULL, &reporter), QUAESTOR_RESULT_OK);
+    /* The library ignores SIGPIPE (the program had none of its own): a balancer closing its
+       connection while the reporter writes must not end the worker. */
+    struct sigaction pipe_action;
+    CHECK(sigaction(SIGPIPE, NULL, &pipe_action) == 0 && pipe_action.sa_handler == SIG_IGN);
     uint16_t port = quaestor_reporter_port(reporter);
     CHECK(port != 0);
     CHECK(quaestor_reporter_port(NULL) == 0);
