@@ -1,14 +1,26 @@
-# quaestor: `make test` sets up what is missing (see scripts/setup.sh) and runs every suite.
+# quaestor: `make test` sets up what is missing (see scripts/setup.sh), checks formatting and
+# clippy, and runs every suite. Every target that builds runs the setup first, so any of them
+# works as the first command on a fresh Debian machine.
 # CARGO_TARGET_DIR may point outside the clone (CI keeps it in ~/.cache to build faster).
 
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 QUAESTOR_BIN := $(CARGO_TARGET_DIR)/debug/quaestor
 VENV := $(CURDIR)/.venv
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: test setup build test-rust test-python bench ffi examples demo demo-etcd lint clean
+# `make install`: where (PREFIX; DESTDIR is prepended to every path, as usual) and which
+# cargo profile's libquaestor (release; PROFILE=debug installs the debug build, as the install
+# test does so as not to build a release in CI).
+PREFIX ?= /usr/local
+PROFILE ?= release
+override PREFIX := $(abspath $(PREFIX))
+PROFILE_FLAG := $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE))
+PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
-test: setup test-rust test-python
+.PHONY: test setup build test-rust test-python bench ffi install examples demo demo-etcd lint clean
+
+test: setup lint test-rust test-python
 
 setup:
 	scripts/setup.sh
@@ -43,12 +55,12 @@ examples: ffi
 
 # The hello-world cluster: 4 workers on 5161-5164, the balancer on 5150. Then, elsewhere:
 #   target/debug/quaestor discover --top 127.0.0.1:5150 Worker
-demo:
+demo: setup
 	cargo build -p quaestor-cli
 	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world/quaestor.config.yml
 
 # The same with etcd as the registry (a KeyValueStore agent the cluster starts first).
-demo-etcd:
+demo-etcd: setup
 	cargo build -p quaestor-cli
 	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world-etcd/quaestor.config.yml
 
@@ -62,15 +74,29 @@ bench:
 	cargo bench -p quaestor-cli --bench recovery
 	cargo bench -p quaestor-cli --bench e2e -- --seconds 30 --rounds 2
 
-# libquaestor (.so and .a) and a pkg-config file for it, so that a C worker builds with
-#   PKG_CONFIG_PATH=$(CARGO_TARGET_DIR)/debug cc hello_worker.c $$(pkg-config --cflags --libs quaestor)
-ffi:
+# libquaestor (.so and .a, debug) and a pkg-config file for it in the build folder, so that
+# a C worker builds (and finds the library when it runs, through the rpath the .pc adds) with
+#   export PKG_CONFIG_PATH=$(CARGO_TARGET_DIR)/debug
+#   cc -o hello_worker hello_worker.c $$(pkg-config --cflags --libs quaestor)
+ffi: setup
 	cargo build -p quaestor-ffi
 	sed -e 's|@LIBDIR@|$(CARGO_TARGET_DIR)/debug|' -e 's|@INCLUDEDIR@|$(CURDIR)/ffi/include|' \
-	    -e "s|@VERSION@|$$(sed -n 's/^version = \"\(.*\)\"/\1/p' Cargo.toml | head -1)|" \
-	    ffi/quaestor.pc.in > $(CARGO_TARGET_DIR)/debug/quaestor.pc
+	    -e 's|@VERSION@|$(VERSION)|' ffi/quaestor.pc.in > $(CARGO_TARGET_DIR)/debug/quaestor.pc
 
-lint:
+# libquaestor.so and .a in PREFIX/lib, quaestor.h and the C++ quaestor.hpp in PREFIX/include,
+# PREFIX/lib/pkgconfig/quaestor.pc (its Libs carry an rpath to PREFIX/lib: programs built with
+# it run without LD_LIBRARY_PATH). Checked by `cargo test -p quaestor-ffi --test install`.
+install: setup
+	cargo build -p quaestor-ffi --locked $(PROFILE_FLAG)
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(PROFILE_DIR)/libquaestor.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(PROFILE_DIR)/libquaestor.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 ffi/include/quaestor.h bindings/cpp/quaestor.hpp $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@LIBDIR@|$(PREFIX)/lib|' -e 's|@INCLUDEDIR@|$(PREFIX)/include|' \
+	    -e 's|@VERSION@|$(VERSION)|' ffi/quaestor.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/quaestor.pc
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/quaestor.pc
+
+lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
