@@ -18,12 +18,17 @@ override PREFIX := $(abspath $(PREFIX))
 PROFILE_FLAG := $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE))
 PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
-.PHONY: test setup build test-rust test-python bench ffi install examples demo demo-etcd lint clean
+.PHONY: test setup setup-build build test-rust test-python bench ffi install examples demo demo-etcd lint clean
 
 test: setup lint test-rust test-python
 
 setup:
 	scripts/setup.sh
+
+# What building and running needs, without the test tools (Go, the Python test venv): the
+# first command on a fresh machine may be `make demo`.
+setup-build:
+	scripts/setup.sh --build
 
 build: setup
 	cargo build --workspace --locked
@@ -55,12 +60,12 @@ examples: ffi
 
 # The hello-world cluster: 4 workers on 5161-5164, the balancer on 5150. Then, elsewhere:
 #   target/debug/quaestor discover --top 127.0.0.1:5150 Worker
-demo: setup
+demo: setup-build
 	cargo build -p quaestor-cli
 	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world/quaestor.config.yml
 
 # The same with etcd as the registry (a KeyValueStore agent the cluster starts first).
-demo-etcd: setup
+demo-etcd: setup-build
 	cargo build -p quaestor-cli
 	$(CARGO_TARGET_DIR)/debug/quaestor cluster --config sdk-examples/hello-world-etcd/quaestor.config.yml
 
@@ -78,7 +83,7 @@ bench:
 # a C worker builds (and finds the library when it runs, through the rpath the .pc adds) with
 #   export PKG_CONFIG_PATH=$(CARGO_TARGET_DIR)/debug
 #   cc -o hello_worker hello_worker.c $$(pkg-config --cflags --libs quaestor)
-ffi: setup
+ffi: setup-build
 	cargo build -p quaestor-ffi
 	sed -e 's|@LIBDIR@|$(CARGO_TARGET_DIR)/debug|' -e 's|@INCLUDEDIR@|$(CURDIR)/ffi/include|' \
 	    -e 's|@VERSION@|$(VERSION)|' ffi/quaestor.pc.in > $(CARGO_TARGET_DIR)/debug/quaestor.pc
@@ -86,7 +91,7 @@ ffi: setup
 # libquaestor.so and .a in PREFIX/lib, quaestor.h and the C++ quaestor.hpp in PREFIX/include,
 # PREFIX/lib/pkgconfig/quaestor.pc (its Libs carry an rpath to PREFIX/lib: programs built with
 # it run without LD_LIBRARY_PATH). Checked by `cargo test -p quaestor-ffi --test install`.
-install: setup
+install: setup-build
 	cargo build -p quaestor-ffi --locked $(PROFILE_FLAG)
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(PROFILE_DIR)/libquaestor.so $(DESTDIR)$(PREFIX)/lib/

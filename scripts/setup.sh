@@ -5,6 +5,7 @@
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
 #        C, C++ and C# tests, python3-venv if missing
 #   pip: the Python test dependencies and maturin, into .venv inside the repository
+# With --build, only what the build needs (no Go, no Python test dependencies).
 # With --bench, also what `make bench` needs: rsvg-convert (librsvg2-bin) for the PNG figure,
 # HAProxy for the end-to-end balancing benchmark (cli/benches/e2e.rs runs its own haproxy
 # process with a generated config; the Debian service, if it starts, is left alone).
@@ -49,6 +50,10 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+
+# With --build, only what building and running needs (make demo, ffi, examples, install):
+# the Go client and the Python test dependencies are for the tests.
+if [ "${1:-}" = --build ]; then exit 0; fi
 
 # The grpclb interoperability test builds a stock grpc-go client (tests/grpclb-go).
 if ! command -v go >/dev/null; then

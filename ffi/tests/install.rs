@@ -5,8 +5,8 @@
 //! must find the installed library through the rpath the .pc's Libs give it.
 //!
 //! The install is `make install` with `PROFILE=debug` (the debug library this test run has
-//! built already; a release build would take minutes in CI) and `-o setup` (`make test` ran
-//! the setup before the tests).
+//! built already; a release build would take minutes in CI) and `-o setup-build` (`make test`
+//! ran the setup before the tests).
 
 mod common;
 
@@ -66,7 +66,7 @@ fn installed_prefix_builds_and_runs_the_c_sample_as_readme_says() {
         .to_owned();
     let mut make = Command::new("make");
     make.current_dir(repo())
-        .args(["-o", "setup", "install"])
+        .args(["-o", "setup-build", "install"])
         .arg(format!("PREFIX={}", prefix.display()))
         .args(["PROFILE=debug", "DESTDIR="])
         .arg(format!("CARGO_TARGET_DIR={}", target_dir.display()))
