@@ -162,7 +162,8 @@ impl From<LoadSnapshot> for LoadReportResponse {
 impl ServiceLoad {
     /// A service that takes `capacity` requests at once (< 0: unknown, as the C# default −1;
     /// 0: a balancer does not offer it). No request in flight, no known load rate,
-    /// utilisation and memory sampled automatically.
+    /// utilisation and memory sampled automatically. Its first report's utilisation is 0 (as
+    /// a fresh C# `ServiceLoad`'s): CPU use is measured between one report and the next.
     pub fn new(capacity: i32) -> Self {
         ServiceLoad {
             requests: AtomicU64::new(0),
@@ -177,11 +178,9 @@ impl ServiceLoad {
             report: Mutex::new(ReportState {
                 seen_requests: 0,
                 requests_changed_ticks: 0,
-                // The first report covers the time since construction, as in the C# version.
-                cpu: process_cpu_time().map(|cpu_time| CpuSample {
-                    at: Instant::now(),
-                    cpu_time,
-                }),
+                // No interval measured yet: the first report says 0, as a fresh C# load
+                // does, and starts the first interval.
+                cpu: None,
                 last_utilization: 0.0,
             }),
         }
@@ -698,6 +697,24 @@ mod tests {
         assert_eq!(load.snapshot().current_requests, 0);
         load.start_request();
         assert_eq!(load.current_requests(), 0);
+    }
+
+    #[test]
+    fn the_first_report_of_a_fresh_load_says_zero_then_cpu_is_measured() {
+        // Burn CPU between construction and the first report: the C# load reports 0 then.
+        let load = ServiceLoad::new(1);
+        let spin_for = |time: Duration| {
+            let until = Instant::now() + time;
+            let mut spin = 0u64;
+            while Instant::now() < until {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
+        };
+        spin_for(Duration::from_millis(100));
+        assert_eq!(load.snapshot().server_utilization, 0.0, "no interval yet");
+        spin_for(Duration::from_millis(100));
+        let measured = load.snapshot().server_utilization;
+        assert!(measured > 0.0, "measured from the first report on: {measured}");
     }
 
     #[test]
