@@ -219,6 +219,13 @@ public:
                       "quaestor_service_load_set_server_utilization");
     }
 
+    // Fixes the reported host memory usage in percent (0 to 100); negative or NaN: read the
+    // host's memory at each report. Above 100 or infinite: an Error (INVALID_ARGUMENT).
+    void set_memory_usage_percent(double percent) {
+        detail::check(quaestor_service_load_set_memory_usage_percent(handle_.get(), percent),
+                      "quaestor_service_load_set_memory_usage_percent");
+    }
+
     // Turns this service SERVING or NOT_SERVING.
     void set_serving(bool serving) {
         detail::check(quaestor_service_load_set_serving(handle_.get(), serving),

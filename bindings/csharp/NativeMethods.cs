@@ -82,6 +82,10 @@ namespace Quaestor.Native
             ServiceLoadHandle load, double utilization);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern QuaestorResult quaestor_service_load_set_memory_usage_percent(
+            ServiceLoadHandle load, double percent);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern QuaestorResult quaestor_service_load_set_serving(
             ServiceLoadHandle load, [MarshalAs(UnmanagedType.I1)] bool serving);
 

@@ -317,6 +317,16 @@ namespace Quaestor.Native
             NativeMethods.quaestor_service_load_start_request(handle);
         }
 
+        /// <summary>One request has started, and the machine's memory is
+        /// <paramref name="machineMemoryUsagePercent"/> percent in use (as
+        /// <see cref="ServerMemoryUsagePercent"/>; set before the request starts, so a bad value
+        /// starts none).</summary>
+        public void StartRequest(double machineMemoryUsagePercent)
+        {
+            ServerMemoryUsagePercent = machineMemoryUsagePercent;
+            StartRequest();
+        }
+
         /// <summary>One request has ended.</summary>
         public void EndRequest()
         {
@@ -347,6 +357,14 @@ namespace Quaestor.Native
         public double ServerUtilization
         {
             set { Errors.Check(NativeMethods.quaestor_service_load_set_server_utilization(handle, value)); }
+        }
+
+        /// <summary>Fixes the reported host memory usage in percent (0 to 100); negative or
+        /// NaN: read the host's memory at each report (the default). Above 100 or infinite:
+        /// a <see cref="QuaestorException"/> (InvalidArgument).</summary>
+        public double ServerMemoryUsagePercent
+        {
+            set { Errors.Check(NativeMethods.quaestor_service_load_set_memory_usage_percent(handle, value)); }
         }
 
         /// <summary>Turns this service SERVING or NOT_SERVING.</summary>

@@ -714,7 +714,10 @@ mod tests {
         assert_eq!(load.snapshot().server_utilization, 0.0, "no interval yet");
         spin_for(Duration::from_millis(100));
         let measured = load.snapshot().server_utilization;
-        assert!(measured > 0.0, "measured from the first report on: {measured}");
+        assert!(
+            measured > 0.0,
+            "measured from the first report on: {measured}"
+        );
     }
 
     #[test]

@@ -183,6 +183,15 @@ quaestor_result quaestor_service_load_set_known_load_rate(const struct quaestor_
 quaestor_result quaestor_service_load_set_server_utilization(const struct quaestor_service_load *load,
                                                              double utilization);
 
+// Fixes the reported host memory usage in percent (0 to 100); negative or NaN: read the
+// host's memory at each report (the default). Above 100 or infinite: INVALID_ARGUMENT,
+// nothing changed.
+//
+// # Safety
+// `load` is NULL or a live handle.
+quaestor_result quaestor_service_load_set_memory_usage_percent(const struct quaestor_service_load *load,
+                                                               double percent);
+
 // Turns this service SERVING (`serving` true) or NOT_SERVING in the health service.
 //
 // # Safety

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use quaestor_core::load::ServiceLoad;
 use quaestor_core::server::health::HealthState;
 
-use crate::error::{boundary, boundary_or, quaestor_result};
+use crate::error::quaestor_result::QUAESTOR_RESULT_INVALID_ARGUMENT;
+use crate::error::{Failure, boundary, boundary_or, quaestor_result};
 
 /// One service of a reporter: its load counters and its health. Get it from
 /// `quaestor_reporter_add_service` (or `_service_load`), free it with
@@ -115,6 +116,37 @@ pub unsafe extern "C" fn quaestor_service_load_set_server_utilization(
         let load = unsafe { crate::error::object(load, "load") }?;
         let fixed = (utilization.is_finite() && utilization >= 0.0).then_some(utilization);
         load.load.set_server_utilization(fixed);
+        Ok(())
+    })
+}
+
+/// Fixes the reported host memory usage in percent (0 to 100); negative or NaN: read the
+/// host's memory at each report (the default). Above 100 or infinite: INVALID_ARGUMENT,
+/// nothing changed.
+///
+/// # Safety
+/// `load` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn quaestor_service_load_set_memory_usage_percent(
+    load: *const quaestor_service_load,
+    percent: f64,
+) -> quaestor_result {
+    boundary(|| {
+        // SAFETY: as the caller promised.
+        let load = unsafe { crate::error::object(load, "load") }?;
+        let fixed = match percent {
+            p if p.is_nan() || p < 0.0 => None,
+            p if p <= 100.0 => Some(p),
+            p => {
+                return Err(Failure::new(
+                    QUAESTOR_RESULT_INVALID_ARGUMENT,
+                    format!(
+                        "a memory usage percent is 0 to 100, or negative for measured; got {p}"
+                    ),
+                ));
+            }
+        };
+        load.load.set_memory_usage_percent(fixed);
         Ok(())
     })
 }

@@ -9,7 +9,8 @@
  *
  * A real worker calls quaestor_service_load_start_request / _end_request around each
  * request it serves. This one takes them as commands on stdin, one per line, so that a test
- * (or you) can drive it: start, end, not-serving, serving, quit; each is answered `ok N`, N
+ * (or you) can drive it: start, end, not-serving, serving, memory P (the host's memory is
+ * reported as P percent in use; negative: measured), quit; each is answered `ok N`, N
  * being the requests in flight. At the end of stdin (run by `quaestor cluster`, say) it waits
  * for SIGTERM or SIGINT. Either way it frees the reporter, which deregisters it and stops
  * the server gracefully.
@@ -89,6 +90,17 @@ int main(int argc, char **argv) {
             result = quaestor_service_load_set_serving(load, strcmp(line, "serving") == 0);
             if (result != QUAESTOR_RESULT_OK) {
                 fail("cannot set the health", result);
+            }
+        } else if (strncmp(line, "memory ", 7) == 0) {
+            char *end = NULL;
+            double percent = strtod(line + 7, &end);
+            if (end == line + 7 || *end != '\0') {
+                fprintf(stderr, "hello_worker: not a number: %s\n", line + 7);
+                continue;
+            }
+            result = quaestor_service_load_set_memory_usage_percent(load, percent);
+            if (result != QUAESTOR_RESULT_OK) {
+                fail("cannot set the memory usage", result);
             }
         } else if (strcmp(line, "quit") == 0) {
             quit = 1;

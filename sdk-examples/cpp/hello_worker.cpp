@@ -10,6 +10,7 @@
 //   end          a request ends
 //   not-serving  the service turns NOT_SERVING
 //   serving      the service turns SERVING again
+//   memory P     the host's memory is reported as P percent in use (negative: measured)
 //   quit         stop reporting and exit 0
 // At the end of stdin it waits for SIGTERM or SIGINT, then does as `quit`.
 //
@@ -86,11 +87,13 @@ int run(int argc, char** argv, const sigset_t& stop_signals) {
             load.set_serving(false);
         } else if (command == "serving") {
             load.set_serving(true);
+        } else if (command.rfind("memory ", 0) == 0) {
+            load.set_memory_usage_percent(std::stod(command.substr(7)));
         } else if (command == "quit") {
             quit = true;
         } else {
             std::cerr << "unknown command: " << command
-                      << " (start, end, not-serving, serving, quit)" << std::endl;
+                      << " (start, end, not-serving, serving, memory P, quit)" << std::endl;
             continue;
         }
         std::cout << "ok " << load.current_requests() << std::endl;

@@ -14,6 +14,7 @@
 //   end          one ends
 //   not-serving  the service turns NOT_SERVING
 //   serving      ... and SERVING again
+//   memory P     the host's memory is reported as P percent in use (negative: measured)
 //   quit         frees the reporter (deregisters, closes the port) and exits 0
 // At the end of stdin it waits for Ctrl-C (SIGINT: Console.CancelKeyPress), then does as
 // `quit`; on SIGTERM .NET frees the reporter on the way out (AppDomain.ProcessExit). Mono
@@ -74,7 +75,15 @@ public static class HelloWorker
             string line;
             while ((line = Console.In.ReadLine()) != null)
             {
-                switch (line.Trim())
+                string command = line.Trim();
+                if (command.StartsWith("memory ", StringComparison.Ordinal))
+                {
+                    load.ServerMemoryUsagePercent =
+                        double.Parse(command.Substring(7), CultureInfo.InvariantCulture);
+                    Answer(load);
+                    continue;
+                }
+                switch (command)
                 {
                     case "start":
                         load.StartRequest();
@@ -97,7 +106,7 @@ public static class HelloWorker
                         continue;
                     default:
                         Console.Error.WriteLine(
-                            "HelloWorker: unknown command {0} (start, end, not-serving, serving, quit)",
+                            "HelloWorker: unknown command {0} (start, end, not-serving, serving, memory P, quit)",
                             line.Trim());
                         continue;
                 }

@@ -200,6 +200,10 @@ void test_request_counting() {
     expect_no_error("set_capacity", [&] { load.set_capacity(8); });
     expect_no_error("set_known_load_rate", [&] { load.set_known_load_rate(0.5); });
     expect_no_error("set_server_utilization", [&] { load.set_server_utilization(-1.0); });
+    expect_no_error("set_memory_usage_percent", [&] { load.set_memory_usage_percent(42.5); });
+    expect_no_error("set_memory_usage_percent(-1)", [&] { load.set_memory_usage_percent(-1.0); });
+    expect_error("a memory usage above 100 percent",
+                 [&] { load.set_memory_usage_percent(100.5); }, QUAESTOR_RESULT_INVALID_ARGUMENT);
     expect_no_error("ServiceLoad::set_serving", [&] { load.set_serving(false); });
 
     // A moved-from handle counts nothing and its fallible calls fail.

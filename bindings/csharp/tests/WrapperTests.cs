@@ -233,6 +233,14 @@ public static class WrapperTests
                 load.KnownLoadRate = double.NaN;
                 load.ServerUtilization = 0.25;
                 load.ServerUtilization = -1;
+                load.ServerMemoryUsagePercent = 42.5;
+                load.ServerMemoryUsagePercent = -1;
+                Fails(() => load.ServerMemoryUsagePercent = 100.5, QuaestorResult.InvalidArgument);
+                Fails(() => load.StartRequest(double.PositiveInfinity), QuaestorResult.InvalidArgument);
+                Equal(1, load.CurrentRequests, "a bad memory figure starts no request");
+                load.StartRequest(12.5);
+                Equal(2, load.CurrentRequests, "StartRequest(percent) starts one");
+                load.EndRequest();
                 load.SetServing(false);
                 load.SetServing(true);
                 reporter.SetServing("Worker", false);

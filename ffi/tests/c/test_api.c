@@ -5,6 +5,7 @@
  */
 #include <quaestor.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -106,6 +107,12 @@ static void reporter_and_loads(void) {
     EXPECT(quaestor_service_load_set_capacity(load, 8), QUAESTOR_RESULT_OK);
     EXPECT(quaestor_service_load_set_known_load_rate(load, 0.5), QUAESTOR_RESULT_OK);
     EXPECT(quaestor_service_load_set_server_utilization(load, -1.0), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_memory_usage_percent(load, 42.5), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_memory_usage_percent(load, -1.0), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_memory_usage_percent(load, NAN), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_service_load_set_memory_usage_percent(load, 100.5), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_service_load_set_memory_usage_percent(load, INFINITY), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_service_load_set_memory_usage_percent(NULL, 1.0), QUAESTOR_RESULT_NULL_PARAMETER);
     EXPECT(quaestor_service_load_set_serving(load, false), QUAESTOR_RESULT_OK);
     EXPECT(quaestor_service_load_set_capacity(NULL, 8), QUAESTOR_RESULT_NULL_PARAMETER);
     EXPECT(quaestor_service_load_set_serving(NULL, true), QUAESTOR_RESULT_NULL_PARAMETER);

@@ -7,7 +7,8 @@
 //! etcd when asked, prints `listening on 127.0.0.1:PORT`, then reads commands from stdin, one
 //! per line, answering each with `ok N` (N: requests in flight after it):
 //! `start` (a request starts and stays in flight), `end` (one ends), `not-serving`,
-//! `serving`, `quit` (frees the reporter and exits 0). At the end of stdin it waits for
+//! `serving`, `memory P` (the host's memory is reported as P percent in use; negative:
+//! measured), `quit` (frees the reporter and exits 0). At the end of stdin it waits for
 //! SIGTERM or SIGINT, then does the same as `quit`.
 
 #![allow(dead_code)]
@@ -162,6 +163,18 @@ impl SampleWorker {
 /// What `quaestor load 127.0.0.1:PORT Worker --json` says: current requests, or None if
 /// it does not answer with a load.
 pub fn current_requests(port: u16) -> Option<i64> {
+    load_field(port, "current_requests")
+}
+
+/// The `server_memory_usage_percent` of the ReportLoad answer for `Worker`, as `quaestor
+/// load --json` shows it.
+pub fn memory_usage_percent(port: u16) -> Option<f64> {
+    load_field(port, "server_memory_usage_percent")
+}
+
+/// The number `key` of what `quaestor load 127.0.0.1:PORT Worker --json` says (a real
+/// ReportLoad), or None if it does not answer with a load.
+fn load_field<T: std::str::FromStr>(port: u16, key: &str) -> Option<T> {
     let finished = quaestor_test_support::run(
         &quaestor_bin(),
         &["load", &format!("127.0.0.1:{port}"), "Worker", "--json"],
@@ -170,14 +183,14 @@ pub fn current_requests(port: u16) -> Option<i64> {
     if finished.code != Some(0) {
         return None;
     }
-    let key = "\"current_requests\":";
-    let at = finished.stdout.find(key)? + key.len();
-    let digits: String = finished.stdout[at..]
+    let key = format!("\"{key}\":");
+    let at = finished.stdout.find(&key)? + key.len();
+    let number: String = finished.stdout[at..]
         .trim_start()
         .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E'))
         .collect();
-    digits.parse().ok()
+    number.parse().ok()
 }
 
 /// What `quaestor health 127.0.0.1:PORT Worker` exits with (0 SERVING, 1 NOT_SERVING).
@@ -205,6 +218,21 @@ pub fn drive_sample(mut worker: SampleWorker) {
     assert_eq!(health(port), Some(1), "NOT_SERVING");
     worker.command("serving");
     assert_eq!(health(port), Some(0), "SERVING again");
+    // Two set figures in turn: a measured one could not match both.
+    worker.command("memory 42.5");
+    assert_eq!(
+        memory_usage_percent(port),
+        Some(42.5),
+        "the set memory usage"
+    );
+    worker.command("memory 37.25");
+    assert_eq!(memory_usage_percent(port), Some(37.25), "set again");
+    worker.command("memory -1");
+    let measured = memory_usage_percent(port).expect("a load");
+    assert!(
+        (0.0..=100.0).contains(&measured),
+        "measured again: {measured}"
+    );
     assert_eq!(worker.command("end"), 0);
     assert_eq!(worker.quit(), Some(0));
     assert!(
