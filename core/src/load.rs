@@ -283,6 +283,11 @@ impl ServiceLoad {
         self.touch();
     }
 
+    /// The memory usage set with [`Self::set_memory_usage_percent`], if one is set.
+    pub fn fixed_memory_usage_percent(&self) -> Option<f64> {
+        Some(self.memory_percent.load()).filter(|p| !p.is_nan())
+    }
+
     /// Reads the load as a report states it. Samples CPU and memory where they are not fixed.
     pub fn snapshot(&self) -> LoadSnapshot {
         let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
@@ -538,7 +543,9 @@ mod tests {
         }
         load.set_capacity(7);
         load.set_server_utilization(Some(0.5));
+        assert_eq!(load.fixed_memory_usage_percent(), None);
         load.set_memory_usage_percent(Some(12.5));
+        assert_eq!(load.fixed_memory_usage_percent(), Some(12.5));
         load.reset_current_requests(3);
         let s = load.snapshot();
         assert_eq!(

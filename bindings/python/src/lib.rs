@@ -292,6 +292,24 @@ impl ServiceLoad {
         Ok(())
     }
 
+    /// The reported host memory usage in percent when fixed (0 to 100); None: read from the
+    /// host at each report.
+    #[getter]
+    fn memory_usage_percent(&self) -> Option<f64> {
+        self.load.fixed_memory_usage_percent()
+    }
+
+    #[setter]
+    fn set_memory_usage_percent(&self, value: Option<f64>) -> PyResult<()> {
+        if let Some(p) = value.filter(|p| !(0.0..=100.0).contains(p)) {
+            return Err(PyValueError::new_err(format!(
+                "a memory usage percent is a number from 0 to 100, or None; got {p}"
+            )));
+        }
+        self.load.set_memory_usage_percent(value);
+        Ok(())
+    }
+
     fn start_request(&self) {
         self.load.start_request();
     }

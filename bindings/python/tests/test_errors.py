@@ -170,6 +170,10 @@ def test_out_of_range_numbers_are_value_or_overflow_errors(load, reporter):
             load.known_load_rate = rate
         with pytest.raises(ValueError):
             load.server_utilization = rate
+    for percent in (-1.0, 100.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            load.memory_usage_percent = percent
+        assert load.memory_usage_percent is None, "a refused figure changes nothing"
     with pytest.raises(OverflowError):
         reporter.register(etcd=["http://127.0.0.1:1"], host="127.0.0.1", port=70000)
     for ttl in (-1, 0, float("nan")):

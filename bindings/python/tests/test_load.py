@@ -6,6 +6,7 @@ waits on a Barrier or an Event that the test releases after asking."""
 
 import asyncio
 import threading
+import time
 
 import grpc
 import pytest
@@ -171,6 +172,29 @@ def test_capacity_known_load_rate_and_utilization_are_reported(reporter, report)
     load.known_load_rate = None
     assert load.known_load_rate is None
     assert report().known_load_rate < 0
+
+
+def test_memory_usage_percent_is_reported_as_set_or_measured(load, report):
+    assert load.memory_usage_percent is None
+    measured = report().server_stats.server_memory_usage_percent
+    assert 0 <= measured <= 100
+    # Two set figures in turn: a measured one could not match both.
+    for percent in (42.5, 37.25, 0.0, 100.0):
+        load.memory_usage_percent = percent
+        assert load.memory_usage_percent == percent
+        assert report().server_stats.server_memory_usage_percent == percent
+    load.memory_usage_percent = None
+    assert load.memory_usage_percent is None
+    assert 0 <= report().server_stats.server_memory_usage_percent <= 100
+
+
+def test_a_fresh_loads_first_report_says_utilization_zero(load, report):
+    # As a fresh C# ServiceLoad: no interval measured yet, so 0, whatever the CPU did since.
+    assert load.server_utilization is None
+    busy_until = time.process_time() + 0.1
+    while time.process_time() < busy_until:
+        pass
+    assert report().server_stats.server_utilization == 0
 
 
 def test_scope_and_service_name_are_answered(reporter, report):
