@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use quaestor_core::blocking::MadeIn;
 use quaestor_core::load::ServiceLoad;
 use quaestor_core::registry::ServiceLocation;
 use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar};
@@ -29,10 +30,28 @@ const GRACE: Duration = Duration::from_secs(5);
 /// for the services added to it. Made by `quaestor_reporter_new`, freed by
 /// `quaestor_reporter_free`.
 pub struct quaestor_reporter {
+    /// After a fork, the child's copy refuses every call (its server runs on the parent's
+    /// threads, which the child does not have).
+    made_in: MadeIn,
     reporter: Reporter,
     addr: SocketAddr,
     server: Mutex<Option<ServerHandle>>,
     registration: Mutex<Option<Registration>>,
+}
+
+/// The reporter behind `reporter`, if it was made in this process: one inherited through a
+/// fork is INVALID_STATE (its server runs on threads the child does not have).
+///
+/// # Safety
+/// `reporter` is NULL or live.
+unsafe fn live<'a>(reporter: *const quaestor_reporter) -> Result<&'a quaestor_reporter, Failure> {
+    // SAFETY: as the caller promised.
+    let reporter = unsafe { object(reporter, "reporter") }?;
+    reporter
+        .made_in
+        .check("reporter")
+        .map_err(crate::runtime::failure)?;
+    Ok(reporter)
 }
 
 impl quaestor_reporter {
@@ -81,6 +100,9 @@ fn etcd_failure(error: EtcdError) -> Failure {
 /// `quaestor_reporter_port`), in plain text, or with TLS when `cert_pem_path` and
 /// `key_pem_path` are both given (PEM files; NULL for plain text). It has no services yet and
 /// reports the worker as a whole SERVING. `*out` gets the reporter.
+/// After a fork, the child gets threads of its own on its first call; a reporter made before
+/// the fork answers every call in the child with INVALID_STATE, and freeing it there only
+/// forgets it (the parent still owns it).
 /// The library ignores SIGPIPE from its first call on, unless the program has a disposition of
 /// its own for it: a balancer that drops its connection while the reporter writes would
 /// otherwise end the worker.
@@ -131,6 +153,7 @@ pub unsafe extern "C" fn quaestor_reporter_new(
             reporter.serve(addr, tls).await.map_err(server_failure)
         })??;
         let reporter = quaestor_reporter {
+            made_in: MadeIn::here(),
             reporter,
             addr: server.local_addr(),
             server: Mutex::new(Some(server)),
@@ -172,7 +195,7 @@ pub unsafe extern "C" fn quaestor_reporter_add_service(
     boundary(|| {
         out_param(out, "out")?;
         // SAFETY: as the caller promised.
-        let reporter = unsafe { object(reporter, "reporter") }?;
+        let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         let name = unsafe { text_arg(service, "service") }?;
         let load = reporter
@@ -206,7 +229,7 @@ pub unsafe extern "C" fn quaestor_reporter_service_load(
     boundary(|| {
         out_param(out, "out")?;
         // SAFETY: as the caller promised.
-        let reporter = unsafe { object(reporter, "reporter") }?;
+        let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         let name = unsafe { text_arg(service, "service") }?;
         let load = reporter.reporter.service_load(name).ok_or_else(|| {
@@ -236,7 +259,7 @@ pub unsafe extern "C" fn quaestor_reporter_set_serving(
 ) -> quaestor_result {
     boundary(|| {
         // SAFETY: as the caller promised.
-        let reporter = unsafe { object(reporter, "reporter") }?;
+        let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         match unsafe { optional_text_arg(service, "service") }? {
             None | Some("") => reporter.reporter.set_all_serving(serving),
@@ -281,7 +304,7 @@ pub unsafe extern "C" fn quaestor_reporter_register(
 ) -> quaestor_result {
     boundary(|| {
         // SAFETY: as the caller promised.
-        let reporter = unsafe { object(reporter, "reporter") }?;
+        let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         let endpoints = unsafe { text_arg(etcd_endpoints, "etcd_endpoints") }?;
         // SAFETY: as the caller promised.
@@ -324,7 +347,7 @@ pub unsafe extern "C" fn quaestor_reporter_register_with_credentials(
 ) -> quaestor_result {
     boundary(|| {
         // SAFETY: as the caller promised.
-        let reporter = unsafe { object(reporter, "reporter") }?;
+        let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         let endpoints = unsafe { text_arg(etcd_endpoints, "etcd_endpoints") }?;
         // SAFETY: as the caller promised.
@@ -452,7 +475,7 @@ pub unsafe extern "C" fn quaestor_reporter_deregister(
 ) -> quaestor_result {
     boundary(|| {
         // SAFETY: as the caller promised.
-        let reporter = unsafe { object(reporter, "reporter") }?;
+        let reporter = unsafe { live(reporter) }?;
         deregister(reporter)
     })
 }
@@ -477,6 +500,11 @@ pub unsafe extern "C" fn quaestor_reporter_free(reporter: *mut quaestor_reporter
     }
     // SAFETY: made by `quaestor_reporter_new`, freed once.
     let reporter = unsafe { Box::from_raw(reporter) };
+    if !reporter.made_in.is_here() {
+        // Inherited through a fork: nothing of it can run here, and the parent owns it.
+        std::mem::forget(reporter);
+        return;
+    }
     boundary_or((), || {
         let _ = deregister(&reporter);
         if let Some(server) = lock(&reporter.server).take() {

@@ -7,10 +7,12 @@ use quaestor_core::blocking::{self, BlockingError};
 
 use crate::error::{Failure, quaestor_result};
 
-fn failure(error: BlockingError) -> Failure {
+pub(crate) fn failure(error: BlockingError) -> Failure {
     let code = match error {
         BlockingError::Start(_) => quaestor_result::QUAESTOR_RESULT_IO,
-        BlockingError::InsideRuntime => quaestor_result::QUAESTOR_RESULT_INVALID_STATE,
+        BlockingError::InsideRuntime | BlockingError::Forked { .. } => {
+            quaestor_result::QUAESTOR_RESULT_INVALID_STATE
+        }
     };
     Failure::new(code, error.to_string())
 }

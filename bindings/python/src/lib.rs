@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyException, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{create_exception, intern};
-use quaestor_core::blocking::{self, BlockingError};
+use quaestor_core::blocking::{self, BlockingError, MadeIn};
 use quaestor_core::client::{ClientError, Target};
 use quaestor_core::load::ServiceLoad as CoreLoad;
 use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar};
@@ -343,6 +343,9 @@ impl ServiceLoad {
 /// a port of its own.
 #[pyclass(frozen, module = "quaestor._quaestor")]
 struct Reporter {
+    /// After a fork, the child's copy refuses every call (its server runs on the parent's
+    /// threads, which the child does not have).
+    made_in: MadeIn,
     reporter: CoreReporter,
     host: String,
     addr: SocketAddr,
@@ -359,7 +362,13 @@ impl Reporter {
         }
     }
 
+    /// Made in this process, not inherited through a fork.
+    fn live(&self) -> Result<(), Failure> {
+        Ok(self.made_in.check("Reporter")?)
+    }
+
     fn deregister_now(&self, py: Python<'_>) -> Result<(), Failure> {
+        self.live()?;
         let Some(registrar) = lock(&self.registration).take() else {
             return Ok(());
         };
@@ -407,6 +416,7 @@ impl Reporter {
             reporter.serve(addr, tls).await.map_err(Failure::from)
         })?;
         Ok(Reporter {
+            made_in: MadeIn::here(),
             reporter,
             host: host.to_owned(),
             addr: server.local_addr(),
@@ -439,6 +449,7 @@ impl Reporter {
     /// Reports a new service, SERVING; count its requests on the returned load.
     #[pyo3(signature = (name, capacity = 4))]
     fn add_service(&self, name: &str, capacity: i32) -> PyResult<ServiceLoad> {
+        self.live()?;
         if self.closed() {
             return Err(Failure::Other("the reporter is closed".into()).into());
         }
@@ -451,6 +462,7 @@ impl Reporter {
 
     /// The load of a service added before.
     fn service_load(&self, name: &str) -> PyResult<ServiceLoad> {
+        self.live()?;
         let load = self
             .reporter
             .service_load(name)
@@ -462,6 +474,7 @@ impl Reporter {
     /// SERVING or NOT_SERVING.
     #[pyo3(signature = (serving, service = None))]
     fn set_serving(&self, serving: bool, service: Option<&str>) -> PyResult<()> {
+        self.live()?;
         match service {
             None => self.reporter.set_all_serving(serving),
             Some(name) if self.reporter.service_load(name).is_some() => {
@@ -501,6 +514,7 @@ impl Reporter {
         etcd_user: Option<String>,
         etcd_password: Option<String>,
     ) -> PyResult<()> {
+        self.live()?;
         if etcd_cert.is_some() != etcd_key.is_some() {
             return Err(PyValueError::new_err(
                 "give both etcd_cert and etcd_key, or neither",
@@ -566,6 +580,7 @@ impl Reporter {
     /// Deregisters, then stops serving (calls in flight get up to 5 s). Closing again does
     /// nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.live()?;
         let deregistered = self.deregister_now(py);
         if let Some(server) = lock(&self.server).take() {
             wait(py, async {
@@ -605,6 +620,11 @@ impl Drop for Reporter {
     fn drop(&mut self) {
         let registration = lock(&self.registration).take();
         let server = lock(&self.server).take();
+        if !self.made_in.is_here() {
+            // Inherited through a fork: nothing of it can run here, and the parent owns it.
+            std::mem::forget((registration, server));
+            return;
+        }
         if registration.is_none() && server.is_none() {
             return;
         }

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int failures = 0;
 
@@ -202,6 +204,51 @@ static void threads(void) {
     quaestor_reporter_free(reporter);
 }
 
+/* After a fork, the child gets threads of its own: a reporter made there serves and
+   counts, and one inherited from the parent is refused (INVALID_STATE), never waited on. */
+static void fork_safety(void) {
+    quaestor_reporter *parent = NULL;
+    quaestor_service_load *parent_load = NULL;
+    EXPECT(quaestor_reporter_new("127.0.0.1", 0, NULL, NULL, &parent), QUAESTOR_RESULT_OK);
+    EXPECT(quaestor_reporter_add_service(parent, "Worker", 4, &parent_load), QUAESTOR_RESULT_OK);
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        alarm(20); /* a hang ends the child with SIGALRM, which the parent sees */
+        int ok = 1;
+        quaestor_reporter *mine = NULL;
+        quaestor_service_load *load = NULL;
+        ok = ok && quaestor_reporter_new("127.0.0.1", 0, NULL, NULL, &mine) == QUAESTOR_RESULT_OK;
+        ok = ok && quaestor_reporter_add_service(mine, "Worker", 4, &load) == QUAESTOR_RESULT_OK;
+        if (ok) {
+            quaestor_service_load_start_request(load);
+            ok = quaestor_service_load_current_requests(load) == 1 && quaestor_reporter_port(mine) != 0;
+            quaestor_service_load_end_request(load);
+        }
+        quaestor_service_load *other = NULL;
+        ok = ok && quaestor_reporter_add_service(parent, "Other", 4, &other) == QUAESTOR_RESULT_INVALID_STATE;
+        ok = ok && quaestor_reporter_deregister(parent) == QUAESTOR_RESULT_INVALID_STATE;
+        char message[256];
+        size_t written = 0;
+        ok = ok && quaestor_last_error_message(message, sizeof message, &written) == QUAESTOR_RESULT_OK &&
+             strstr(message, "before a fork") != NULL;
+        quaestor_service_load_free(load);
+        quaestor_reporter_free(mine);
+        quaestor_reporter_free(parent); /* only forgotten here: the parent owns it */
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(child > 0);
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* The parent's reporter is untouched by all that. */
+    quaestor_service_load *more = NULL;
+    EXPECT(quaestor_reporter_add_service(parent, "More", 4, &more), QUAESTOR_RESULT_OK);
+    quaestor_service_load_free(more);
+    quaestor_service_load_free(parent_load);
+    quaestor_reporter_free(parent);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CLOSED_PORT\n", argv[0]);
@@ -211,6 +258,7 @@ int main(int argc, char **argv) {
     reporter_and_loads();
     discovery((uint16_t)atoi(argv[1]));
     threads();
+    fork_safety();
     if (failures != 0) {
         fprintf(stderr, "%d checks failed\n", failures);
         return 1;
