@@ -209,6 +209,9 @@ void quaestor_service_load_free(struct quaestor_service_load *load);
 // `quaestor_reporter_port`), in plain text, or with TLS when `cert_pem_path` and
 // `key_pem_path` are both given (PEM files; NULL for plain text). It has no services yet and
 // reports the worker as a whole SERVING. `*out` gets the reporter.
+// After a fork, the child gets threads of its own on its first call; a reporter made before
+// the fork answers every call in the child with INVALID_STATE, and freeing it there only
+// forgets it (the parent still owns it).
 // The library ignores SIGPIPE from its first call on, unless the program has a disposition of
 // its own for it: a balancer that drops its connection while the reporter writes would
 // otherwise end the worker.
