@@ -18,9 +18,9 @@ override PREFIX := $(abspath $(PREFIX))
 PROFILE_FLAG := $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE))
 PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
-.PHONY: test setup setup-build build test-rust test-python bench ffi install examples demo demo-etcd lint clean
+.PHONY: test setup setup-build build test-rust test-python wheel test-wheel bench ffi install examples demo demo-etcd lint clean
 
-test: setup lint test-rust test-python
+test: setup lint test-rust test-python test-wheel
 
 setup:
 	scripts/setup.sh
@@ -43,6 +43,24 @@ test-python: build
 	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c tests/python/pytest.ini tests/python
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop -q -m bindings/python/Cargo.toml
 	QUAESTOR_BIN=$(QUAESTOR_BIN) $(VENV)/bin/pytest -c bindings/python/tests/pytest.ini bindings/python/tests
+
+# The Python package as one wheel for every CPython from the abi3 floor up, on any x86_64 Linux
+# with glibc 2.17 or newer (manylinux2014; linked by zig, from the ziglang package in .venv):
+# dist/quaestor-$(VERSION)-cp311-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl, which
+# `pip install` takes without cargo. A release build in CARGO_TARGET_DIR (its own
+# x86_64-unknown-linux-gnu/release folder): about 2 minutes cold, 40 s after a change, seconds
+# when nothing changed.
+WHEEL_DIR := $(CURDIR)/dist
+wheel: setup
+	rm -f $(WHEEL_DIR)/quaestor-*.whl
+	VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:$$PATH $(VENV)/bin/maturin build -q --release --locked \
+	    --zig --compatibility manylinux2014 -m bindings/python/Cargo.toml -o $(WHEEL_DIR)
+
+# The wheel installed (pip --no-index, the file alone) into a fresh venv and imported, and a
+# Reporter started and closed, with cargo and rustc off PATH (scripts/check-wheel.py). Part
+# of `make test`.
+test-wheel: wheel
+	/usr/bin/python3 scripts/check-wheel.py $(WHEEL_DIR)/quaestor-$(VERSION)-*.whl
 
 # The C, C++ and C# sample workers, built next to their sources (with libquaestor.so in
 # sdk-examples/lib and next to the C# one), for sdk-examples/native/quaestor.config.yml.
