@@ -46,6 +46,8 @@ namespace Quaestor.Native
         InsufficientSize = 7411,
         /// <summary>The object is in the wrong state (e.g. registered twice).</summary>
         InvalidState = 7412,
+        /// <summary>The server refused the caller (etcd: authentication failed, permission denied).</summary>
+        Refused = 7413,
         /// <summary>A bug in libquaestor (a panic, caught at the boundary).</summary>
         Panic = 7499,
     }

@@ -9,7 +9,8 @@
 //! - [`config`]: the C# Quaestor's YAML config files (`quaestor.config.yml` and the roles' own).
 //! - [`client`]: connecting to quaestor servers and asking them for health and load.
 //! - [`tls`]: TLS settings shared by servers and clients.
-//! - [`worker`]: the demo Work service of the reference worker (`quaestor worker`).
+//! - [`sdk`]: the worker-facing API the C ABI and the Python module translate ([`sdk::Worker`],
+//!   [`sdk::DiscoveryClient`]); [`error`]: the [`error::ErrorKind`] of every failure.
 //! - [`proto`]: the generated wire types (see DESIGN.md "Wire contracts").
 #![forbid(unsafe_code)]
 
@@ -17,12 +18,13 @@ pub mod balancer;
 pub mod blocking;
 pub mod client;
 pub mod config;
+pub mod error;
 pub mod load;
 pub mod proto;
 pub mod registry;
 pub mod reporter;
+pub mod sdk;
 pub mod server;
 pub mod sidecar;
 pub mod supervisor;
 pub mod tls;
-pub mod worker;

@@ -69,6 +69,15 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
+    /// TLS trusting the CA certificate (PEM) at `ca` only, without a client certificate.
+    pub fn with_ca(ca: impl Into<PathBuf>) -> Self {
+        ClientTls {
+            ca: Some(ca.into()),
+            identity: None,
+            domain: None,
+        }
+    }
+
     pub fn load(&self) -> Result<ClientTlsConfig, TlsError> {
         let mut config = match &self.ca {
             Some(ca) => {

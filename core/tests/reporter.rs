@@ -13,7 +13,7 @@ use quaestor_core::reporter::Reporter;
 use quaestor_core::server::health::ServingStatus;
 use quaestor_core::server::{ServerError, ServerHandle};
 use quaestor_core::tls::{ClientTls, ServerTls, TlsError};
-use quaestor_core::worker::WorkService;
+use quaestor_demo::WorkService;
 use quaestor_test_support::{TestPki, wait_for_async};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;

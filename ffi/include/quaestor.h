@@ -42,14 +42,21 @@ enum quaestor_result
   QUAESTOR_RESULT_REMOTE_ERROR = 7410,
   // The buffer given is too small for the text.
   QUAESTOR_RESULT_INSUFFICIENT_SIZE = 7411,
-  // The object is in the wrong state (e.g. registered twice).
+  // The object is in the wrong state (e.g. registered twice, or made before a fork).
   QUAESTOR_RESULT_INVALID_STATE = 7412,
+  // The server refused the caller (etcd: authentication failed, permission denied).
+  QUAESTOR_RESULT_REFUSED = 7413,
   // A bug in libquaestor (a panic, caught at the boundary).
   QUAESTOR_RESULT_PANIC = 7499,
 };
 #ifndef __cplusplus
 typedef uint32_t quaestor_result;
 #endif // __cplusplus
+
+// A client of one balancer that keeps its connection between calls (connecting on the first
+// call, and again after a failure). Made by `quaestor_discovery_client_new`, freed by
+// `quaestor_discovery_client_free`; one client may be used from many threads at once.
+typedef struct quaestor_discovery_client quaestor_discovery_client;
 
 // Locations a balancer answered with: `quaestor_location_list_len` of them, each with a
 // host and a port. Free with `quaestor_location_list_free`.
@@ -73,13 +80,63 @@ extern "C" {
 // The library's version (`MAJOR.MINOR.PATCH`), as a static NUL-terminated string.
 const char *quaestor_version(void);
 
+// Makes a client of the balancer at `balancer_address` (`host:port`, `http://host:port`, or
+// `https://host:port` for TLS), for many calls over one connection. `ca_pem_path`: the CA
+// (PEM file) that signed the balancer's certificate, for TLS (NULL: plain text, or the
+// system's roots for `https://`). `timeout_ms` bounds connecting and each call. Nothing is
+// connected yet: an unreachable balancer fails the first call. `*out` gets the client.
+//
+// Errors: NULL_PARAMETER (balancer_address, out), INVALID_UTF8, INVALID_ARGUMENT (bad
+// address).
+//
+// # Safety
+// Text arguments are NULL or NUL-terminated; `out` is NULL or writable.
+quaestor_result quaestor_discovery_client_new(const char *balancer_address,
+                                              const char *ca_pem_path,
+                                              uint32_t timeout_ms,
+                                              struct quaestor_discovery_client **out);
+
+// As `quaestor_discover`, through `client`'s connection: the healthy locations of `service`
+// in `scope` (NULL or "": the default scope), at most `max_count` (≤ 0: all), in random
+// order. `*out` gets the list.
+//
+// Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (empty or bad service name), TLS
+// (CA file unusable), UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
+//
+// # Safety
+// `client` is NULL or live; text arguments NULL or NUL-terminated; `out` NULL or writable.
+quaestor_result quaestor_discovery_client_discover(const struct quaestor_discovery_client *client,
+                                                   const char *scope,
+                                                   const char *service,
+                                                   int32_t max_count,
+                                                   struct quaestor_location_list **out);
+
+// As `quaestor_discovery_client_discover`, but the locations that report load, best (least
+// loaded) first: `max_count` 1 is "which worker should I call now?".
+//
+// # Safety
+// As `quaestor_discovery_client_discover`.
+quaestor_result quaestor_discovery_client_discover_top(const struct quaestor_discovery_client *client,
+                                                       const char *scope,
+                                                       const char *service,
+                                                       int32_t max_count,
+                                                       struct quaestor_location_list **out);
+
+// Frees the client and closes its connection. NULL: nothing.
+//
+// # Safety
+// `client` is NULL or live, and not used after this call.
+void quaestor_discovery_client_free(struct quaestor_discovery_client *client);
+
 // Asks the balancer at `balancer_address` (`host:port`, or `http://host:port`) for the
 // healthy locations of `service` in `scope` (NULL or "": the default scope), at most
 // `max_count` (≤ 0: all), in random order, waiting at most `timeout_ms`. An unknown service
-// is an empty list. `*out` gets the list.
+// is an empty list. `*out` gets the list. The connection is kept for the next call with the
+// same address and timeout (a client shared per process); for many calls, or TLS, make a
+// client of your own with `quaestor_discovery_client_new`.
 //
-// Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (bad address, empty service),
-// UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
+// Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (bad address, empty or bad service
+// name), UNAVAILABLE, TIMEOUT, REMOTE_ERROR.
 //
 // # Safety
 // Text arguments are NULL or NUL-terminated; `out` is NULL or writable.
@@ -277,8 +334,8 @@ quaestor_result quaestor_reporter_set_serving(const struct quaestor_reporter *re
 // its etcd), and the log says so.
 //
 // Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (a name with '/', a TTL under 2 s),
-// INVALID_STATE (no services, or registered already), REMOTE_ERROR (etcd refused: wrong
-// user name or password, no permission).
+// INVALID_STATE (no services, registered already, or closed), REFUSED (etcd refused: wrong
+// user name or password, no permission), REMOTE_ERROR (etcd answered another error).
 //
 // # Safety
 // `reporter` is NULL or live; text arguments NULL or NUL-terminated.
@@ -297,8 +354,8 @@ quaestor_result quaestor_reporter_register(const struct quaestor_reporter *repor
 // neither).
 //
 // Errors: those of `quaestor_reporter_register`; INVALID_ARGUMENT also for only one of the
-// certificate and key, or of user and password; TLS (files that do not load); REMOTE_ERROR
-// also when etcd refuses the user (the message, from `quaestor_last_error_message`, says
+// certificate and key, or of user and password; TLS (files that do not load); REFUSED
+// when etcd refuses the user (the message, from `quaestor_last_error_message`, says
 // "etcd refused user NAME: authentication failed ..." or "... permission denied ...").
 //
 // # Safety

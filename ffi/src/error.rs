@@ -4,6 +4,8 @@ use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use quaestor_core::error::{Error, ErrorKind};
+
 /// What a fallible function did. Codes other than OK are in libquaestor's own range
 /// (7400-7499), so they are not mistaken for errno values or another library's codes.
 #[repr(u32)]
@@ -32,8 +34,10 @@ pub enum quaestor_result {
     QUAESTOR_RESULT_REMOTE_ERROR = 7410,
     /// The buffer given is too small for the text.
     QUAESTOR_RESULT_INSUFFICIENT_SIZE = 7411,
-    /// The object is in the wrong state (e.g. registered twice).
+    /// The object is in the wrong state (e.g. registered twice, or made before a fork).
     QUAESTOR_RESULT_INVALID_STATE = 7412,
+    /// The server refused the caller (etcd: authentication failed, permission denied).
+    QUAESTOR_RESULT_REFUSED = 7413,
     /// A bug in libquaestor (a panic, caught at the boundary).
     QUAESTOR_RESULT_PANIC = 7499,
 }
@@ -56,9 +60,34 @@ impl quaestor_result {
             7410 => "the server answered with an error",
             7411 => "buffer too small",
             7412 => "invalid state",
+            7413 => "refused by the server",
             7499 => "internal error (panic) in libquaestor",
             _ => "unknown result code",
         }
+    }
+}
+
+/// The one table from quaestor's error kinds to result codes (Python's is in the Python
+/// module's `errors.rs`; `bindings/python/tests/test_error_mapping.py` checks they agree).
+pub(crate) fn code_of(kind: ErrorKind) -> quaestor_result {
+    match kind {
+        ErrorKind::InvalidArgument => QUAESTOR_RESULT_INVALID_ARGUMENT,
+        ErrorKind::NotFound => QUAESTOR_RESULT_NOT_FOUND,
+        ErrorKind::AlreadyExists => QUAESTOR_RESULT_ALREADY_EXISTS,
+        ErrorKind::Io => QUAESTOR_RESULT_IO,
+        ErrorKind::Tls => QUAESTOR_RESULT_TLS,
+        ErrorKind::Unavailable => QUAESTOR_RESULT_UNAVAILABLE,
+        ErrorKind::Timeout => QUAESTOR_RESULT_TIMEOUT,
+        ErrorKind::Remote => QUAESTOR_RESULT_REMOTE_ERROR,
+        ErrorKind::Refused => QUAESTOR_RESULT_REFUSED,
+        ErrorKind::InvalidState => QUAESTOR_RESULT_INVALID_STATE,
+        ErrorKind::Internal => QUAESTOR_RESULT_PANIC,
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::new(code_of(error.kind()), error.message())
     }
 }
 

@@ -2,18 +2,13 @@
 //! worker's registration in etcd.
 
 use std::ffi::c_char;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use quaestor_core::blocking::MadeIn;
 use quaestor_core::load::ServiceLoad;
-use quaestor_core::registry::ServiceLocation;
-use quaestor_core::registry::etcd::{EtcdError, EtcdOptions, EtcdRegistrar};
-use quaestor_core::reporter::{Reporter, ReporterError};
-use quaestor_core::server::{ServerError, ServerHandle};
-use quaestor_core::tls::{ClientTls, ServerTls};
+use quaestor_core::sdk::{EtcdAccess, Worker};
+use quaestor_core::tls::ServerTls;
 
 use crate::error::{
     Failure, boundary, boundary_or, object, optional_text_arg, out_param, quaestor_result, text_arg,
@@ -23,77 +18,33 @@ use crate::runtime::{block_on, enter};
 
 use quaestor_result::*;
 
-/// How long calls in flight may take to finish when a reporter is freed.
-const GRACE: Duration = Duration::from_secs(5);
-
 /// A reporter serving `grpc.health.v1.Health` and `Quaestor.LoadReporting.LoadReportingGrpc`
 /// for the services added to it. Made by `quaestor_reporter_new`, freed by
 /// `quaestor_reporter_free`.
 pub struct quaestor_reporter {
-    /// After a fork, the child's copy refuses every call (its server runs on the parent's
-    /// threads, which the child does not have).
-    made_in: MadeIn,
-    reporter: Reporter,
-    addr: SocketAddr,
-    server: Mutex<Option<ServerHandle>>,
-    registration: Mutex<Option<Registration>>,
+    worker: Worker,
 }
 
-/// The reporter behind `reporter`, if it was made in this process: one inherited through a
-/// fork is INVALID_STATE (its server runs on threads the child does not have).
+/// The worker behind `reporter`, if it was made in this process: one inherited through a fork
+/// is INVALID_STATE (its server runs on threads the child does not have).
 ///
 /// # Safety
 /// `reporter` is NULL or live.
-unsafe fn live<'a>(reporter: *const quaestor_reporter) -> Result<&'a quaestor_reporter, Failure> {
+unsafe fn live<'a>(reporter: *const quaestor_reporter) -> Result<&'a Worker, Failure> {
     // SAFETY: as the caller promised.
-    let reporter = unsafe { object(reporter, "reporter") }?;
-    reporter
-        .made_in
-        .check("reporter")
-        .map_err(crate::runtime::failure)?;
-    Ok(reporter)
+    let worker = &unsafe { object(reporter, "reporter") }?.worker;
+    worker.live()?;
+    Ok(worker)
 }
 
-impl quaestor_reporter {
-    /// A new load handle of service `name`.
-    fn handle(&self, name: &str, load: Arc<ServiceLoad>) -> *mut quaestor_service_load {
-        quaestor_service_load {
-            load,
-            health: self.reporter.health().clone(),
-            name: name.to_owned(),
-        }
-        .into_raw()
+/// A new load handle of service `name`.
+fn handle(worker: &Worker, name: &str, load: Arc<ServiceLoad>) -> *mut quaestor_service_load {
+    quaestor_service_load {
+        load,
+        health: worker.health().clone(),
+        name: name.to_owned(),
     }
-}
-
-/// The worker's entries in etcd, on the registrar's lease.
-struct Registration {
-    registrar: EtcdRegistrar,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn server_failure(error: ServerError) -> Failure {
-    let code = match &error {
-        ServerError::Tls(_) | ServerError::TlsConfig(_) => QUAESTOR_RESULT_TLS,
-        _ => QUAESTOR_RESULT_IO,
-    };
-    Failure::new(code, error.to_string())
-}
-
-fn etcd_failure(error: EtcdError) -> Failure {
-    let code = match &error {
-        EtcdError::Unreachable { .. } => QUAESTOR_RESULT_UNAVAILABLE,
-        EtcdError::Timeout { .. } => QUAESTOR_RESULT_TIMEOUT,
-        EtcdError::Tls(_) => QUAESTOR_RESULT_TLS,
-        EtcdError::Request { .. } | EtcdError::Refused { .. } => QUAESTOR_RESULT_REMOTE_ERROR,
-        EtcdError::Location(_) | EtcdError::LeaseTtl(_) | EtcdError::NoEndpoints => {
-            QUAESTOR_RESULT_INVALID_ARGUMENT
-        }
-    };
-    Failure::new(code, error.to_string())
+    .into_raw()
 }
 
 /// Starts a reporter serving on `host`:`port` (port 0: a free port; read it with
@@ -138,27 +89,8 @@ pub unsafe extern "C" fn quaestor_reporter_new(
                 ));
             }
         };
-        let reporter = Reporter::new();
-        let server = block_on(async {
-            let addr = tokio::net::lookup_host((host, port))
-                .await
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    Failure::new(
-                        QUAESTOR_RESULT_INVALID_ARGUMENT,
-                        format!("host {host:?} does not resolve to an address"),
-                    )
-                })?;
-            reporter.serve(addr, tls).await.map_err(server_failure)
-        })??;
-        let reporter = quaestor_reporter {
-            made_in: MadeIn::here(),
-            reporter,
-            addr: server.local_addr(),
-            server: Mutex::new(Some(server)),
-            registration: Mutex::new(None),
-        };
+        let worker = block_on(Worker::start(host, port, tls))??;
+        let reporter = quaestor_reporter { worker };
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(Box::new(reporter)) };
         Ok(())
@@ -173,7 +105,7 @@ pub unsafe extern "C" fn quaestor_reporter_new(
 pub unsafe extern "C" fn quaestor_reporter_port(reporter: *const quaestor_reporter) -> u16 {
     // SAFETY: as the caller promised.
     match unsafe { reporter.as_ref() } {
-        Some(reporter) => reporter.addr.port(),
+        Some(reporter) => reporter.worker.port(),
         None => 0,
     }
 }
@@ -198,18 +130,9 @@ pub unsafe extern "C" fn quaestor_reporter_add_service(
         let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         let name = unsafe { text_arg(service, "service") }?;
-        let load = reporter
-            .reporter
-            .add_service(name, capacity)
-            .map_err(|error| {
-                let code = match error {
-                    ReporterError::EmptyServiceName => QUAESTOR_RESULT_INVALID_ARGUMENT,
-                    ReporterError::DuplicateService(_) => QUAESTOR_RESULT_ALREADY_EXISTS,
-                };
-                Failure::new(code, error.to_string())
-            })?;
+        let load = reporter.add_service(name, capacity)?;
         // SAFETY: checked non-NULL above.
-        unsafe { *out = reporter.handle(name, load) };
+        unsafe { *out = handle(reporter, name, load) };
         Ok(())
     })
 }
@@ -232,14 +155,9 @@ pub unsafe extern "C" fn quaestor_reporter_service_load(
         let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
         let name = unsafe { text_arg(service, "service") }?;
-        let load = reporter.reporter.service_load(name).ok_or_else(|| {
-            Failure::new(
-                QUAESTOR_RESULT_NOT_FOUND,
-                format!("service {name:?} was not added"),
-            )
-        })?;
+        let load = reporter.service_load(name)?;
         // SAFETY: checked non-NULL above.
-        unsafe { *out = reporter.handle(name, load) };
+        unsafe { *out = handle(reporter, name, load) };
         Ok(())
     })
 }
@@ -261,19 +179,8 @@ pub unsafe extern "C" fn quaestor_reporter_set_serving(
         // SAFETY: as the caller promised.
         let reporter = unsafe { live(reporter) }?;
         // SAFETY: as the caller promised.
-        match unsafe { optional_text_arg(service, "service") }? {
-            None | Some("") => reporter.reporter.set_all_serving(serving),
-            Some(name) if reporter.reporter.service_load(name).is_some() => {
-                reporter.reporter.set_serving(name, serving);
-            }
-            Some(name) => {
-                return Err(Failure::new(
-                    QUAESTOR_RESULT_NOT_FOUND,
-                    format!("service {name:?} was not added"),
-                ));
-            }
-        }
-        Ok(())
+        let service = unsafe { optional_text_arg(service, "service") }?;
+        Ok(reporter.set_serving(service, serving)?)
     })
 }
 
@@ -288,8 +195,8 @@ pub unsafe extern "C" fn quaestor_reporter_set_serving(
 /// its etcd), and the log says so.
 ///
 /// Errors: NULL_PARAMETER, INVALID_UTF8, INVALID_ARGUMENT (a name with '/', a TTL under 2 s),
-/// INVALID_STATE (no services, or registered already), REMOTE_ERROR (etcd refused: wrong
-/// user name or password, no permission).
+/// INVALID_STATE (no services, registered already, or closed), REFUSED (etcd refused: wrong
+/// user name or password, no permission), REMOTE_ERROR (etcd answered another error).
 ///
 /// # Safety
 /// `reporter` is NULL or live; text arguments NULL or NUL-terminated.
@@ -311,8 +218,8 @@ pub unsafe extern "C" fn quaestor_reporter_register(
         let scope = unsafe { optional_text_arg(scope, "scope") }?.unwrap_or_default();
         // SAFETY: as the caller promised.
         let host = unsafe { text_arg(advertised_host, "advertised_host") }?;
-        let options = etcd_options(endpoints, lease_ttl_seconds);
-        register(reporter, options, scope, host, service_port)
+        let etcd = etcd_access(endpoints, lease_ttl_seconds);
+        register(reporter, etcd, scope, host, service_port)
     })
 }
 
@@ -324,8 +231,8 @@ pub unsafe extern "C" fn quaestor_reporter_register(
 /// neither).
 ///
 /// Errors: those of `quaestor_reporter_register`; INVALID_ARGUMENT also for only one of the
-/// certificate and key, or of user and password; TLS (files that do not load); REMOTE_ERROR
-/// also when etcd refuses the user (the message, from `quaestor_last_error_message`, says
+/// certificate and key, or of user and password; TLS (files that do not load); REFUSED
+/// when etcd refuses the user (the message, from `quaestor_last_error_message`, says
 /// "etcd refused user NAME: authentication failed ..." or "... permission denied ...").
 ///
 /// # Safety
@@ -364,103 +271,38 @@ pub unsafe extern "C" fn quaestor_reporter_register_with_credentials(
         let user = unsafe { optional_text_arg(user, "user") }?;
         // SAFETY: as the caller promised.
         let password = unsafe { optional_text_arg(password, "password") }?;
-        if cert.is_some() != key.is_some() {
-            return Err(Failure::new(
-                QUAESTOR_RESULT_INVALID_ARGUMENT,
-                "give both cert_pem_path and key_pem_path, or neither",
-            ));
-        }
-        let options = with_credentials(
-            etcd_options(endpoints, lease_ttl_seconds),
-            ca,
-            cert.zip(key),
-            user,
-            password,
-        )?;
-        register(reporter, options, scope, host, service_port)
+        let etcd = EtcdAccess {
+            ca: ca.map(PathBuf::from),
+            cert: cert.map(PathBuf::from),
+            key: key.map(PathBuf::from),
+            user: user.map(str::to_owned),
+            password: password.map(str::to_owned),
+            ..etcd_access(endpoints, lease_ttl_seconds)
+        };
+        register(reporter, etcd, scope, host, service_port)
     })
 }
 
-/// `options` with etcd TLS (`ca`, client `identity`) and credentials; `user` and `password`
-/// go together.
-pub(crate) fn with_credentials(
-    mut options: EtcdOptions,
-    ca: Option<&str>,
-    identity: Option<(&str, &str)>,
-    user: Option<&str>,
-    password: Option<&str>,
-) -> Result<EtcdOptions, Failure> {
-    if ca.is_some() || identity.is_some() {
-        options = options.with_tls(ClientTls {
-            ca: ca.map(PathBuf::from),
-            identity: identity.map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key))),
-            domain: None,
-        });
-    }
-    match (user, password) {
-        (Some(user), Some(password)) => Ok(options.with_user(user, password)),
-        (None, None) => Ok(options),
-        _ => Err(Failure::new(
-            QUAESTOR_RESULT_INVALID_ARGUMENT,
-            "give both user and password, or neither",
-        )),
+/// The etcd at `endpoints` (comma-separated), with a lease TTL (0: the default).
+pub(crate) fn etcd_access(endpoints: &str, lease_ttl_seconds: u32) -> EtcdAccess {
+    EtcdAccess {
+        endpoints: vec![endpoints.to_owned()],
+        lease_ttl: (lease_ttl_seconds > 0)
+            .then(|| Duration::from_secs(u64::from(lease_ttl_seconds))),
+        ..EtcdAccess::default()
     }
 }
 
-/// Options for comma-separated `endpoints` and a lease TTL (0: the default).
-pub(crate) fn etcd_options(endpoints: &str, lease_ttl_seconds: u32) -> EtcdOptions {
-    let mut options = EtcdOptions::new(
-        endpoints
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned),
-    );
-    if lease_ttl_seconds > 0 {
-        options = options.with_lease_ttl(Duration::from_secs(u64::from(lease_ttl_seconds)));
-    }
-    options
-}
-
-/// Registers every service of `reporter` with `options`.
+/// Registers every service of `worker` in the etcd of `etcd`; service port 0: the reporter's.
 fn register(
-    reporter: &quaestor_reporter,
-    options: EtcdOptions,
+    worker: &Worker,
+    etcd: EtcdAccess,
     scope: &str,
     host: &str,
     service_port: u16,
 ) -> Result<(), Failure> {
-    let mut registration = lock(&reporter.registration);
-    if registration.is_some() {
-        return Err(Failure::new(
-            QUAESTOR_RESULT_INVALID_STATE,
-            "registered already; deregister first",
-        ));
-    }
-    let services = reporter.reporter.service_names();
-    if services.is_empty() {
-        return Err(Failure::new(
-            QUAESTOR_RESULT_INVALID_STATE,
-            "no service to register; add services first",
-        ));
-    }
-    let port = if service_port == 0 {
-        reporter.addr.port()
-    } else {
-        service_port
-    };
-    let control = format!("{host}:{}", reporter.addr.port());
-    let locations = services
-        .iter()
-        .map(|service| {
-            ServiceLocation::new(scope, service, host, port)
-                .map(|l| l.with_control(control.clone()).with_pid(std::process::id()))
-                .map_err(|e| Failure::new(QUAESTOR_RESULT_INVALID_ARGUMENT, e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let registrar = block_on(EtcdRegistrar::hold(options, &locations))?.map_err(etcd_failure)?;
-    *registration = Some(Registration { registrar });
-    Ok(())
+    let port = (service_port != 0).then_some(service_port);
+    Ok(worker.register_blocking(etcd, scope, host, port)?)
 }
 
 /// Removes the worker's registrations (revokes their lease). Not registered: nothing to do.
@@ -476,15 +318,8 @@ pub unsafe extern "C" fn quaestor_reporter_deregister(
     boundary(|| {
         // SAFETY: as the caller promised.
         let reporter = unsafe { live(reporter) }?;
-        deregister(reporter)
+        Ok(reporter.deregister_blocking()?)
     })
-}
-
-fn deregister(reporter: &quaestor_reporter) -> Result<(), Failure> {
-    let Some(registration) = lock(&reporter.registration).take() else {
-        return Ok(());
-    };
-    block_on(registration.registrar.stop())?.map_err(etcd_failure)
 }
 
 /// Deregisters (see `quaestor_reporter_deregister`), then stops serving: every health Watch
@@ -500,15 +335,10 @@ pub unsafe extern "C" fn quaestor_reporter_free(reporter: *mut quaestor_reporter
     }
     // SAFETY: made by `quaestor_reporter_new`, freed once.
     let reporter = unsafe { Box::from_raw(reporter) };
-    if !reporter.made_in.is_here() {
-        // Inherited through a fork: nothing of it can run here, and the parent owns it.
-        std::mem::forget(reporter);
-        return;
-    }
     boundary_or((), || {
-        let _ = deregister(&reporter);
-        if let Some(server) = lock(&reporter.server).take() {
-            let _ = block_on(async { tokio::time::timeout(GRACE * 2, server.shutdown()).await });
+        // Inherited through a fork: nothing of it runs here (dropping it only forgets it).
+        if reporter.worker.live().is_ok() {
+            let _ = reporter.worker.close_blocking();
         }
         // Dropped inside the runtime: background tasks it holds end there.
         let _guard = enter();

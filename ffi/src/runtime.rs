@@ -5,16 +5,12 @@ use std::sync::Once;
 
 use quaestor_core::blocking::{self, BlockingError};
 
-use crate::error::{Failure, quaestor_result};
+use quaestor_core::error::Error;
+
+use crate::error::Failure;
 
 pub(crate) fn failure(error: BlockingError) -> Failure {
-    let code = match error {
-        BlockingError::Start(_) => quaestor_result::QUAESTOR_RESULT_IO,
-        BlockingError::InsideRuntime | BlockingError::Forked { .. } => {
-            quaestor_result::QUAESTOR_RESULT_INVALID_STATE
-        }
-    };
-    Failure::new(code, error.to_string())
+    Error::from(error).into()
 }
 
 /// Runs `future` to its end on the library's runtime, blocking the calling (C) thread.

@@ -86,7 +86,7 @@ fn registration_with_tls_and_credentials_and_a_refused_password() {
     let (refused, refused_load) = reporter();
     assert_eq!(
         register(refused, "wrong"),
-        quaestor_result::QUAESTOR_RESULT_REMOTE_ERROR
+        quaestor_result::QUAESTOR_RESULT_REFUSED
     );
     let message = last_error();
     assert!(

@@ -1,144 +1,63 @@
 //! quaestor's failures as Python exceptions, and waiting on the shared runtime.
+//!
+//! The exception classes are defined in Python (`quaestor/_errors.py`, so that they can derive
+//! from `ValueError` and `LookupError` too); [`exception_name`] is the one table from the
+//! core's error kinds to them.
 
-use std::sync::{Mutex, PoisonError};
-
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::intern;
 use pyo3::prelude::*;
-use quaestor_core::blocking::{self, BlockingError};
-use quaestor_core::client::ClientError;
-use quaestor_core::registry::LocationError;
-use quaestor_core::registry::etcd::EtcdError;
-use quaestor_core::reporter::ReporterError;
-use quaestor_core::server::ServerError;
+use pyo3::types::PyType;
+use quaestor_core::error::{Error, ErrorKind};
+use quaestor_core::sdk;
 
-create_exception!(
-    quaestor,
-    QuaestorError,
-    PyException,
-    "Base of every exception quaestor raises (besides TypeError and ValueError for bad Python arguments)."
-);
-create_exception!(
-    quaestor,
-    UnavailableError,
-    QuaestorError,
-    "The server (balancer, etcd) could not be reached."
-);
-create_exception!(
-    quaestor,
-    InvalidArgumentError,
-    QuaestorError,
-    "An argument the server or quaestor refused: empty or malformed names, bad addresses, a service added twice."
-);
-create_exception!(
-    quaestor,
-    TimeoutError,
-    QuaestorError,
-    "The server did not answer in time."
-);
-create_exception!(
-    quaestor,
-    RefusedError,
-    QuaestorError,
-    "The server refused the credentials given (e.g. etcd: authentication failed, permission denied)."
-);
-create_exception!(
-    quaestor,
-    NotFoundError,
-    QuaestorError,
-    "No such service on this reporter."
-);
-
-/// A failure of quaestor, on its way to becoming a Python exception.
-pub(crate) enum Failure {
-    Unavailable(String),
-    Timeout(String),
-    Invalid(String),
-    NotFound(String),
-    Refused(String),
-    Other(String),
+/// The one table from quaestor's error kinds to Python exception classes (the C ABI's is
+/// `code_of` in `ffi/src/error.rs`; `tests/test_error_mapping.py` checks they agree).
+pub(crate) fn exception_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidArgument => "InvalidArgumentError",
+        ErrorKind::NotFound => "NotFoundError",
+        ErrorKind::AlreadyExists => "AlreadyExistsError",
+        ErrorKind::Io => "IoError",
+        ErrorKind::Tls => "TlsError",
+        ErrorKind::Unavailable => "UnavailableError",
+        ErrorKind::Timeout => "TimeoutError",
+        ErrorKind::Remote => "RemoteError",
+        ErrorKind::Refused => "RefusedError",
+        ErrorKind::InvalidState => "InvalidStateError",
+        ErrorKind::Internal => "InternalError",
+    }
 }
 
-/// The one place where quaestor's errors become Python exceptions.
-impl From<Failure> for PyErr {
-    fn from(failure: Failure) -> PyErr {
-        match failure {
-            Failure::Unavailable(m) => UnavailableError::new_err(m),
-            Failure::Timeout(m) => TimeoutError::new_err(m),
-            Failure::Invalid(m) => InvalidArgumentError::new_err(m),
-            Failure::NotFound(m) => NotFoundError::new_err(m),
-            Failure::Refused(m) => RefusedError::new_err(m),
-            Failure::Other(m) => QuaestorError::new_err(m),
+/// The Python exception for `error`.
+pub(crate) fn raise(error: Error) -> PyErr {
+    Python::attach(|py| {
+        let class = py
+            .import(intern!(py, "quaestor._errors"))
+            .and_then(|module| module.getattr(exception_name(error.kind())))
+            .and_then(|class| Ok(class.cast_into::<PyType>()?));
+        match class {
+            Ok(class) => PyErr::from_type(class, error.message().to_owned()),
+            Err(import_failed) => import_failed,
         }
-    }
+    })
 }
 
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Failure {
-        let m = e.to_string();
-        match &e {
-            ClientError::Timeout { .. } => Failure::Timeout(m),
-            ClientError::InvalidAddress { .. } | ClientError::Tls(_) => Failure::Invalid(m),
-            e if e.code() == Some(tonic::Code::DeadlineExceeded) => Failure::Timeout(m),
-            e if e.is_unreachable() => Failure::Unavailable(m),
-            e if e.code() == Some(tonic::Code::InvalidArgument) => Failure::Invalid(m),
-            _ => Failure::Other(m),
-        }
-    }
+/// `?` for the core's results in functions that return `PyResult`.
+pub(crate) trait OrRaise<T> {
+    fn or_raise(self) -> PyResult<T>;
 }
 
-impl From<EtcdError> for Failure {
-    fn from(e: EtcdError) -> Failure {
-        let m = e.to_string();
-        match e {
-            EtcdError::Unreachable { .. } => Failure::Unavailable(m),
-            EtcdError::Timeout { .. } => Failure::Timeout(m),
-            EtcdError::Tls(_)
-            | EtcdError::Location(_)
-            | EtcdError::LeaseTtl(_)
-            | EtcdError::NoEndpoints => Failure::Invalid(m),
-            EtcdError::Refused { .. } => Failure::Refused(m),
-            EtcdError::Request { .. } => Failure::Other(m),
-        }
-    }
-}
-
-impl From<ServerError> for Failure {
-    fn from(e: ServerError) -> Failure {
-        match e {
-            ServerError::Tls(_) | ServerError::TlsConfig(_) => Failure::Invalid(e.to_string()),
-            _ => Failure::Other(e.to_string()),
-        }
-    }
-}
-
-impl From<ReporterError> for Failure {
-    fn from(e: ReporterError) -> Failure {
-        Failure::Invalid(e.to_string())
-    }
-}
-
-impl From<LocationError> for Failure {
-    fn from(e: LocationError) -> Failure {
-        Failure::Invalid(e.to_string())
-    }
-}
-
-impl From<BlockingError> for Failure {
-    fn from(e: BlockingError) -> Failure {
-        Failure::Other(e.to_string())
+impl<T, E: Into<Error>> OrRaise<T> for Result<T, E> {
+    fn or_raise(self) -> PyResult<T> {
+        self.map_err(|e| raise(e.into()))
     }
 }
 
 /// Runs `future` on the shared runtime with the GIL released.
-pub(crate) fn wait<F, T>(py: Python<'_>, future: F) -> Result<T, Failure>
+pub(crate) fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
 where
-    F: std::future::Future<Output = Result<T, Failure>> + Send,
+    F: std::future::Future<Output = Result<T, Error>> + Send,
     T: Send,
 {
-    py.detach(|| blocking::block_on(future))?
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    py.detach(|| sdk::block_on(future)).or_raise()
 }

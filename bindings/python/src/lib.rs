@@ -4,6 +4,7 @@
 //! Every call that waits (starting a server, etcd, a balancer) releases the GIL and runs on
 //! quaestor's shared runtime; counting requests is one atomic operation and never waits.
 
+mod aio;
 mod discovery;
 mod errors;
 mod load;
@@ -11,31 +12,18 @@ mod reporter;
 
 use pyo3::prelude::*;
 
-use crate::discovery::{ServiceLocation, discover};
-use crate::errors::{
-    InvalidArgumentError, NotFoundError, QuaestorError, RefusedError, TimeoutError,
-    UnavailableError,
-};
+use crate::discovery::{DiscoveryClient, ServiceLocation, discover};
 use crate::load::{Request, ServiceLoad};
 use crate::reporter::Reporter;
 
 #[pymodule]
 fn _quaestor(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("QuaestorError", py.get_type::<QuaestorError>())?;
-    m.add("UnavailableError", py.get_type::<UnavailableError>())?;
-    m.add(
-        "InvalidArgumentError",
-        py.get_type::<InvalidArgumentError>(),
-    )?;
-    m.add("TimeoutError", py.get_type::<TimeoutError>())?;
-    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
-    m.add("RefusedError", py.get_type::<RefusedError>())?;
     m.add_class::<Reporter>()?;
     m.add_class::<ServiceLoad>()?;
     m.add_class::<Request>()?;
     m.add_class::<ServiceLocation>()?;
+    m.add_class::<DiscoveryClient>()?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;
     Ok(())
 }

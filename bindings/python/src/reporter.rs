@@ -1,75 +1,72 @@
-//! `Reporter`: health and load on a port of the worker's own, and its registration in etcd.
+//! `Reporter`: health and load on a port of the worker's own, and its registration in etcd
+//! (the core's `sdk::Worker`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
-use quaestor_core::blocking::{self, MadeIn};
 use quaestor_core::load::ServiceLoad as CoreLoad;
-use quaestor_core::registry::ServiceLocation as CoreLocation;
-use quaestor_core::registry::etcd::{EtcdOptions, EtcdRegistrar};
-use quaestor_core::reporter::Reporter as CoreReporter;
-use quaestor_core::server::ServerHandle;
-use quaestor_core::tls::{ClientTls, ServerTls};
+use quaestor_core::sdk::{EtcdAccess, Worker};
+use quaestor_core::tls::ServerTls;
 
-use crate::errors::{Failure, lock, wait};
+use crate::aio::awaitable;
+use crate::errors::{OrRaise, wait};
 use crate::load::ServiceLoad;
 
 /// Serves grpc.health.v1.Health and Quaestor.LoadReporting for the services added to it, on
 /// a port of its own.
 #[pyclass(frozen, module = "quaestor._quaestor")]
 pub(crate) struct Reporter {
-    /// After a fork, the child's copy refuses every call (its server runs on the parent's
-    /// threads, which the child does not have).
-    made_in: MadeIn,
-    reporter: CoreReporter,
-    host: String,
-    addr: SocketAddr,
-    server: Mutex<Option<ServerHandle>>,
-    registration: Mutex<Option<EtcdRegistrar>>,
+    worker: Arc<Worker>,
 }
 
 impl Reporter {
     fn load_handle(&self, name: &str, load: Arc<CoreLoad>) -> ServiceLoad {
         ServiceLoad {
             load,
-            health: self.reporter.health().clone(),
+            health: self.worker.health().clone(),
             name: name.to_owned(),
         }
-    }
-
-    /// Made in this process, not inherited through a fork.
-    fn live(&self) -> Result<(), Failure> {
-        Ok(self.made_in.check("Reporter")?)
-    }
-
-    fn deregister_now(&self, py: Python<'_>) -> Result<(), Failure> {
-        self.live()?;
-        let Some(registrar) = lock(&self.registration).take() else {
-            return Ok(());
-        };
-        wait(py, async { registrar.stop().await.map_err(Failure::from) })
     }
 }
 
 /// `etcd=`: one URL (commas allowed) or a sequence of URLs; anything else is a TypeError.
 fn etcd_endpoints(etcd: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    let urls: Vec<String> = if let Ok(text) = etcd.cast::<PyString>() {
-        vec![text.to_str()?.to_owned()]
+    if let Ok(text) = etcd.cast::<PyString>() {
+        Ok(vec![text.to_str()?.to_owned()])
     } else {
-        etcd.extract()?
-    };
-    Ok(urls
-        .iter()
-        .flat_map(|u| u.split(','))
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .collect())
+        etcd.extract()
+    }
+}
+
+/// What `register` and `register_async` take, as the core takes it.
+#[allow(clippy::too_many_arguments)]
+fn etcd_access(
+    etcd: &Bound<'_, PyAny>,
+    ttl: f64,
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
+    etcd_user: Option<String>,
+    etcd_password: Option<String>,
+) -> PyResult<EtcdAccess> {
+    if !(ttl.is_finite() && ttl > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "ttl must be > 0 seconds, got {ttl}"
+        )));
+    }
+    Ok(EtcdAccess {
+        endpoints: etcd_endpoints(etcd)?,
+        lease_ttl: Some(Duration::from_secs_f64(ttl)),
+        ca: etcd_ca,
+        cert: etcd_cert,
+        key: etcd_key,
+        user: etcd_user,
+        password: etcd_password,
+    })
 }
 
 #[pymethods]
@@ -82,71 +79,44 @@ impl Reporter {
         port: u16,
         tls: Option<(PathBuf, PathBuf)>,
     ) -> PyResult<Self> {
-        let reporter = CoreReporter::new();
         let tls = tls.map(|(cert, key)| ServerTls::new(cert, key));
-        let host_name = host.to_owned();
-        let server = wait(py, async {
-            let addr = tokio::net::lookup_host((host_name.as_str(), port))
-                .await
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    Failure::Invalid(format!("host {host_name:?} does not resolve to an address"))
-                })?;
-            reporter.serve(addr, tls).await.map_err(Failure::from)
-        })?;
+        let worker = wait(py, Worker::start(host, port, tls))?;
         Ok(Reporter {
-            made_in: MadeIn::here(),
-            reporter,
-            host: host.to_owned(),
-            addr: server.local_addr(),
-            server: Mutex::new(Some(server)),
-            registration: Mutex::new(None),
+            worker: Arc::new(worker),
         })
     }
 
     #[getter]
     fn host(&self) -> &str {
-        &self.host
+        self.worker.host()
     }
 
     #[getter]
     fn port(&self) -> u16 {
-        self.addr.port()
+        self.worker.port()
     }
 
     /// `host:port` of the reporter.
     #[getter]
     fn address(&self) -> String {
-        format!("{}:{}", self.host, self.addr.port())
+        self.worker.address()
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.server).is_none()
+        self.worker.is_closed()
     }
 
     /// Reports a new service, SERVING; count its requests on the returned load.
     #[pyo3(signature = (name, capacity = 4))]
     fn add_service(&self, name: &str, capacity: i32) -> PyResult<ServiceLoad> {
-        self.live()?;
-        if self.closed() {
-            return Err(Failure::Other("the reporter is closed".into()).into());
-        }
-        let load = self
-            .reporter
-            .add_service(name, capacity)
-            .map_err(Failure::from)?;
+        let load = self.worker.add_service(name, capacity).or_raise()?;
         Ok(self.load_handle(name, load))
     }
 
     /// The load of a service added before.
     fn service_load(&self, name: &str) -> PyResult<ServiceLoad> {
-        self.live()?;
-        let load = self
-            .reporter
-            .service_load(name)
-            .ok_or_else(|| Failure::NotFound(format!("service {name:?} was not added")))?;
+        let load = self.worker.service_load(name).or_raise()?;
         Ok(self.load_handle(name, load))
     }
 
@@ -154,17 +124,7 @@ impl Reporter {
     /// SERVING or NOT_SERVING.
     #[pyo3(signature = (serving, service = None))]
     fn set_serving(&self, serving: bool, service: Option<&str>) -> PyResult<()> {
-        self.live()?;
-        match service {
-            None => self.reporter.set_all_serving(serving),
-            Some(name) if self.reporter.service_load(name).is_some() => {
-                self.reporter.set_serving(name, serving);
-            }
-            Some(name) => {
-                return Err(Failure::NotFound(format!("service {name:?} was not added")).into());
-            }
-        }
-        Ok(())
+        self.worker.set_serving(service, serving).or_raise()
     }
 
     /// Registers every service added so far in etcd, served at `host`:`port` (the worker's
@@ -194,81 +154,74 @@ impl Reporter {
         etcd_user: Option<String>,
         etcd_password: Option<String>,
     ) -> PyResult<()> {
-        self.live()?;
-        if etcd_cert.is_some() != etcd_key.is_some() {
-            return Err(PyValueError::new_err(
-                "give both etcd_cert and etcd_key, or neither",
-            ));
-        }
-        if etcd_user.is_some() != etcd_password.is_some() {
-            return Err(PyValueError::new_err(
-                "give both etcd_user and etcd_password, or neither",
-            ));
-        }
-        let endpoints = etcd_endpoints(etcd)?;
-        if !(ttl.is_finite() && ttl > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "ttl must be > 0 seconds, got {ttl}"
-            )));
-        }
-        if self.closed() {
-            return Err(Failure::Other("the reporter is closed".into()).into());
-        }
-        let mut registration = lock(&self.registration);
-        if registration.is_some() {
-            return Err(Failure::Other("registered already; deregister first".into()).into());
-        }
-        let services = self.reporter.service_names();
-        if services.is_empty() {
-            return Err(
-                Failure::Invalid("no service to register; add services first".into()).into(),
-            );
-        }
-        let control = format!("{host}:{}", self.addr.port());
-        let port = port.unwrap_or(self.addr.port());
-        let locations = services
-            .iter()
-            .map(|service| {
-                CoreLocation::new(scope, service, host, port)
-                    .map(|l| l.with_control(control.clone()).with_pid(std::process::id()))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Failure::from)?;
-        let mut options = EtcdOptions::new(endpoints).with_lease_ttl(Duration::from_secs_f64(ttl));
-        if etcd_ca.is_some() || etcd_cert.is_some() {
-            options = options.with_tls(ClientTls {
-                ca: etcd_ca,
-                identity: etcd_cert.zip(etcd_key),
-                domain: None,
-            });
-        }
-        if let Some((user, password)) = etcd_user.zip(etcd_password) {
-            options = options.with_user(user, password);
-        }
-        let registrar = wait(py, async {
-            Ok(EtcdRegistrar::hold(options, &locations).await?)
-        })?;
-        *registration = Some(registrar);
-        Ok(())
+        let access = etcd_access(
+            etcd,
+            ttl,
+            etcd_ca,
+            etcd_cert,
+            etcd_key,
+            etcd_user,
+            etcd_password,
+        )?;
+        wait(py, self.worker.register(access, scope, host, port))
+    }
+
+    /// `register`, as an awaitable (`quaestor.aio.Reporter.register`).
+    #[pyo3(signature = (
+        etcd, host, port = None, scope = "", ttl = 10.0, *,
+        etcd_ca = None, etcd_cert = None, etcd_key = None, etcd_user = None, etcd_password = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn register_async<'py>(
+        &self,
+        py: Python<'py>,
+        etcd: &Bound<'py, PyAny>,
+        host: String,
+        port: Option<u16>,
+        scope: &str,
+        ttl: f64,
+        etcd_ca: Option<PathBuf>,
+        etcd_cert: Option<PathBuf>,
+        etcd_key: Option<PathBuf>,
+        etcd_user: Option<String>,
+        etcd_password: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let access = etcd_access(
+            etcd,
+            ttl,
+            etcd_ca,
+            etcd_cert,
+            etcd_key,
+            etcd_user,
+            etcd_password,
+        )?;
+        let (worker, scope) = (Arc::clone(&self.worker), scope.to_owned());
+        awaitable(py, async move {
+            worker.register(access, &scope, &host, port).await
+        })
     }
 
     /// Removes the registrations (revokes their lease); not registered: nothing to do.
     fn deregister(&self, py: Python<'_>) -> PyResult<()> {
-        Ok(self.deregister_now(py)?)
+        wait(py, self.worker.deregister())
+    }
+
+    /// `deregister`, as an awaitable.
+    fn deregister_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let worker = Arc::clone(&self.worker);
+        awaitable(py, async move { worker.deregister().await })
     }
 
     /// Deregisters, then stops serving (calls in flight get up to 5 s). Closing again does
     /// nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.live()?;
-        let deregistered = self.deregister_now(py);
-        if let Some(server) = lock(&self.server).take() {
-            wait(py, async {
-                let _ = tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await;
-                Ok(())
-            })?;
-        }
-        Ok(deregistered?)
+        wait(py, self.worker.close())
+    }
+
+    /// `close`, as an awaitable.
+    fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let worker = Arc::clone(&self.worker);
+        awaitable(py, async move { worker.close().await })
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -288,35 +241,13 @@ impl Reporter {
     fn __repr__(&self) -> String {
         format!(
             "Reporter({}, services={:?}{})",
-            self.address(),
-            self.reporter.service_names(),
-            if self.closed() { ", closed" } else { "" }
+            self.worker.address(),
+            self.worker.service_names(),
+            if self.worker.is_closed() {
+                ", closed"
+            } else {
+                ""
+            }
         )
-    }
-}
-
-impl Drop for Reporter {
-    /// Not closed: the lease is revoked and the server stopped in the background.
-    fn drop(&mut self) {
-        let registration = lock(&self.registration).take();
-        let server = lock(&self.server).take();
-        if !self.made_in.is_here() {
-            // Inherited through a fork: nothing of it can run here, and the parent owns it.
-            std::mem::forget((registration, server));
-            return;
-        }
-        if registration.is_none() && server.is_none() {
-            return;
-        }
-        if let Ok(runtime) = blocking::runtime() {
-            runtime.spawn(async move {
-                if let Some(registrar) = registration {
-                    let _ = registrar.stop().await;
-                }
-                if let Some(server) = server {
-                    let _ = server.shutdown().await;
-                }
-            });
-        }
     }
 }

@@ -4,16 +4,28 @@ import re
 from importlib.metadata import version
 
 import quaestor
+import quaestor._errors as errors
 import quaestor._quaestor as native
 
 
 def test_all_names_the_public_api_and_each_exists():
-    public = {name for name in dir(native) if not name.startswith("_")} | {"__version__", "ServiceDiscovery"}
+    public = (
+        {name for name in dir(native) if not name.startswith("_")}
+        | set(errors.__all__)
+        | {"__version__", "ServiceDiscovery", "aio"}
+    )
     assert set(quaestor.__all__) == public
     for name in quaestor.__all__:
         assert getattr(quaestor, name) is not None
     assert quaestor.Reporter is native.Reporter
-    assert quaestor.TimeoutError is native.TimeoutError
+    assert quaestor.TimeoutError is errors.TimeoutError
+
+
+def test_every_error_kind_has_one_exception_class():
+    kinds = [getattr(errors, name).kind for name in errors.__all__ if name != "QuaestorError"]
+    assert len(kinds) == len(set(kinds)) == 11
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), quaestor.QuaestorError)
 
 
 def test_version_is_the_package_version():

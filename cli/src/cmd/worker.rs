@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use quaestor_core::reporter::Reporter;
 use quaestor_core::tls::ServerTls;
-use quaestor_core::worker::WorkService;
+use quaestor_demo::WorkService;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -12,39 +12,61 @@ port of its own, adds its services to it and counts each request on the service'
         with load.request():
             ...
 
-A client asks a balancer with `discover()` (or `ServiceDiscovery`, the C# Quaestor's Python
-client class). Every exception quaestor raises derives from `QuaestorError`; bad Python
-arguments raise `TypeError` or `ValueError`.
+A client asks a balancer through a `DiscoveryClient`, which keeps its connection between
+calls, or with `discover()` (over a client shared per address), or `ServiceDiscovery` (the C#
+Quaestor's Python client class). `quaestor.aio` has the same with coroutines.
+
+Every exception quaestor raises derives from `QuaestorError`, one class per kind of failure
+(`.kind` names it, as the C ABI's result codes do); bad Python arguments raise `TypeError`,
+`ValueError` or `OverflowError`.
 """
 
-from ._quaestor import (
+from . import aio
+from ._errors import (
+    AlreadyExistsError,
+    InternalError,
     InvalidArgumentError,
+    InvalidStateError,
+    IoError,
     NotFoundError,
     QuaestorError,
     RefusedError,
+    RemoteError,
+    TimeoutError,
+    TlsError,
+    UnavailableError,
+)
+from ._quaestor import (
+    DiscoveryClient,
     Reporter,
     Request,
     ServiceLoad,
     ServiceLocation,
-    TimeoutError,
-    UnavailableError,
     __version__,
     discover,
 )
 from .service_discovery import ServiceDiscovery
 
 __all__ = [
+    "AlreadyExistsError",
+    "DiscoveryClient",
+    "InternalError",
     "InvalidArgumentError",
+    "InvalidStateError",
+    "IoError",
     "NotFoundError",
     "QuaestorError",
     "RefusedError",
+    "RemoteError",
     "Reporter",
     "Request",
     "ServiceDiscovery",
     "ServiceLoad",
     "ServiceLocation",
     "TimeoutError",
+    "TlsError",
     "UnavailableError",
     "__version__",
+    "aio",
     "discover",
 ]

@@ -1,5 +1,6 @@
 """The native module of the `quaestor` package (Rust, pyo3). Import from `quaestor` instead."""
 
+from asyncio import Future
 from collections.abc import Callable, Sequence
 from os import PathLike
 from types import TracebackType
@@ -9,41 +10,15 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = [
     "__version__",
-    "QuaestorError",
-    "UnavailableError",
-    "InvalidArgumentError",
-    "TimeoutError",
-    "NotFoundError",
-    "RefusedError",
     "Reporter",
     "ServiceLoad",
     "Request",
     "ServiceLocation",
+    "DiscoveryClient",
     "discover",
 ]
 
 __version__: str
-
-class QuaestorError(Exception):
-    """Base of every exception quaestor raises (besides TypeError and ValueError for bad
-    Python arguments)."""
-
-class UnavailableError(QuaestorError):
-    """The server (balancer, etcd) could not be reached."""
-
-class InvalidArgumentError(QuaestorError):
-    """An argument the server or quaestor refused: empty or malformed names, bad addresses,
-    a service added twice."""
-
-class TimeoutError(QuaestorError):
-    """The server did not answer in time."""
-
-class NotFoundError(QuaestorError):
-    """No such service on this reporter."""
-
-class RefusedError(QuaestorError):
-    """The server refused the credentials given (e.g. etcd: authentication failed, permission
-    denied)."""
 
 @final
 class Request:
@@ -131,8 +106,24 @@ class Reporter:
         etcd_user: str | None = None,
         etcd_password: str | None = None,
     ) -> None: ...
+    def register_async(
+        self,
+        etcd: Sequence[str] | str,
+        host: str,
+        port: int | None = None,
+        scope: str = "",
+        ttl: float = 10.0,
+        *,
+        etcd_ca: str | PathLike[str] | None = None,
+        etcd_cert: str | PathLike[str] | None = None,
+        etcd_key: str | PathLike[str] | None = None,
+        etcd_user: str | None = None,
+        etcd_password: str | None = None,
+    ) -> Future[None]: ...
     def deregister(self) -> None: ...
+    def deregister_async(self) -> Future[None]: ...
     def close(self) -> None: ...
+    def close_async(self) -> Future[None]: ...
     def __enter__(self) -> Reporter: ...
     def __exit__(
         self,
@@ -168,3 +159,23 @@ def discover(
     timeout: float = 5.0,
     ca: str | PathLike[str] | None = None,
 ) -> list[ServiceLocation]: ...
+
+@final
+class DiscoveryClient:
+    """A client of the balancer at `address` that keeps its connection between calls."""
+
+    def __new__(
+        cls, address: str, *, ca: str | PathLike[str] | None = None, timeout: float = 5.0
+    ) -> DiscoveryClient: ...
+    @property
+    def address(self) -> str: ...
+    def discover(self, service: str, max_count: int = 0, scope: str = "") -> list[ServiceLocation]: ...
+    def discover_top(
+        self, service: str, max_count: int = 0, scope: str = ""
+    ) -> list[ServiceLocation]: ...
+    def discover_async(
+        self, service: str, max_count: int = 0, scope: str = ""
+    ) -> Future[list[ServiceLocation]]: ...
+    def discover_top_async(
+        self, service: str, max_count: int = 0, scope: str = ""
+    ) -> Future[list[ServiceLocation]]: ...

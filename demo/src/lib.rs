@@ -1,3 +1,6 @@
+//! quaestor-demo: the demo service of `quaestor worker`, the reference worker (not part of
+//! quaestor-core's API).
+//!
 //! The demo `quaestor.example.Work` service of the reference worker: each call holds for the
 //! time asked (or a fixed service time) and is counted as one request of a service from its
 //! arrival to its end, so a client can put a worker under a known load and watch it in the
@@ -11,9 +14,9 @@ use tokio::sync::Semaphore;
 
 use tonic::{Request, Response, Status};
 
-use crate::proto::example::work_server::{Work, WorkServer};
-use crate::proto::example::{WorkRequest, WorkResponse};
-use crate::reporter::Reporter;
+use quaestor_core::proto::example::work_server::{Work, WorkServer};
+use quaestor_core::proto::example::{WorkRequest, WorkResponse};
+use quaestor_core::reporter::Reporter;
 
 /// The longest simulated work one call may ask for.
 pub const MAX_WORK: Duration = Duration::from_secs(600);
