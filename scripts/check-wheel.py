@@ -5,12 +5,13 @@
 
 (`make test-wheel` builds the wheel, then runs this with it.) With no argument it takes the
 only wheel in dist/. It checks the wheel's name and metadata (abi3, manylinux2014 = glibc 2.17,
-no runtime dependencies), then creates a fresh venv with the system python3 (python3 -m venv),
-installs the wheel file alone into it (pip --no-index: no network, nothing but that file), and
-runs the venv's python with PATH=<venv>/bin:/usr/bin:/bin, from an empty folder (so that
-`import quaestor` cannot find the source tree) and asserts there that cargo and rustc are not
-on PATH, that quaestor is imported from the venv, and that a Reporter starts, accepts a TCP
-connection on its port and closes. Exits non-zero, with the reason, on any failure.
+no runtime dependencies but those of the `generated` extra), then creates a fresh venv with the
+system python3 (python3 -m venv), installs the wheel file alone into it (pip --no-index: no
+network, nothing but that file), and runs the venv's python with PATH=<venv>/bin:/usr/bin:/bin,
+from an empty folder (so that `import quaestor` cannot find the source tree) and asserts there
+that cargo and rustc are not on PATH, that quaestor is imported from the venv, that a Reporter
+starts, accepts a TCP connection on its port and closes, and that `quaestor.generated`, without
+its extra, raises an ImportError naming it. Exits non-zero, with the reason, on any failure.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ with quaestor.Reporter() as reporter:
     socket.create_connection((reporter.host, reporter.port), timeout=10).close()
     print("Reporter served", load, "on", reporter.address)
 assert reporter.closed
+# quaestor.generated needs the `generated` extra, which a --no-index install lacks.
+try:
+    import quaestor.generated.service_discovery_pb2
+except ImportError as error:
+    assert "quaestor[generated]" in str(error), f"unclear ImportError: {error}"
+    print("quaestor.generated without its extra:", error)
+else:
+    raise AssertionError("quaestor.generated imported without protobuf installed")
 print("ok")
 """
 
@@ -79,7 +88,12 @@ def check_metadata(wheel: Path) -> None:
         text = archive.read(metadata).decode()
         if not any(n.startswith("quaestor/_quaestor") and n.endswith(".so") for n in names):
             fail(f"{wheel.name} has no native module quaestor/_quaestor*.so: {names}")
-    requires = [line for line in text.splitlines() if line.startswith("Requires-Dist:")]
+        if "quaestor/generated/service_discovery_pb2_grpc.py" not in names:
+            fail(f"{wheel.name} lacks quaestor/generated/: {names}")
+    # Only the `generated` extra's (protobuf, grpcio) may be there.
+    requires = [
+        line for line in text.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
     if requires:
         fail(f"{wheel.name} has runtime dependencies, which a --no-index install lacks: {requires}")
 
