@@ -97,9 +97,11 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
     server.stop()
 
 
-def start_load_balancer(quaestor_bin: Path, etcd: Etcd, dir: Path, tls: Pki | None = None) -> tuple[Child, str]:
+def start_load_balancer(
+    quaestor_bin: Path, etcd: Etcd, dir: Path, tls: Pki | None = None, port: int = 0
+) -> tuple[Child, str]:
     """A real `quaestor load-balancer` over the etcd registry, once it listens, and the address
-    it printed; with `tls`, serving TLS with the PKI's certificate."""
+    it printed; with `tls`, serving TLS with the PKI's certificate; on `port` (0: a free one)."""
     config = dir / "quaestor.loadbalancer.config.yml"
     config.write_text(
         "loadBalancerConfig:\n"
@@ -115,7 +117,7 @@ def start_load_balancer(quaestor_bin: Path, etcd: Etcd, dir: Path, tls: Pki | No
     )
     child = Child(
         "quaestor load-balancer",
-        [quaestor_bin, "load-balancer", "--config", config, "--port", "0"],
+        [quaestor_bin, "load-balancer", "--config", config, "--port", str(port)],
         dir / "load-balancer.log",
     )
     try:
