@@ -16,7 +16,7 @@ use crate::errors::{
     InvalidArgumentError, NotFoundError, QuaestorError, RefusedError, TimeoutError,
     UnavailableError,
 };
-use crate::load::{Request, ServiceLoad};
+use crate::load::{CancellableRequest, Request, ServiceLoad};
 use crate::reporter::Reporter;
 
 #[pymodule]
@@ -35,6 +35,7 @@ fn _quaestor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reporter>()?;
     m.add_class::<ServiceLoad>()?;
     m.add_class::<Request>()?;
+    m.add_class::<CancellableRequest>()?;
     m.add_class::<ServiceLocation>()?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;
     Ok(())
