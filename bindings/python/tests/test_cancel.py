@@ -32,7 +32,7 @@ def test_the_generated_request_has_the_csharp_field_numbers(wire):
 
 def test_cancel_marks_the_running_request_of_that_user_and_environment(load, cancel, report):
     with load.request(user_name="alice", environment="prod") as request:
-        assert isinstance(request, quaestor._quaestor.CancellableRequest)
+        assert isinstance(request, quaestor.CancellableRequest)
         assert request.running and not request.cancelled
         assert report().server_stats.current_requests == 1, "it counts as a request"
         assert cancel("alice", "prod") is True

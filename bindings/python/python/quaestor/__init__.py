@@ -12,12 +12,17 @@ port of its own, adds its services to it and counts each request on the service'
         with load.request():
             ...
 
+A request started with `load.request(user_name=..., environment=...)` is a
+`CancellableRequest`: the reporter's Quaestor.ProcessAdministration Cancel for that user name and
+environment sets its `cancelled` (poll it and stop the work).
+
 A client asks a balancer with `discover()` (or `ServiceDiscovery`, the C# Quaestor's Python
 client class). Every exception quaestor raises derives from `QuaestorError`; bad Python
 arguments raise `TypeError` or `ValueError`.
 """
 
 from ._quaestor import (
+    CancellableRequest,
     InvalidArgumentError,
     NotFoundError,
     QuaestorError,
@@ -34,6 +39,7 @@ from ._quaestor import (
 from .service_discovery import ServiceDiscovery
 
 __all__ = [
+    "CancellableRequest",
     "InvalidArgumentError",
     "NotFoundError",
     "QuaestorError",
