@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "quaestor/load_reporting.proto",
     "quaestor/service_discovery.proto",
+    "quaestor/process_admin.proto",
     "quaestor/push/load_push.proto",
     "quaestor/example/work.proto",
     "grpc/lb/v1/load_balancer.proto",

@@ -120,6 +120,10 @@ struct ServiceLoadDeleter {
     void operator()(quaestor_service_load* load) const noexcept { quaestor_service_load_free(load); }
 };
 
+struct RequestDeleter {
+    void operator()(quaestor_request* request) const noexcept { quaestor_request_end(request); }
+};
+
 struct LocationListDeleter {
     void operator()(quaestor_location_list* list) const noexcept {
         quaestor_location_list_free(list);
@@ -169,6 +173,29 @@ private:
     const quaestor_service_load* load_;
 };
 
+// One request started on behalf of a user in an environment (ServiceLoad::request_as): it
+// counts as in flight until it is destroyed or end()ed, and the reporter's
+// ProcessAdministrationGrpc/Cancel for that user name and environment makes cancelled() true.
+// Move-only; it stays valid after its ServiceLoad and Reporter are destroyed.
+class [[nodiscard]] CancellableRequest {
+public:
+    // Adopts `request` (from quaestor_service_load_start_request_as); it ends with this object.
+    explicit CancellableRequest(quaestor_request* request) noexcept : handle_(request) {}
+
+    // True once a Cancel of this request's user name and environment arrived (one atomic
+    // read: poll it between steps of the work). False after end().
+    bool cancelled() const noexcept { return quaestor_request_cancelled(handle_.get()); }
+
+    // Ends the request now rather than at destruction (once; later calls do nothing).
+    void end() noexcept { handle_.reset(); }
+
+    // The C handle (still owned by this object; NULL once ended).
+    const quaestor_request* get() const noexcept { return handle_.get(); }
+
+private:
+    std::unique_ptr<quaestor_request, detail::RequestDeleter> handle_;
+};
+
 // One service of a reporter: count its requests here (start_request/end_request or
 // request()), set its capacity, load figures and health. Get it from Reporter::add_service
 // or Reporter::service_load. It stays usable after its Reporter is destroyed (its reports then
@@ -194,6 +221,19 @@ public:
 
     // Starts a request that ends when the returned guard is destroyed.
     RequestGuard request() noexcept { return RequestGuard(handle_.get()); }
+
+    // Starts a request on behalf of `user_name` in `environment` ("" is a valid value) that
+    // the reporter's Cancel for exactly that user name and environment marks cancelled; it
+    // ends when the returned object is destroyed. Throws Error (INVALID_ARGUMENT for text
+    // holding a NUL, NULL_PARAMETER on a moved-from ServiceLoad).
+    CancellableRequest request_as(const std::string& user_name, const std::string& environment) {
+        quaestor_request* raw = nullptr;
+        detail::check(quaestor_service_load_start_request_as(
+                          handle_.get(), detail::c_text(user_name, "user_name"),
+                          detail::c_text(environment, "environment"), &raw),
+                      "quaestor_service_load_start_request_as");
+        return CancellableRequest(raw);
+    }
 
     // Requests in flight now (-1 for a moved-from object).
     int32_t current_requests() const noexcept {

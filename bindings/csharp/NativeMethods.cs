@@ -1,5 +1,5 @@
 // libquaestor's C ABI (ffi/include/quaestor.h) as P/Invoke declarations, one per function, and
-// the SafeHandle types of its three opaque objects. Internal: the public classes in
+// the SafeHandle types of its opaque objects. Internal: the public classes in
 // Quaestor.cs are what callers use.
 //
 // Mapping rules (the same for Mono and .NET):
@@ -92,6 +92,19 @@ namespace Quaestor.Native
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern void quaestor_service_load_free(IntPtr load);
 
+        // --- cancellable requests ---
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern QuaestorResult quaestor_service_load_start_request_as(
+            ServiceLoadHandle load, byte[] userName, byte[] environment, out RequestHandle request);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool quaestor_request_cancelled(RequestHandle request);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern void quaestor_request_end(IntPtr request);
+
         // --- the reporter ---
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
@@ -126,7 +139,7 @@ namespace Quaestor.Native
         internal static extern void quaestor_reporter_free(IntPtr reporter);
     }
 
-    // NULL is the invalid value of all three handles; each is freed exactly once, when its
+    // NULL is the invalid value of every handle; each is freed exactly once, when its
     // last user (Dispose, or the finalizer, and any call still running) lets go of it.
 
     /// <summary>A <c>quaestor_reporter *</c>, freed with <c>quaestor_reporter_free</c>.</summary>
@@ -164,6 +177,25 @@ namespace Quaestor.Native
         protected override bool ReleaseHandle()
         {
             NativeMethods.quaestor_service_load_free(handle);
+            return true;
+        }
+    }
+
+    /// <summary>A <c>quaestor_request *</c>, ended and freed with <c>quaestor_request_end</c>.</summary>
+    internal sealed class RequestHandle : SafeHandle
+    {
+        public RequestHandle() : base(IntPtr.Zero, true)
+        {
+        }
+
+        public override bool IsInvalid
+        {
+            get { return handle == IntPtr.Zero; }
+        }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.quaestor_request_end(handle);
             return true;
         }
     }

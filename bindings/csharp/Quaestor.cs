@@ -335,6 +335,24 @@ namespace Quaestor.Native
             NativeMethods.quaestor_service_load_end_request(handle);
         }
 
+        /// <summary>
+        /// Starts a request on behalf of <paramref name="requestUserName"/> in
+        /// <paramref name="environment"/> ("" is a valid value), as the C# Quaestor's
+        /// <c>RequestAdmin.RegisterRequest</c>: it counts as in flight until it is disposed, and
+        /// the reporter's <c>ProcessAdministrationGrpc/Cancel</c> for exactly that user name
+        /// and environment sets its <see cref="CancelableRequest.IsCancelled"/>. Dispose it
+        /// (<c>using</c>) when the request ends.
+        /// </summary>
+        public CancelableRequest StartCancelableRequest(string requestUserName, string environment)
+        {
+            byte[] user = Utf8.Required(requestUserName, "requestUserName");
+            byte[] env = Utf8.Required(environment, "environment");
+            RequestHandle request;
+            var result = NativeMethods.quaestor_service_load_start_request_as(handle, user, env, out request);
+            Errors.Check(result, request);
+            return new CancelableRequest(request, requestUserName, environment);
+        }
+
         /// <summary>Requests in flight now.</summary>
         public int CurrentRequests
         {
@@ -376,6 +394,43 @@ namespace Quaestor.Native
         }
 
         /// <summary>Frees the handle; the service stays reported.</summary>
+        public void Dispose()
+        {
+            handle.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// One request started on behalf of a user in an environment
+    /// (<see cref="ServiceLoad.StartCancelableRequest"/>). Poll <see cref="IsCancelled"/> between
+    /// steps of the work; <see cref="Dispose"/> ends the request. It stays usable after its
+    /// ServiceLoad and LoadReporter are disposed.
+    /// </summary>
+    public sealed class CancelableRequest : IDisposable
+    {
+        private readonly RequestHandle handle;
+
+        internal CancelableRequest(RequestHandle handle, string requestUserName, string environment)
+        {
+            this.handle = handle;
+            RequestUserName = requestUserName;
+            Environment = environment;
+        }
+
+        /// <summary>The user name the request was started with.</summary>
+        public string RequestUserName { get; private set; }
+
+        /// <summary>The environment the request was started in.</summary>
+        public string Environment { get; private set; }
+
+        /// <summary>True once a Cancel of this user name and environment arrived (one atomic
+        /// read). ObjectDisposedException after <see cref="Dispose"/>.</summary>
+        public bool IsCancelled
+        {
+            get { return NativeMethods.quaestor_request_cancelled(handle); }
+        }
+
+        /// <summary>Ends the request: one request fewer in flight, no longer cancellable.</summary>
         public void Dispose()
         {
             handle.Dispose();

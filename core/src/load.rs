@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use crate::proto::load_reporting::{LoadReportResponse, ServerStats};
+use crate::reporter::admin::{CancellableRequest, RequestAdmin};
 
 /// .NET ticks (100 ns since 0001-01-01 UTC) at the Unix epoch.
 pub const UNIX_EPOCH_DOTNET_TICKS: i64 = 621_355_968_000_000_000;
@@ -100,6 +101,9 @@ pub struct ServiceLoad {
     changes: Notify,
     /// State of the report path only (never touched by requests).
     report: Mutex<ReportState>,
+    /// The running requests started with a user name and an environment (never touched by
+    /// plain requests).
+    admin: RequestAdmin,
 }
 
 /// Where a [`ServiceLoad`] stood at one moment, for [`ServiceLoad::changed`]: two versions
@@ -183,6 +187,7 @@ impl ServiceLoad {
                 cpu: None,
                 last_utilization: 0.0,
             }),
+            admin: RequestAdmin::default(),
         }
     }
 
@@ -217,6 +222,30 @@ impl ServiceLoad {
         RequestGuard {
             load: Arc::clone(self),
         }
+    }
+
+    /// Starts a request on behalf of `user_name` in `environment` that a
+    /// `ProcessAdministrationGrpc/Cancel` of that same user name and environment (matched
+    /// exactly) cancels. It counts as one request in flight until it is dropped or ended; see
+    /// [`crate::reporter::admin`]. Costs a lock and an allocation more than
+    /// [`request`](Self::request).
+    pub fn start_request_as(
+        self: &Arc<Self>,
+        user_name: &str,
+        environment: &str,
+    ) -> CancellableRequest {
+        CancellableRequest::start(Arc::clone(self), user_name, environment)
+    }
+
+    /// Cancels this service's running requests of exactly `user_name` and `environment` (what
+    /// `Cancel` does for every service of a reporter); how many matched.
+    pub fn cancel_requests(&self, user_name: &str, environment: &str) -> usize {
+        self.admin.cancel(user_name, environment)
+    }
+
+    /// The registry of this service's cancellable requests.
+    pub fn request_admin(&self) -> &RequestAdmin {
+        &self.admin
     }
 
     /// Requests in flight now.

@@ -10,6 +10,11 @@ pub mod service_discovery {
     tonic::include_proto!("quaestor.service_discovery");
 }
 
+/// `package Quaestor.ProcessAdministration`: cancelling running requests, served by reporters.
+pub mod process_admin {
+    tonic::include_proto!("quaestor.process_administration");
+}
+
 /// `package quaestor.push.v1`: quaestor's own load push (reporter → balancer).
 pub mod push {
     tonic::include_proto!("quaestor.push.v1");

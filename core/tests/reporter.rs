@@ -1,5 +1,5 @@
 //! The reporter over real gRPC on loopback: load reports, health Check and Watch, reflection,
-//! embedding in a worker's own server, TLS and mutual TLS, graceful stop.
+//! request cancellation, embedding in a worker's own server, TLS and mutual TLS, graceful stop.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -253,12 +253,67 @@ async fn reflection_lists_exactly_the_served_services() {
         "grpc.health.v1.Health",
         "Quaestor.LoadReporting.LoadReportingGrpc",
         "quaestor.push.v1.LoadPush",
+        "Quaestor.ProcessAdministration.ProcessAdministrationGrpc",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ]
     .map(String::from)
     .into();
     assert_eq!(names, expected);
+}
+
+async fn cancel(channel: Channel, user_name: &str, environment: &str) -> bool {
+    use quaestor_core::proto::process_admin::CancelRequest;
+    use quaestor_core::proto::process_admin::process_administration_grpc_client::ProcessAdministrationGrpcClient;
+    ProcessAdministrationGrpcClient::new(channel)
+        .cancel(CancelRequest {
+            environment: environment.into(),
+            service_name: "Worker".into(),
+            user_name: user_name.into(),
+            password: "not checked".into(),
+        })
+        .await
+        .expect("Cancel")
+        .into_inner()
+        .success
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_marks_the_running_requests_of_that_user_and_environment() {
+    let reporter = Reporter::new();
+    let worker = reporter.add_service("Worker", 4).expect("add");
+    let other = reporter.add_service("Other", 4).expect("add");
+    let server = reporter.serve(loopback(), None).await.expect("serve");
+    let target = Target::new(&server.local_addr().to_string(), None, TIMEOUT).expect("target");
+    let channel = target.connect().await.expect("connect");
+
+    let alice = worker.start_request_as("alice", "prod");
+    let alice_elsewhere = other.start_request_as("alice", "prod");
+    let alice_test = worker.start_request_as("alice", "test");
+    let bob = worker.start_request_as("bob", "prod");
+    assert_eq!(worker.current_requests(), 3, "they count as requests");
+
+    assert!(!cancel(channel.clone(), "carol", "prod").await, "no match");
+    assert!(!cancel(channel.clone(), "alice", "").await, "no match");
+    assert!(!alice.is_cancelled());
+
+    assert!(cancel(channel.clone(), "alice", "prod").await);
+    assert!(alice.is_cancelled() && alice_elsewhere.is_cancelled());
+    tokio::time::timeout(TIMEOUT, alice.cancelled())
+        .await
+        .expect("the future is complete");
+    assert!(!alice_test.is_cancelled() && !bob.is_cancelled());
+
+    alice.end();
+    alice_elsewhere.end();
+    assert!(
+        !cancel(channel.clone(), "alice", "prod").await,
+        "ended requests are not matched"
+    );
+    assert_eq!(worker.current_requests(), 2);
+    drop((alice_test, bob));
+    assert_eq!(worker.current_requests(), 0);
+    server.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +353,16 @@ async fn reporter_embedded_in_a_workers_own_server() {
         .await
         .expect("load");
     assert_eq!(report.server_stats.expect("stats").request_capacity, 2);
+    let request = reporter
+        .service_load("Worker")
+        .expect("added")
+        .start_request_as("u", "e");
+    assert!(
+        cancel(channel.clone(), "u", "e").await,
+        "Cancel on the own server"
+    );
+    assert!(request.is_cancelled());
+    drop(request);
     let mut pushed = quaestor_core::proto::push::load_push_client::LoadPushClient::new(channel)
         .watch_load(quaestor_core::proto::push::WatchLoadRequest {
             service_name: "Worker".into(),

@@ -67,6 +67,12 @@ typedef struct quaestor_location_list quaestor_location_list;
 // `quaestor_reporter_free`.
 typedef struct quaestor_reporter quaestor_reporter;
 
+// One running request of a service, started with `quaestor_service_load_start_request_as`:
+// it counts as in flight until `quaestor_request_end`, and the reporter's `Cancel` for its
+// user name and environment marks it cancelled (`quaestor_request_cancelled`). It stays valid
+// after its service-load handle and its reporter are freed.
+typedef struct quaestor_request quaestor_request;
+
 // One service of a reporter: its load counters and its health. Get it from
 // `quaestor_reporter_add_service` (or `_service_load`), free it with
 // `quaestor_service_load_free`; it stays valid after its reporter is freed (its reports
@@ -387,6 +393,36 @@ quaestor_result quaestor_reporter_deregister(const struct quaestor_reporter *rep
 // # Safety
 // `reporter` is NULL or live, and not used after this call.
 void quaestor_reporter_free(struct quaestor_reporter *reporter);
+
+// Starts a request of this service on behalf of `user_name` in `environment` (UTF-8, NUL
+// terminated; "" is a valid value) and writes its handle to `*out_request`. It counts like
+// `quaestor_service_load_start_request` and, until `quaestor_request_end`, a `Cancel` of the
+// same user name and environment on the reporter sets it cancelled. Costs a lock and an
+// allocation more than a plain start.
+//
+// NULL `load`, text or `out_request`: NULL_PARAMETER; text not UTF-8: INVALID_UTF8.
+//
+// # Safety
+// `load` is NULL or a live handle; the texts are NULL or NUL-terminated; `out_request` is
+// NULL or valid for one pointer.
+quaestor_result quaestor_service_load_start_request_as(const struct quaestor_service_load *load,
+                                                       const char *user_name,
+                                                       const char *environment,
+                                                       struct quaestor_request **out_request);
+
+// Whether a `Cancel` for this request's user name and environment arrived since it started
+// (false for NULL). Cheap: one atomic read; poll it between steps of the work.
+//
+// # Safety
+// `request` is NULL or a live handle.
+bool quaestor_request_cancelled(const struct quaestor_request *request);
+
+// Ends the request (one request fewer in flight, no longer cancellable) and frees its
+// handle. NULL: nothing.
+//
+// # Safety
+// `request` is NULL or a live handle, not used after this call.
+void quaestor_request_end(struct quaestor_request *request);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -4,7 +4,9 @@
 //! A native worker starts a **reporter** (health and load on a port of its own), adds its
 //! services, and counts requests through a **service-load handle** it gets once per service
 //! (`quaestor_service_load_start_request` / `_end_request`: one atomic operation each, no
-//! lookup). It can register itself in etcd with the reporter as its control endpoint, and ask
+//! lookup), or starts a request on behalf of a user in an environment
+//! (`quaestor_service_load_start_request_as`) that the reporter's `Cancel` can mark cancelled
+//! (`quaestor_request_cancelled`). It can register itself in etcd with the reporter as its control endpoint, and ask
 //! a balancer for the best worker of a service.
 //!
 //! Rules every function keeps (after rustls-ffi):
@@ -24,12 +26,14 @@ mod discover;
 mod error;
 mod load;
 mod reporter;
+mod request;
 mod runtime;
 
 pub use discover::*;
 pub use error::*;
 pub use load::*;
 pub use reporter::*;
+pub use request::*;
 
 use std::ffi::c_char;
 

@@ -1,5 +1,5 @@
-//! libquaestor from C: a test program that feeds every function bad input, and the C sample
-//! worker, compiled with `-Wall -Wextra -Werror` against the shared library (found through
+//! libquaestor from C: a test program that feeds every function bad input, a worker whose
+//! requests are cancelled over real gRPC, and the C sample worker, compiled with `-Wall -Wextra -Werror` against the shared library (found through
 //! the pkg-config file) and the static one, run under AddressSanitizer (leaks included).
 
 mod common;
@@ -90,6 +90,15 @@ fn bad_input_gives_documented_codes_shared() {
 #[test]
 fn bad_input_gives_documented_codes_static() {
     bad_input_gives_documented_codes(false);
+}
+
+/// Requests started as users in environments, cancelled through the reporter's `Cancel`.
+#[test]
+fn cancel_marks_the_requests_of_that_user_and_environment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let source = repo().join("ffi/tests/c/cancel_worker.c");
+    let exe = compile(dir.path(), &source, "cancel_worker", true, true);
+    common::cancel::drive_cancel(SampleWorker::start(command(&exe)));
 }
 
 fn sample(shared: bool) -> (tempfile::TempDir, PathBuf) {

@@ -2,7 +2,8 @@
 //! `sdk-examples/cpp/hello_worker.cpp`, compiled with g++ (warnings as errors) against the
 //! libquaestor this test run built, shared and static, and run for real: the sample through
 //! the protocol every sample worker speaks (see `common`), the wrapper's own checks through
-//! `bindings/cpp/tests/test_quaestor.cpp`. The shared-library builds run under
+//! `bindings/cpp/tests/test_quaestor.cpp`, request cancellation through
+//! `bindings/cpp/tests/cancel_worker.cpp` (see `common::cancel`). The shared-library builds run under
 //! AddressSanitizer (leak detection included).
 
 mod common;
@@ -129,6 +130,17 @@ fn the_sample_worker_serves_after_the_end_of_stdin_until_sigterm() {
         std::net::TcpStream::connect(addr).is_err(),
         "the reporter stopped with the worker"
     );
+}
+
+#[test]
+fn cancel_marks_the_requests_of_that_user_and_environment() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let exe = compile(
+        "bindings/cpp/tests/cancel_worker.cpp",
+        dir.path(),
+        Link::SharedWithAsan,
+    );
+    common::cancel::drive_cancel(SampleWorker::start(sample_command(&exe, &[])));
 }
 
 #[test]

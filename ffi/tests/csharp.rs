@@ -1,4 +1,5 @@
-//! The C# binding (`bindings/csharp`), its checks (`bindings/csharp/tests/WrapperTests.cs`) and
+//! The C# binding (`bindings/csharp`), its checks (`bindings/csharp/tests/WrapperTests.cs`),
+//! request cancellation (`bindings/csharp/tests/CancelWorker.cs`, see `common::cancel`) and
 //! the C# sample worker (`sdk-examples/csharp/HelloWorker.cs`), compiled with Mono's `mcs
 //! -warnaserror` and run with `mono` against the libquaestor.so of this test run.
 
@@ -109,6 +110,12 @@ fn the_sample_worker_registers_in_etcd_and_is_discovered() {
         command.args(["0", etcd, host]);
         SampleWorker::start(command)
     });
+}
+
+#[test]
+fn cancel_marks_the_requests_of_that_user_and_environment() {
+    let csharp = CSharp::compile("bindings/csharp/tests/CancelWorker.cs", "CancelWorker.exe");
+    common::cancel::drive_cancel(SampleWorker::start(csharp.mono("CancelWorker.exe")));
 }
 
 #[test]

@@ -165,6 +165,7 @@ def test_reflection_lists_the_worker_services(start_worker):
         "Quaestor.LoadReporting.LoadReportingGrpc",
         "quaestor.example.Work",
         "quaestor.push.v1.LoadPush",
+        "Quaestor.ProcessAdministration.ProcessAdministrationGrpc",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }

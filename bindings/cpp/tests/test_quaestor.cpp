@@ -206,6 +206,27 @@ void test_request_counting() {
                  [&] { load.set_memory_usage_percent(100.5); }, QUAESTOR_RESULT_INVALID_ARGUMENT);
     expect_no_error("ServiceLoad::set_serving", [&] { load.set_serving(false); });
 
+    // Cancellable requests count like any request; Cancel itself is driven over gRPC by
+    // cancel_worker.cpp.
+    {
+        quaestor::CancellableRequest request = load.request_as("alice", "prod");
+        check(load.current_requests() == 1, "a CancellableRequest counts one request");
+        check(!request.cancelled(), "not cancelled at start");
+        quaestor::CancellableRequest moved = std::move(request);
+        check(load.current_requests() == 1, "moving a CancellableRequest does not end it");
+        check(!request.cancelled() && request.get() == nullptr, "a moved-from request is empty");  // NOLINT
+        auto anonymous = other.request_as("", "");
+        check(load.current_requests() == 2, "\"\" is a user name and an environment too");
+        moved.end();
+        check(load.current_requests() == 1, "CancellableRequest::end ends the request");
+        moved.end();
+        check(load.current_requests() == 1, "a second end does nothing");
+    }
+    check(load.current_requests() == 0, "a destroyed CancellableRequest ends its request");
+    expect_error("a user name holding a NUL",
+                 [&] { auto r = load.request_as(std::string("a\0b", 3), "prod"); },
+                 QUAESTOR_RESULT_INVALID_ARGUMENT);
+
     // A moved-from handle counts nothing and its fallible calls fail.
     quaestor::ServiceLoad taken = std::move(load);
     check(taken.current_requests() == 0, "the moved-to handle works");
@@ -214,6 +235,8 @@ void test_request_counting() {
     check(taken.current_requests() == 0, "a moved-from handle does not count");
     expect_error("set_capacity on a moved-from handle", [&] { load.set_capacity(1); },
                  QUAESTOR_RESULT_NULL_PARAMETER);
+    expect_error("request_as on a moved-from handle", [&] { auto r = load.request_as("u", "e"); },
+                 QUAESTOR_RESULT_NULL_PARAMETER);
 
     // Handles outlive their reporter.
     quaestor::Reporter gone = std::move(reporter);
@@ -221,6 +244,9 @@ void test_request_counting() {
     check(reporter.port() == 0, "a moved-from reporter has no port");  // NOLINT
     auto late = taken.request();
     check(taken.current_requests() == 1, "a handle still counts after its reporter is gone");
+    auto late_cancellable = taken.request_as("u", "e");
+    check(taken.current_requests() == 2 && !late_cancellable.cancelled(),
+          "a cancellable request starts after its reporter is gone");
 }
 
 }  // namespace

@@ -297,6 +297,30 @@ public static class WrapperTests
             }
         });
 
+        Check("a CancelableRequest counts, ends on Dispose and refuses use after it", () =>
+        {
+            using (var reporter = new LoadReporter("127.0.0.1", 0))
+            using (var load = reporter.AddService("Worker", 4))
+            {
+                var request = load.StartCancelableRequest("alice", "prod");
+                Equal(1, load.CurrentRequests, "CurrentRequests while it runs");
+                Equal(false, request.IsCancelled, "IsCancelled at start");
+                Equal("alice", request.RequestUserName, "RequestUserName");
+                Equal("prod", request.Environment, "Environment");
+                using (load.StartCancelableRequest("", ""))
+                {
+                    Equal(2, load.CurrentRequests, "\"\" is a user name and an environment too");
+                }
+                request.Dispose();
+                request.Dispose(); // once is enough
+                Equal(0, load.CurrentRequests, "CurrentRequests after Dispose");
+                Throws<ObjectDisposedException>(() => { bool _ = request.IsCancelled; });
+                Throws<ArgumentNullException>(() => load.StartCancelableRequest(null, "prod"));
+                Throws<ArgumentException>(() => load.StartCancelableRequest("a\0b", "prod"));
+                Equal(0, load.CurrentRequests, "refused requests start nothing");
+            }
+        });
+
         Console.WriteLine(failed == 0 ? "all passed" : failed + " failed");
         return failed == 0 ? 0 : 1;
     }

@@ -13,7 +13,7 @@ mod reporter;
 use pyo3::prelude::*;
 
 use crate::discovery::{DiscoveryClient, ServiceLocation, discover};
-use crate::load::{Request, ServiceLoad};
+use crate::load::{CancellableRequest, Request, ServiceLoad};
 use crate::reporter::Reporter;
 
 #[pymodule]
@@ -22,6 +22,7 @@ fn _quaestor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reporter>()?;
     m.add_class::<ServiceLoad>()?;
     m.add_class::<Request>()?;
+    m.add_class::<CancellableRequest>()?;
     m.add_class::<ServiceLocation>()?;
     m.add_class::<DiscoveryClient>()?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;

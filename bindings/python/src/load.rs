@@ -1,11 +1,12 @@
-//! Counting requests: `ServiceLoad` and `Request`.
+//! Counting requests: `ServiceLoad`, `Request` and `CancellableRequest`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use pyo3::exceptions::{PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use quaestor_core::load::ServiceLoad as CoreLoad;
+use quaestor_core::reporter::admin::CancellableRequest as CoreCancellable;
 use quaestor_core::server::health::HealthState;
 
 /// One request of a service while inside `with` (or `async with`), or around every call of
@@ -57,6 +58,128 @@ impl Request {
         py.import(intern!(py, "quaestor._decorate"))?
             .getattr(intern!(py, "counted"))?
             .call1((slf, func))
+    }
+}
+
+/// One request started on behalf of a user in an environment, while inside `with` (or
+/// `async with`): a `ProcessAdministrationGrpc/Cancel` of that user name and environment sets
+/// `cancelled`. Entered once.
+#[pyclass(frozen, module = "quaestor._quaestor")]
+pub(crate) struct CancellableRequest {
+    load: Arc<CoreLoad>,
+    user_name: String,
+    environment: String,
+    state: Mutex<Cancellable>,
+}
+
+/// Where a cancellable request is in its life.
+enum Cancellable {
+    NotStarted,
+    Running(CoreCancellable),
+    /// Ended; whether it was cancelled while it ran.
+    Ended {
+        cancelled: bool,
+    },
+}
+
+impl CancellableRequest {
+    fn start(&self) -> PyResult<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match *state {
+            Cancellable::NotStarted => {
+                *state = Cancellable::Running(
+                    self.load
+                        .start_request_as(&self.user_name, &self.environment),
+                );
+                Ok(())
+            }
+            _ => Err(PyRuntimeError::new_err(
+                "a cancellable request is entered once: call load.request(...) for each request",
+            )),
+        }
+    }
+
+    fn end(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Cancellable::Running(request) = &*state {
+            // Dropping the running request ends it.
+            *state = Cancellable::Ended {
+                cancelled: request.is_cancelled(),
+            };
+        }
+    }
+}
+
+#[pymethods]
+impl CancellableRequest {
+    /// True once a Cancel for this user name and environment arrived while it ran.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            Cancellable::NotStarted => false,
+            Cancellable::Running(request) => request.is_cancelled(),
+            Cancellable::Ended { cancelled } => *cancelled,
+        }
+    }
+
+    /// True while inside `with`.
+    #[getter]
+    fn running(&self) -> bool {
+        matches!(
+            &*self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            Cancellable::Running(_)
+        )
+    }
+
+    #[getter]
+    fn user_name(&self) -> &str {
+        &self.user_name
+    }
+
+    #[getter]
+    fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        slf.start()?;
+        Ok(slf)
+    }
+
+    fn __exit__(
+        &self,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) {
+        self.end();
+    }
+
+    fn __aenter__(slf: Bound<'_, Self>) -> PyResult<Done> {
+        slf.get().start()?;
+        Ok(Done {
+            value: Some(slf.into_any().unbind()),
+        })
+    }
+
+    fn __aexit__(
+        &self,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> Done {
+        self.end();
+        Done { value: None }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CancellableRequest(user_name={:?}, environment={:?}, running={}, cancelled={})",
+            self.user_name,
+            self.environment,
+            self.running(),
+            self.cancelled()
+        )
     }
 }
 
@@ -172,9 +295,32 @@ impl ServiceLoad {
         self.load.end_request();
     }
 
-    fn request(&self) -> Request {
-        Request {
-            load: Arc::clone(&self.load),
+    /// A request to count with `with`; with a user name and an environment (both or
+    /// neither), a `CancellableRequest` that a Cancel of that user and environment marks.
+    #[pyo3(signature = (*, user_name = None, environment = None))]
+    fn request(
+        &self,
+        py: Python<'_>,
+        user_name: Option<String>,
+        environment: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let load = Arc::clone(&self.load);
+        match (user_name, environment) {
+            (None, None) => Ok(Py::new(py, Request { load })?.into_any()),
+            (Some(user_name), Some(environment)) => Ok(Py::new(
+                py,
+                CancellableRequest {
+                    load,
+                    user_name,
+                    environment,
+                    state: Mutex::new(Cancellable::NotStarted),
+                },
+            )?
+            .into_any()),
+            _ => Err(PyTypeError::new_err(
+                "request(): give user_name and environment together (\"\" is a valid value), \
+                 or neither",
+            )),
         }
     }
 

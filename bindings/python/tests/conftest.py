@@ -33,6 +33,7 @@ PROTOS = [
     "quaestor/service_discovery.proto",
     "quaestor/push/load_push.proto",
     "quaestor/example/work.proto",
+    "quaestor/process_admin.proto",
 ]
 WIRE = "wire"
 # The reporter's service in most tests, as in the C# Quaestor's samples.
@@ -43,7 +44,7 @@ SERVICE = "Worker"
 def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """The grpcio modules generated from proto/: `load_reporting_pb2`, `load_reporting_pb2_grpc`,
     `service_discovery_pb2`, `service_discovery_pb2_grpc`, `load_push_pb2`, `load_push_pb2_grpc`,
-    `work_pb2`, `work_pb2_grpc`."""
+    `work_pb2`, `work_pb2_grpc`, `process_admin_pb2`, `process_admin_pb2_grpc`."""
     root = tmp_path_factory.mktemp("wire")
     sources = root / "src" / WIRE
     sources.mkdir(parents=True)

@@ -1,10 +1,12 @@
-//! The worker side: `LoadReportingGrpc`, quaestor's own `LoadPush` ([`push`]) and
-//! `grpc.health.v1.Health` for the services of one worker process.
+//! The worker side: `LoadReportingGrpc`, quaestor's own `LoadPush` ([`push`]),
+//! `ProcessAdministrationGrpc` (request cancellation, [`admin`]) and `grpc.health.v1.Health`
+//! for the services of one worker process.
 //!
 //! Two ways to use it:
 //! - inside the worker's own tonic server, on the worker's port: [`Reporter::add_to`];
 //! - standalone, on a port of its own: [`Reporter::server`] then `bind` / `spawn`.
 
+pub mod admin;
 pub mod push;
 
 use std::collections::HashMap;
@@ -19,6 +21,7 @@ use crate::proto::load_reporting::load_reporting_grpc_server::{
     LoadReportingGrpc, LoadReportingGrpcServer,
 };
 use crate::proto::load_reporting::{LoadReportRequest, LoadReportResponse};
+use crate::proto::process_admin::process_administration_grpc_server::ProcessAdministrationGrpcServer;
 use crate::server::health::{HealthState, OVERALL, ServingStatus};
 use crate::server::{GrpcServer, ServerError, ServerHandle};
 use crate::tls::ServerTls;
@@ -129,21 +132,37 @@ impl Reporter {
         push::LoadPushService::new(Arc::clone(&self.loads), self.health.clone())
     }
 
-    /// Adds health, load reporting and load push to a worker's own tonic server. Call
+    /// The `Quaestor.ProcessAdministration.ProcessAdministrationGrpc` service alone.
+    pub fn process_admin_service(
+        &self,
+    ) -> ProcessAdministrationGrpcServer<admin::ProcessAdministrationService> {
+        admin::ProcessAdministrationService::new(Arc::clone(&self.loads)).into_server()
+    }
+
+    /// Cancels every running request started as `user_name` in `environment` (matched
+    /// exactly) in every reported service, as `Cancel` does; how many matched.
+    pub fn cancel_requests(&self, user_name: &str, environment: &str) -> usize {
+        admin::cancel_in(&self.loads, user_name, environment)
+    }
+
+    /// Adds health, load reporting, load push and process administration to a worker's own
+    /// tonic server. Call
     /// `reporter.health().shutdown()` when that server begins to stop, so that health
     /// watchers and load pushes see NOT_SERVING, end, and let the stop finish.
     pub fn add_to(&self, routes: &mut RoutesBuilder) {
         routes.add_service(self.health.service());
         routes.add_service(self.load_reporting_service());
         routes.add_service(self.load_push_service());
+        routes.add_service(self.process_admin_service());
     }
 
-    /// A server with health, load reporting, load push and reflection; add more services or
-    /// serve it.
+    /// A server with health, load reporting, load push, process administration and
+    /// reflection; add more services or serve it.
     pub fn server(&self) -> GrpcServer {
         GrpcServer::new(self.health.clone())
             .add_service(self.load_reporting_service())
             .add_service(self.load_push_service())
+            .add_service(self.process_admin_service())
     }
 
     /// Serves health and load on `addr` (port 0: any free port) in the background.

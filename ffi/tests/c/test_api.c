@@ -137,8 +137,29 @@ static void reporter_and_loads(void) {
     EXPECT(quaestor_reporter_deregister(reporter), QUAESTOR_RESULT_OK); /* not registered */
     EXPECT(quaestor_reporter_deregister(NULL), QUAESTOR_RESULT_NULL_PARAMETER);
 
+    /* Cancellable requests: bad arguments refused, out-parameter untouched. */
+    quaestor_request *request_sentinel = (quaestor_request *)&failures;
+    quaestor_request *request = request_sentinel;
+    EXPECT(quaestor_service_load_start_request_as(NULL, "u", "e", &request), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_service_load_start_request_as(load, NULL, "e", &request), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_service_load_start_request_as(load, "u", NULL, &request), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_service_load_start_request_as(load, NOT_UTF8, "e", &request), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_service_load_start_request_as(load, "u", NOT_UTF8, &request), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_service_load_start_request_as(load, "u", "e", NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(request == request_sentinel);
+    CHECK(quaestor_service_load_current_requests(load) == 0);
+    EXPECT(quaestor_service_load_start_request_as(load, "", "", &request), QUAESTOR_RESULT_OK);
+    CHECK(request != request_sentinel && request != NULL);
+    CHECK(quaestor_service_load_current_requests(load) == 1);
+    CHECK(!quaestor_request_cancelled(request));
+    CHECK(!quaestor_request_cancelled(NULL));
+    quaestor_request_end(NULL); /* nothing */
+
     quaestor_reporter_free(reporter);
     /* Handles outlive their reporter. */
+    CHECK(!quaestor_request_cancelled(request));
+    quaestor_request_end(request);
+    CHECK(quaestor_service_load_current_requests(load) == 0);
     quaestor_service_load_start_request(load);
     CHECK(quaestor_service_load_current_requests(load) == 1);
     quaestor_service_load_free(load);

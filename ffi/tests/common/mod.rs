@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod cancel;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};

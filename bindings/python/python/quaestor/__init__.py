@@ -12,6 +12,10 @@ port of its own, adds its services to it and counts each request on the service'
         with load.request():
             ...
 
+A request started with `load.request(user_name=..., environment=...)` is a
+`CancellableRequest`: the reporter's Quaestor.ProcessAdministration Cancel for that user name and
+environment sets its `cancelled` (poll it and stop the work).
+
 A client asks a balancer through a `DiscoveryClient`, which keeps its connection between
 calls, or with `discover()` (over a client shared per address), or `ServiceDiscovery` (the C#
 Quaestor's Python client class). `quaestor.aio` has the same with coroutines.
@@ -37,6 +41,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._quaestor import (
+    CancellableRequest,
     DiscoveryClient,
     Reporter,
     Request,
@@ -49,6 +54,7 @@ from .service_discovery import ServiceDiscovery
 
 __all__ = [
     "AlreadyExistsError",
+    "CancellableRequest",
     "DiscoveryClient",
     "InternalError",
     "InvalidArgumentError",

@@ -4,7 +4,7 @@ from asyncio import Future
 from collections.abc import Callable, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, TypeVar, final
+from typing import Any, TypeVar, final, overload
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -13,6 +13,7 @@ __all__ = [
     "Reporter",
     "ServiceLoad",
     "Request",
+    "CancellableRequest",
     "ServiceLocation",
     "DiscoveryClient",
     "discover",
@@ -42,6 +43,36 @@ class Request:
     def __call__(self, func: _F) -> _F: ...
 
 @final
+class CancellableRequest:
+    """One request started on behalf of a user in an environment, while inside `with` (or
+    `async with`): a `ProcessAdministrationGrpc/Cancel` of that user name and environment
+    (matched exactly) sets `cancelled`. Entered once; get one per request from
+    `ServiceLoad.request(user_name=..., environment=...)`."""
+
+    @property
+    def cancelled(self) -> bool: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def user_name(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    def __enter__(self) -> CancellableRequest: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def __aenter__(self) -> CancellableRequest: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+@final
 class ServiceLoad:
     """The load of one service of a reporter: count requests on it."""
 
@@ -67,7 +98,10 @@ class ServiceLoad:
     def memory_usage_percent(self, value: float | None) -> None: ...
     def start_request(self) -> None: ...
     def end_request(self) -> None: ...
-    def request(self) -> Request: ...
+    @overload
+    def request(self, *, user_name: None = None, environment: None = None) -> Request: ...
+    @overload
+    def request(self, *, user_name: str, environment: str) -> CancellableRequest: ...
     def set_serving(self, serving: bool) -> None: ...
 
 @final
