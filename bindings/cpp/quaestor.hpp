@@ -130,6 +130,12 @@ struct LocationListDeleter {
     }
 };
 
+struct DiscoveryClientDeleter {
+    void operator()(quaestor_discovery_client* client) const noexcept {
+        quaestor_discovery_client_free(client);
+    }
+};
+
 }  // namespace detail
 
 // The library's version (MAJOR.MINOR.PATCH).
@@ -383,30 +389,38 @@ namespace detail {
 using DiscoverFunction = quaestor_result (*)(const char*, const char*, const char*, int32_t,
                                              uint32_t, quaestor_location_list**);
 
+// A timeout in whole milliseconds, as the C API takes it (0 or less: 0, the smallest).
+inline uint32_t timeout_ms(std::chrono::milliseconds timeout) {
+    const auto count = timeout.count();
+    return count <= 0 ? 0
+           : static_cast<unsigned long long>(count) > std::numeric_limits<uint32_t>::max()
+               ? std::numeric_limits<uint32_t>::max()
+               : static_cast<uint32_t>(count);
+}
+
+// The locations of a list a discovery call answered with; frees the list.
+inline std::vector<Location> locations(quaestor_location_list* raw) {
+    const std::unique_ptr<quaestor_location_list, LocationListDeleter> list(raw);
+    std::vector<Location> found;
+    const std::size_t len = quaestor_location_list_len(list.get());
+    found.reserve(len);
+    for (std::size_t i = 0; i < len; ++i) {
+        const char* host = quaestor_location_list_host(list.get(), i);
+        found.push_back(Location{host != nullptr ? std::string(host) : std::string(),
+                                 quaestor_location_list_port(list.get(), i)});
+    }
+    return found;
+}
+
 inline std::vector<Location> discover_with(DiscoverFunction function, const char* what,
                                            const std::string& balancer, const std::string& service,
                                            int32_t max_count, std::chrono::milliseconds timeout,
                                            const std::string& scope) {
-    const auto count = timeout.count();
-    const uint32_t timeout_ms =
-        count <= 0 ? 0
-        : static_cast<unsigned long long>(count) > std::numeric_limits<uint32_t>::max()
-            ? std::numeric_limits<uint32_t>::max()
-            : static_cast<uint32_t>(count);
     quaestor_location_list* raw = nullptr;
     check(function(c_text(balancer, "balancer_address"), optional_c_text(scope, "scope"),
-                   c_text(service, "service"), max_count, timeout_ms, &raw),
+                   c_text(service, "service"), max_count, timeout_ms(timeout), &raw),
           what);
-    const std::unique_ptr<quaestor_location_list, LocationListDeleter> list(raw);
-    std::vector<Location> locations;
-    const std::size_t len = quaestor_location_list_len(list.get());
-    locations.reserve(len);
-    for (std::size_t i = 0; i < len; ++i) {
-        const char* host = quaestor_location_list_host(list.get(), i);
-        locations.push_back(Location{host != nullptr ? std::string(host) : std::string(),
-                                     quaestor_location_list_port(list.get(), i)});
-    }
-    return locations;
+    return locations(raw);
 }
 
 }  // namespace detail
@@ -431,6 +445,55 @@ inline std::vector<Location> discover_top(const std::string& balancer, const std
     return detail::discover_with(&quaestor_discover_top, "quaestor_discover_top", balancer,
                                  service, max_count, timeout, scope);
 }
+
+// A client of one balancer that keeps its connection between calls (connecting on the first
+// call, and again after a failure): for code that asks often. Move-only; one client may be
+// used from several threads at once.
+class DiscoveryClient {
+public:
+    // `balancer`: host:port, http://host:port or https://host:port; `timeout` bounds connecting
+    // and each call; `ca_pem_path`: the CA certificate (PEM) of a balancer serving TLS ("":
+    // plain text). Nothing is connected yet. Throws Error (INVALID_ARGUMENT: bad address).
+    explicit DiscoveryClient(const std::string& balancer,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                             const std::string& ca_pem_path = "") {
+        quaestor_discovery_client* raw = nullptr;
+        detail::check(quaestor_discovery_client_new(detail::c_text(balancer, "balancer_address"),
+                                                    detail::optional_c_text(ca_pem_path, "ca_pem_path"),
+                                                    detail::timeout_ms(timeout), &raw),
+                      "quaestor_discovery_client_new");
+        handle_.reset(raw);
+    }
+
+    // As quaestor::discover, over this client's connection.
+    std::vector<Location> discover(const std::string& service, int32_t max_count = 0,
+                                   const std::string& scope = "") const {
+        return ask(&quaestor_discovery_client_discover, "quaestor_discovery_client_discover",
+                   service, max_count, scope);
+    }
+
+    // As quaestor::discover_top, over this client's connection.
+    std::vector<Location> discover_top(const std::string& service, int32_t max_count = 0,
+                                       const std::string& scope = "") const {
+        return ask(&quaestor_discovery_client_discover_top,
+                   "quaestor_discovery_client_discover_top", service, max_count, scope);
+    }
+
+private:
+    using Function = quaestor_result (*)(const quaestor_discovery_client*, const char*,
+                                         const char*, int32_t, quaestor_location_list**);
+
+    std::vector<Location> ask(Function function, const char* what, const std::string& service,
+                              int32_t max_count, const std::string& scope) const {
+        quaestor_location_list* raw = nullptr;
+        detail::check(function(handle_.get(), detail::optional_c_text(scope, "scope"),
+                               detail::c_text(service, "service"), max_count, &raw),
+                      what);
+        return detail::locations(raw);
+    }
+
+    std::unique_ptr<quaestor_discovery_client, detail::DiscoveryClientDeleter> handle_;
+};
 
 }  // namespace quaestor
 

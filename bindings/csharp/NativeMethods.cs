@@ -47,6 +47,23 @@ namespace Quaestor.Native
             out LocationListHandle list);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern QuaestorResult quaestor_discovery_client_new(
+            byte[] balancerAddress, byte[] caPemPath, uint timeoutMs, out DiscoveryClientHandle client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern QuaestorResult quaestor_discovery_client_discover(
+            DiscoveryClientHandle client, byte[] scope, byte[] service, int maxCount,
+            out LocationListHandle list);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern QuaestorResult quaestor_discovery_client_discover_top(
+            DiscoveryClientHandle client, byte[] scope, byte[] service, int maxCount,
+            out LocationListHandle list);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern void quaestor_discovery_client_free(IntPtr client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern UIntPtr quaestor_location_list_len(LocationListHandle list);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
@@ -215,6 +232,25 @@ namespace Quaestor.Native
         protected override bool ReleaseHandle()
         {
             NativeMethods.quaestor_location_list_free(handle);
+            return true;
+        }
+    }
+
+    /// <summary>A <c>quaestor_discovery_client*</c>; freeing it closes its connection.</summary>
+    internal sealed class DiscoveryClientHandle : SafeHandle
+    {
+        public DiscoveryClientHandle() : base(IntPtr.Zero, true)
+        {
+        }
+
+        public override bool IsInvalid
+        {
+            get { return handle == IntPtr.Zero; }
+        }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.quaestor_discovery_client_free(handle);
             return true;
         }
     }

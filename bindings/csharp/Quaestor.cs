@@ -527,6 +527,16 @@ namespace Quaestor.Native
             var timeout = Errors.NotNegative(timeoutMs, "timeoutMs");
             LocationListHandle list;
             var result = discover(balancer, scopeText, service, maxCount, timeout, out list);
+            return Locations.Read(result, list);
+        }
+    }
+
+    internal static class Locations
+    {
+        /// <summary>The locations of a list a discovery call answered with (checking its result
+        /// first), freeing the list.</summary>
+        internal static IList<ServiceLocation> Read(QuaestorResult result, LocationListHandle list)
+        {
             Errors.Check(result, list);
             using (list)
             {
@@ -542,6 +552,70 @@ namespace Quaestor.Native
                 }
                 return locations;
             }
+        }
+    }
+
+    /// <summary>
+    /// A client of one quaestor balancer that keeps its connection between calls (connecting
+    /// on the first call, and again after a failure): for a worker or client that asks often.
+    /// Safe to use from several threads at once; <see cref="Dispose"/> closes the connection.
+    /// </summary>
+    public sealed class DiscoveryClient : IDisposable
+    {
+        private readonly DiscoveryClientHandle handle;
+        private readonly string address;
+
+        /// <summary>A client of the balancer at <paramref name="balancerAddress"/>
+        /// (<c>host:port</c>, <c>http://host:port</c> or <c>https://host:port</c>);
+        /// <paramref name="timeoutMs"/> bounds connecting and each call;
+        /// <paramref name="caPemPath"/>: the CA certificate (PEM) of a balancer serving TLS
+        /// (null: plain text). Nothing is connected yet.</summary>
+        /// <exception cref="QuaestorException">INVALID_ARGUMENT (bad address).</exception>
+        public DiscoveryClient(string balancerAddress, int timeoutMs = 5000, string caPemPath = null)
+        {
+            var balancer = Utf8.Required(balancerAddress, "balancerAddress");
+            var ca = Utf8.Optional(caPemPath, "caPemPath");
+            var timeout = Errors.NotNegative(timeoutMs, "timeoutMs");
+            DiscoveryClientHandle created;
+            var result = NativeMethods.quaestor_discovery_client_new(balancer, ca, timeout, out created);
+            Errors.Check(result, created);
+            handle = created;
+            address = balancerAddress;
+        }
+
+        /// <summary>The balancer's address, as given.</summary>
+        public string Address
+        {
+            get { return address; }
+        }
+
+        /// <summary>The healthy locations of <paramref name="serviceName"/>, at most
+        /// <paramref name="maxCount"/> (0: all), in random order.</summary>
+        /// <exception cref="QuaestorException">INVALID_ARGUMENT, TLS, UNAVAILABLE, TIMEOUT, REMOTE_ERROR.</exception>
+        public IList<ServiceLocation> Discover(string serviceName, int maxCount = 0, string scope = "")
+        {
+            var service = Utf8.Required(serviceName, "serviceName");
+            var scopeText = Utf8.Optional(scope, "scope");
+            LocationListHandle list;
+            var result = NativeMethods.quaestor_discovery_client_discover(handle, scopeText, service, maxCount, out list);
+            return Locations.Read(result, list);
+        }
+
+        /// <summary>As <see cref="Discover"/>, but the locations that report load, least loaded
+        /// first: <paramref name="maxCount"/> 1 is "which worker should I call now?".</summary>
+        public IList<ServiceLocation> DiscoverTop(string serviceName, int maxCount = 0, string scope = "")
+        {
+            var service = Utf8.Required(serviceName, "serviceName");
+            var scopeText = Utf8.Optional(scope, "scope");
+            LocationListHandle list;
+            var result = NativeMethods.quaestor_discovery_client_discover_top(handle, scopeText, service, maxCount, out list);
+            return Locations.Read(result, list);
+        }
+
+        /// <summary>Closes the connection; later calls throw ObjectDisposedException.</summary>
+        public void Dispose()
+        {
+            handle.Dispose();
         }
     }
 }

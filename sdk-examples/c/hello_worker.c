@@ -10,8 +10,10 @@
  * A real worker calls quaestor_service_load_start_request / _end_request around each
  * request it serves. This one takes them as commands on stdin, one per line, so that a test
  * (or you) can drive it: start, end, not-serving, serving, memory P (the host's memory is
- * reported as P percent in use; negative: measured), quit; each is answered `ok N`, N
- * being the requests in flight. At the end of stdin (run by `quaestor cluster`, say) it waits
+ * reported as P percent in use; negative: measured), discover BALANCER (asks the balancer
+ * at BALANCER, host:port, which worker of "Worker" to call, through one discovery client
+ * kept for every such command, and prints `found HOST:PORT` or `found none`), quit; each is
+ * answered `ok N`, N being the requests in flight. At the end of stdin (run by `quaestor cluster`, say) it waits
  * for SIGTERM or SIGINT. Either way it frees the reporter, which deregisters it and stops
  * the server gracefully.
  *
@@ -78,7 +80,8 @@ int main(int argc, char **argv) {
     printf("listening on 127.0.0.1:%u\n", (unsigned)quaestor_reporter_port(reporter));
     fflush(stdout);
 
-    char line[128];
+    quaestor_discovery_client *client = NULL;
+    char line[256];
     int quit = 0;
     while (!quit && fgets(line, sizeof line, stdin) != NULL) {
         line[strcspn(line, "\r\n")] = '\0';
@@ -102,6 +105,26 @@ int main(int argc, char **argv) {
             if (result != QUAESTOR_RESULT_OK) {
                 fail("cannot set the memory usage", result);
             }
+        } else if (strncmp(line, "discover ", 9) == 0) {
+            /* One client for every call: it keeps its connection to the balancer. */
+            if (client == NULL) {
+                result = quaestor_discovery_client_new(line + 9, NULL, 5000, &client);
+                if (result != QUAESTOR_RESULT_OK) {
+                    fail("cannot make a discovery client", result);
+                    continue;
+                }
+            }
+            quaestor_location_list *found = NULL;
+            result = quaestor_discovery_client_discover_top(client, NULL, "Worker", 1, &found);
+            if (result != QUAESTOR_RESULT_OK) {
+                fail("cannot discover", result);
+            } else if (quaestor_location_list_len(found) == 0) {
+                printf("found none\n");
+            } else {
+                printf("found %s:%u\n", quaestor_location_list_host(found, 0),
+                       (unsigned)quaestor_location_list_port(found, 0));
+            }
+            quaestor_location_list_free(found);
         } else if (strcmp(line, "quit") == 0) {
             quit = 1;
         } else {
@@ -116,6 +139,7 @@ int main(int argc, char **argv) {
         sigwait(&stop, &signal_number);
     }
 
+    quaestor_discovery_client_free(client);
     quaestor_service_load_free(load);
     quaestor_reporter_free(reporter);
     return 0;

@@ -11,6 +11,9 @@
 //   not-serving  the service turns NOT_SERVING
 //   serving      the service turns SERVING again
 //   memory P     the host's memory is reported as P percent in use (negative: measured)
+//   discover B   asks the balancer at B (host:port) which worker of `Worker` to call, through
+//                one DiscoveryClient kept for every such command; prints `found HOST:PORT`
+//                or `found none`
 //   quit         stop reporting and exit 0
 // At the end of stdin it waits for SIGTERM or SIGINT, then does as `quit`.
 //
@@ -28,8 +31,10 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -72,6 +77,7 @@ int run(int argc, char** argv, const sigset_t& stop_signals) {
     }
     std::cout << "listening on " << kHost << ':' << reporter.port() << std::endl;
 
+    std::optional<quaestor::DiscoveryClient> client;  // made by the first `discover`
     bool quit = false;
     std::string line;
     while (!quit && std::getline(std::cin, line)) {
@@ -89,11 +95,22 @@ int run(int argc, char** argv, const sigset_t& stop_signals) {
             load.set_serving(true);
         } else if (command.rfind("memory ", 0) == 0) {
             load.set_memory_usage_percent(std::stod(command.substr(7)));
+        } else if (command.rfind("discover ", 0) == 0) {
+            if (!client) {
+                client.emplace(command.substr(9));
+            }
+            const std::vector<quaestor::Location> found = client->discover_top(kService, 1);
+            if (found.empty()) {
+                std::cout << "found none" << std::endl;
+            } else {
+                std::cout << "found " << found[0].host << ':' << found[0].port << std::endl;
+            }
         } else if (command == "quit") {
             quit = true;
         } else {
             std::cerr << "unknown command: " << command
-                      << " (start, end, not-serving, serving, memory P, quit)" << std::endl;
+                      << " (start, end, not-serving, serving, memory P, discover B, quit)"
+                      << std::endl;
             continue;
         }
         std::cout << "ok " << load.current_requests() << std::endl;

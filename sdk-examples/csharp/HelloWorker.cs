@@ -15,6 +15,9 @@
 //   not-serving  the service turns NOT_SERVING
 //   serving      ... and SERVING again
 //   memory P     the host's memory is reported as P percent in use (negative: measured)
+//   discover B   asks the balancer at B (host:port) which worker of `Worker` to call, through
+//                one DiscoveryClient kept for every such command; prints `found HOST:PORT`
+//                or `found none`
 //   quit         frees the reporter (deregisters, closes the port) and exits 0
 // At the end of stdin it waits for Ctrl-C (SIGINT: Console.CancelKeyPress), then does as
 // `quit`; on SIGTERM .NET frees the reporter on the way out (AppDomain.ProcessExit). Mono
@@ -59,6 +62,7 @@ public static class HelloWorker
 
     private static int Run(int port, string etcdEndpoints, string advertisedHost)
     {
+        DiscoveryClient client = null;  // made by the first `discover`
         using (var reporter = new LoadReporter("127.0.0.1", port))
         using (var load = reporter.AddService("Worker", 4))
         {
@@ -76,6 +80,17 @@ public static class HelloWorker
             while ((line = Console.In.ReadLine()) != null)
             {
                 string command = line.Trim();
+                if (command.StartsWith("discover ", StringComparison.Ordinal))
+                {
+                    if (client == null)
+                    {
+                        client = new DiscoveryClient(command.Substring(9));
+                    }
+                    var found = client.DiscoverTop("Worker", 1);
+                    Console.WriteLine(found.Count == 0 ? "found none" : "found " + found[0]);
+                    Answer(load);
+                    continue;
+                }
                 if (command.StartsWith("memory ", StringComparison.Ordinal))
                 {
                     load.ServerMemoryUsagePercent =
@@ -99,6 +114,10 @@ public static class HelloWorker
                         break;
                     case "quit":
                         // The port is closed once `ok` is out; the load handle outlives the reporter.
+                        if (client != null)
+                        {
+                            client.Dispose();
+                        }
                         reporter.Dispose();
                         Answer(load);
                         return 0;
@@ -106,7 +125,7 @@ public static class HelloWorker
                         continue;
                     default:
                         Console.Error.WriteLine(
-                            "HelloWorker: unknown command {0} (start, end, not-serving, serving, memory P, quit)",
+                            "HelloWorker: unknown command {0} (start, end, not-serving, serving, memory P, discover B, quit)",
                             line.Trim());
                         continue;
                 }

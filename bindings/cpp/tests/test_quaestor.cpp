@@ -168,6 +168,21 @@ void test_discover_unreachable() {
     expect_error("discover from a malformed address",
                  [&] { quaestor::discover("not an address", "Worker"); },
                  QUAESTOR_RESULT_INVALID_ARGUMENT);
+
+    // A client is made without connecting; every call fails until its balancer answers.
+    quaestor::DiscoveryClient client(balancer, std::chrono::seconds(5));
+    for (int i = 0; i < 2; ++i) {
+        expect_error("DiscoveryClient::discover from a balancer nobody serves",
+                     [&] { client.discover("Worker"); }, QUAESTOR_RESULT_UNAVAILABLE,
+                     QUAESTOR_RESULT_TIMEOUT);
+        expect_error("DiscoveryClient::discover_top from a balancer nobody serves",
+                     [&] { client.discover_top("Worker", 1); }, QUAESTOR_RESULT_UNAVAILABLE,
+                     QUAESTOR_RESULT_TIMEOUT);
+    }
+    quaestor::DiscoveryClient moved = std::move(client);
+    expect_error("DiscoveryClient from a malformed address",
+                 [&] { quaestor::DiscoveryClient bad("not an address"); },
+                 QUAESTOR_RESULT_INVALID_ARGUMENT);
 }
 
 void test_request_counting() {

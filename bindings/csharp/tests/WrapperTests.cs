@@ -102,6 +102,16 @@ public static class WrapperTests
                 QuaestorResult.Unavailable, QuaestorResult.Timeout);
             Fails(() => ServiceDiscovery.DiscoverTop(address, "Worker", 1, 2000),
                 QuaestorResult.Unavailable, QuaestorResult.Timeout);
+            // A client is made without connecting; every call fails until its balancer answers.
+            var client = new DiscoveryClient(address, 2000);
+            for (int i = 0; i < 2; i++)
+            {
+                Fails(() => client.Discover("Worker"), QuaestorResult.Unavailable, QuaestorResult.Timeout);
+                Fails(() => client.DiscoverTop("Worker", 1), QuaestorResult.Unavailable, QuaestorResult.Timeout);
+            }
+            client.Dispose();
+            Throws<ObjectDisposedException>(() => client.Discover("Worker"));
+            Fails(() => new DiscoveryClient("not an address").Dispose(), QuaestorResult.InvalidArgument);
         });
 
         Check("register: no services is INVALID_STATE, a scope with '/' INVALID_ARGUMENT", () =>

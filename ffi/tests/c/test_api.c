@@ -189,6 +189,27 @@ static void discovery(uint16_t closed_port) {
     size_t written = 0;
     EXPECT(quaestor_last_error_message(why, sizeof why, &written), QUAESTOR_RESULT_OK);
     CHECK(strstr(why, "out is NULL") != NULL);
+
+    /* A reusable client: made without connecting; each call fails alike until it can. */
+    quaestor_discovery_client *client = NULL;
+    EXPECT(quaestor_discovery_client_new(NULL, NULL, 2000, &client), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_discovery_client_new("not an address", NULL, 2000, &client), QUAESTOR_RESULT_INVALID_ARGUMENT);
+    EXPECT(quaestor_discovery_client_new(NOT_UTF8, NULL, 2000, &client), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_discovery_client_new(address, NULL, 2000, NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(client == NULL);
+    EXPECT(quaestor_discovery_client_new(address, NULL, 2000, &client), QUAESTOR_RESULT_OK);
+    CHECK(client != NULL);
+    for (int i = 0; i < 2; i++) {
+        EXPECT(quaestor_discovery_client_discover(client, NULL, "Worker", 0, &list), QUAESTOR_RESULT_UNAVAILABLE);
+        EXPECT(quaestor_discovery_client_discover_top(client, NULL, "Worker", 1, &list), QUAESTOR_RESULT_UNAVAILABLE);
+    }
+    EXPECT(quaestor_discovery_client_discover(NULL, NULL, "Worker", 0, &list), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_discovery_client_discover(client, NULL, NULL, 0, &list), QUAESTOR_RESULT_NULL_PARAMETER);
+    EXPECT(quaestor_discovery_client_discover_top(client, NOT_UTF8, "Worker", 0, &list), QUAESTOR_RESULT_INVALID_UTF8);
+    EXPECT(quaestor_discovery_client_discover_top(client, NULL, "Worker", 0, NULL), QUAESTOR_RESULT_NULL_PARAMETER);
+    CHECK(list == NULL);
+    quaestor_discovery_client_free(client);
+    quaestor_discovery_client_free(NULL);
 }
 
 enum { THREADS = 4, PAIRS = 100000 };

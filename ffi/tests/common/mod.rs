@@ -154,6 +154,16 @@ impl SampleWorker {
             .unwrap_or_else(|e| panic!("{line:?}: {e}"))
     }
 
+    /// `discover BALANCER`: which worker the sample's own discovery client was offered
+    /// (`HOST:PORT`, or `none`).
+    pub fn discover(&mut self, balancer: &str) -> String {
+        writeln!(self.stdin, "discover {balancer}").expect("write to the sample");
+        self.stdin.flush().expect("flush");
+        let line = self.line("a `found` line", |l| l.starts_with("found "));
+        self.line("the answer to discover", |l| l.starts_with("ok"));
+        line["found ".len()..].trim().to_owned()
+    }
+
     /// `quit`, then the exit code.
     pub fn quit(mut self) -> Option<i32> {
         writeln!(self.stdin, "quit").expect("write to the sample");
@@ -283,6 +293,14 @@ pub fn registered_and_discovered(start: impl FnOnce(&str, &str) -> SampleWorker)
             (out.code == Some(0)).then(|| out.stdout.trim().to_owned())
         });
     assert_eq!(offered, format!("127.0.0.1:{}", worker.port));
+    // The sample asks too, through its own discovery client (one connection for all three).
+    let mut worker = worker;
+    for _ in 0..3 {
+        assert_eq!(
+            worker.discover(&balancer.addr.to_string()),
+            format!("127.0.0.1:{}", worker.port)
+        );
+    }
     assert_eq!(worker.quit(), Some(0));
     assert!(
         etcd.get_prefix_keys("services/").is_empty(),
