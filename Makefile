@@ -18,7 +18,7 @@ override PREFIX := $(abspath $(PREFIX))
 PROFILE_FLAG := $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE))
 PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
-.PHONY: test setup setup-build build test-rust test-python wheel test-wheel bench ffi install examples demo demo-etcd lint clean
+.PHONY: test setup setup-build build test-rust test-python wheel test-wheel bench bench-python ffi install examples demo demo-etcd lint clean
 
 test: setup lint test-rust test-python test-wheel
 
@@ -94,8 +94,23 @@ bench:
 	cargo bench -p quaestor-core --bench balancing
 	cargo bench -p quaestor-core --bench freshness
 	cargo bench -p quaestor-ffi --bench request
+	cargo bench -p quaestor-ffi --bench discovery_client
+	$(MAKE) bench-python
 	cargo bench -p quaestor-cli --bench recovery
 	cargo bench -p quaestor-cli --bench e2e -- --seconds 30 --rounds 2
+
+# Discovery from Python (bindings/python/bench/bench_discovery.py): the release wheel with its
+# [generated] extra (grpcio, protobuf) in .venv-bench, against the release balancer binary.
+BENCH_VENV := $(CURDIR)/.venv-bench
+bench-python: wheel
+	cargo build --release --locked -p quaestor-cli
+	test -x $(BENCH_VENV)/bin/python || /usr/bin/python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+	    $(WHEEL_DIR)/quaestor-$(VERSION)-*.whl
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check \
+	    "$$(ls $(WHEEL_DIR)/quaestor-$(VERSION)-*.whl)[generated]"
+	$(BENCH_VENV)/bin/python bindings/python/bench/bench_discovery.py \
+	    --quaestor $(CARGO_TARGET_DIR)/release/quaestor
 
 # libquaestor (.so and .a, debug) and a pkg-config file for it in the build folder, so that
 # a C worker builds (and finds the library when it runs, through the rpath the .pc adds) with

@@ -4,7 +4,9 @@
 //!
 //! Cases, taking turns round by round (the median round counts):
 //! - `tonic`: `ServiceDiscoveryGrpcClient::discover_top_services` over one channel, awaited in
-//!   a loop inside one `block_on` (the floor a Rust program gets);
+//!   a loop inside one `block_on` of a single-threaded runtime (the floor a Rust program gets);
+//! - `tonic, 2 worker threads`: the same on a multi-threaded runtime (what `#[tokio::main]`
+//!   gives), the channel's tasks on its workers;
 //! - `client`: `quaestor_discovery_client_discover_top` from a plain thread, one client;
 //! - `one-shot`: `quaestor_discover_top` (a client shared per address, kept by the library);
 //! - `connect each call`: a new connection per call, as every one-shot call did before.
@@ -100,6 +102,18 @@ fn main() {
             .await
             .expect("connect")
     });
+    let threaded_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("threaded client runtime");
+    let threaded_channel = threaded_runtime.block_on(async {
+        Target::new(&address, None, Duration::from_secs(5))
+            .expect("target")
+            .connect()
+            .await
+            .expect("connect")
+    });
     let mut client: *mut quaestor_discovery_client = ptr::null_mut();
     // SAFETY: valid C strings and out-parameter.
     let made = unsafe {
@@ -107,13 +121,19 @@ fn main() {
     };
     assert_eq!(made, quaestor_result::QUAESTOR_RESULT_OK);
 
-    let request = || DiscoverServicesRequest {
-        scope: String::new(),
-        service_name: SERVICE.to_owned(),
-        max_count: 1,
-    };
-    let tonic_case = |until: Instant| {
-        client_runtime.block_on(async {
+    let tonic_case = |until: Instant| tonic_calls(&client_runtime, &channel, until);
+    let threaded_case = |until: Instant| tonic_calls(&threaded_runtime, &threaded_channel, until);
+    fn tonic_calls(
+        runtime: &tokio::runtime::Runtime,
+        channel: &tonic::transport::Channel,
+        until: Instant,
+    ) -> u64 {
+        let request = || DiscoverServicesRequest {
+            scope: String::new(),
+            service_name: SERVICE.to_owned(),
+            max_count: 1,
+        };
+        runtime.block_on(async {
             let mut grpc = ServiceDiscoveryGrpcClient::new(channel.clone());
             let mut calls = 0u64;
             while Instant::now() < until {
@@ -123,7 +143,7 @@ fn main() {
             }
             calls
         })
-    };
+    }
     let c_calls =
         |until: Instant, ask: &dyn Fn(*mut *mut quaestor_location_list) -> quaestor_result| {
             let mut calls = 0u64;
@@ -186,8 +206,9 @@ fn main() {
     };
 
     type Case<'a> = (&'a str, &'a dyn Fn(Instant) -> u64);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         ("tonic (raw, one channel)", &tonic_case),
+        ("tonic, 2 worker threads", &threaded_case),
         ("C ABI client", &client_case),
         ("C ABI one-shot (shared client)", &one_shot_case),
         ("connect each call", &connect_case),

@@ -12,7 +12,7 @@ use quaestor_core::tls::ClientTls;
 use crate::error::{
     Failure, boundary, object, optional_text_arg, out_param, quaestor_result, text_arg,
 };
-use crate::runtime::block_on;
+use crate::runtime::ignore_sigpipe;
 
 use quaestor_result::*;
 
@@ -50,10 +50,11 @@ unsafe fn ask(
     let scope = unsafe { optional_text_arg(scope, "scope") }?.unwrap_or_default();
     // SAFETY: as the caller promised.
     let service = unsafe { text_arg(service, "service") }?;
+    ignore_sigpipe();
     let found = if top {
-        block_on(client.discover_top(scope, service, max_count))??
+        client.discover_top_blocking(scope, service, max_count)?
     } else {
-        block_on(client.discover(scope, service, max_count))??
+        client.discover_blocking(scope, service, max_count)?
     };
     let items = found
         .into_iter()

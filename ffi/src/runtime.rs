@@ -32,7 +32,7 @@ pub(crate) fn enter() -> Result<tokio::runtime::EnterGuard<'static>, Failure> {
 /// dropping its load-push stream while the worker's reporter writes an update would kill the
 /// worker. So, as gRPC's C core does, the library ignores SIGPIPE the first time it runs,
 /// unless the program has set a disposition of its own (a handler, or ignoring it already).
-fn ignore_sigpipe() {
+pub(crate) fn ignore_sigpipe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         use nix::libc;

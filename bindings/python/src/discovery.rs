@@ -10,7 +10,7 @@ use quaestor_core::sdk::{DiscoveryClient as CoreClient, Location};
 use quaestor_core::tls::ClientTls;
 
 use crate::aio::awaitable;
-use crate::errors::{OrRaise, wait};
+use crate::errors::OrRaise;
 
 /// Where a service is served, as a balancer answers.
 #[pyclass(frozen, eq, hash, module = "quaestor._quaestor")]
@@ -96,12 +96,14 @@ pub(crate) fn discover(
     ca: Option<PathBuf>,
 ) -> PyResult<Vec<ServiceLocation>> {
     let client = CoreClient::shared(address, ca, timeout_arg(timeout)?).or_raise()?;
-    let found = if top {
-        wait(py, client.discover_top(scope, service, max_count))?
-    } else {
-        wait(py, client.discover(scope, service, max_count))?
-    };
-    Ok(locations(found))
+    let found = py.detach(|| {
+        if top {
+            client.discover_top_blocking(scope, service, max_count)
+        } else {
+            client.discover_blocking(scope, service, max_count)
+        }
+    });
+    Ok(locations(found.or_raise()?))
 }
 
 /// A client of the balancer at `address` that keeps its connection between calls.
@@ -137,10 +139,8 @@ impl DiscoveryClient {
         max_count: i32,
         scope: &str,
     ) -> PyResult<Vec<ServiceLocation>> {
-        Ok(locations(wait(
-            py,
-            self.client.discover(scope, service, max_count),
-        )?))
+        let found = py.detach(|| self.client.discover_blocking(scope, service, max_count));
+        Ok(locations(found.or_raise()?))
     }
 
     /// The healthy locations that report load, best first: max_count=1 is "which worker
@@ -153,10 +153,8 @@ impl DiscoveryClient {
         max_count: i32,
         scope: &str,
     ) -> PyResult<Vec<ServiceLocation>> {
-        Ok(locations(wait(
-            py,
-            self.client.discover_top(scope, service, max_count),
-        )?))
+        let found = py.detach(|| self.client.discover_top_blocking(scope, service, max_count));
+        Ok(locations(found.or_raise()?))
     }
 
     /// `discover`, as an awaitable (`quaestor.aio.DiscoveryClient.discover`).

@@ -164,34 +164,36 @@ impl EtcdAccessArgs {
     /// Options for `endpoints`; exit 64 for a user without password or an unreadable
     /// password file.
     pub fn options(&self, endpoints: &[String]) -> Result<EtcdOptions, Failure> {
-        let mut options = EtcdOptions::new(endpoints.iter().map(|e| e.trim().to_owned()))
+        let options = EtcdOptions::new(endpoints.iter().map(|e| e.trim().to_owned()))
             .with_timeouts(self.timeout.min(Duration::from_secs(5)), self.timeout);
-        if self.ca.is_some() || self.cert.is_some() {
-            options = options.with_tls(ClientTls {
-                ca: self.ca.clone(),
-                identity: self.cert.clone().zip(self.key.clone()),
-                domain: None,
-            });
-        }
-        if let Some(user) = &self.user {
-            let password = match (&self.password_file, &self.password) {
-                (None, Some(password)) => password.clone(),
-                (Some(file), _) => {
-                    let text = std::fs::read_to_string(file).map_err(|e| {
-                        Failure::usage(format!("--etcd-password-file {}: {e}", file.display()))
-                    })?;
-                    let text = text.strip_suffix('\n').unwrap_or(&text);
-                    text.strip_suffix('\r').unwrap_or(text).to_owned()
-                }
-                (None, None) => {
-                    return Err(Failure::usage(format!(
-                        "--etcd-user {user} needs --etcd-password (or {}) or --etcd-password-file",
-                        crate::env::ETCD_PASSWORD
-                    )));
-                }
-            };
-            options = options.with_user(user.clone(), password);
-        }
+        let credentials = match &self.user {
+            None => None,
+            Some(user) => {
+                let password = match (&self.password_file, &self.password) {
+                    (None, Some(password)) => password.clone(),
+                    (Some(file), _) => {
+                        let text = std::fs::read_to_string(file).map_err(|e| {
+                            Failure::usage(format!("--etcd-password-file {}: {e}", file.display()))
+                        })?;
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        text.strip_suffix('\r').unwrap_or(text).to_owned()
+                    }
+                    (None, None) => {
+                        return Err(Failure::usage(format!(
+                            "--etcd-user {user} needs --etcd-password (or {}) or --etcd-password-file",
+                            crate::env::ETCD_PASSWORD
+                        )));
+                    }
+                };
+                Some((user.clone(), password))
+            }
+        };
+        let options = options.with_access(
+            false,
+            self.ca.clone(),
+            self.cert.clone().zip(self.key.clone()),
+            credentials,
+        );
         Ok(options)
     }
 }

@@ -51,23 +51,21 @@ impl QuaestorConfig {
     /// `options` with the TLS and credentials of `access` (TLS also when `tls` says so).
     fn etcd_access(
         &self,
-        mut options: EtcdOptions,
+        options: EtcdOptions,
         access: &EtcdAccessConfig,
         tls: bool,
     ) -> EtcdOptions {
         let path = |p: &Option<String>| p.as_deref().map(|p| self.resolve_path(p));
-        let identity = path(&access.cert_file).zip(path(&access.key_file));
-        if tls || access.ca_file.is_some() || identity.is_some() {
-            options = options.with_tls(ClientTls {
-                ca: path(&access.ca_file),
-                identity,
-                domain: None,
-            });
-        }
-        if let (Some(user), Some(password)) = (&access.user, &access.password) {
-            options = options.with_user(user.clone(), password.0.clone());
-        }
-        options
+        let credentials = access
+            .user
+            .clone()
+            .zip(access.password.clone().map(|p| p.0));
+        options.with_access(
+            tls,
+            path(&access.ca_file),
+            path(&access.cert_file).zip(path(&access.key_file)),
+            credentials,
+        )
     }
 
     /// A path in the config, relative to the config file's folder.

@@ -13,7 +13,7 @@ use crate::registry::etcd::{EtcdOptions, EtcdRegistrar};
 use crate::reporter::Reporter;
 use crate::server::ServerHandle;
 use crate::server::health::HealthState;
-use crate::tls::{ClientTls, ServerTls};
+use crate::tls::ServerTls;
 
 use super::block_on;
 
@@ -75,17 +75,12 @@ impl EtcdAccess {
         if let Some(ttl) = self.lease_ttl {
             options = options.with_lease_ttl(ttl);
         }
-        if self.ca.is_some() || self.cert.is_some() {
-            options = options.with_tls(ClientTls {
-                ca: self.ca,
-                identity: self.cert.zip(self.key),
-                domain: None,
-            });
-        }
-        if let Some((user, password)) = self.user.zip(self.password) {
-            options = options.with_user(user, password);
-        }
-        Ok(options)
+        Ok(options.with_access(
+            false,
+            self.ca,
+            self.cert.zip(self.key),
+            self.user.zip(self.password),
+        ))
     }
 }
 

@@ -12,6 +12,7 @@ mod connection;
 mod registrar;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +115,29 @@ impl EtcdOptions {
     pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((user.into(), password.into()));
         self
+    }
+
+    /// With TLS when `tls` says so or a CA or client identity (certificate, key) is given, and
+    /// with `credentials` (user, password) when given: what every caller that takes etcd
+    /// settings (config keys, flags, the SDK's arguments) builds.
+    pub fn with_access(
+        mut self,
+        tls: bool,
+        ca: Option<PathBuf>,
+        identity: Option<(PathBuf, PathBuf)>,
+        credentials: Option<(String, String)>,
+    ) -> Self {
+        if tls || ca.is_some() || identity.is_some() {
+            self = self.with_tls(ClientTls {
+                ca,
+                identity,
+                domain: None,
+            });
+        }
+        match credentials {
+            Some((user, password)) => self.with_user(user, password),
+            None => self,
+        }
     }
 
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
