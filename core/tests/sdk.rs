@@ -134,3 +134,41 @@ fn an_unreachable_balancer_fails_each_call_and_is_found_once_it_listens() {
         ErrorKind::InvalidArgument
     );
 }
+
+/// Between blocking calls nobody waits on the client's runtime, yet its kept connection still
+/// answers the server: a balancer stopping gracefully (GOAWAY, then a PING the client must
+/// answer) is done long before its grace period would cut the connection.
+#[test]
+fn an_idle_kept_connection_lets_its_balancer_stop_gracefully() {
+    const GRACE: Duration = Duration::from_secs(120);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (_balancer, server) = runtime.block_on(async {
+        let balancer = Balancer::start(
+            quaestor_core::registry::memory::MemoryRegistry::new(),
+            BalancerOptions::default(),
+        );
+        let server = balancer
+            .server(HealthState::new())
+            .with_grace_period(GRACE)
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("balancer");
+        (balancer, server)
+    });
+    let client =
+        DiscoveryClient::new(&server.local_addr().to_string(), None, TIMEOUT).expect("client");
+    assert!(
+        client
+            .discover_blocking("", "Idle", 0)
+            .expect("answered")
+            .is_empty()
+    );
+    // The client now sits idle; the server stops.
+    let stopped =
+        runtime.block_on(async { tokio::time::timeout(GRACE / 4, server.shutdown()).await });
+    assert!(
+        stopped.is_ok(),
+        "the balancer waited for the idle client's connection instead of closing it"
+    );
+    drop(client);
+}

@@ -160,7 +160,11 @@ def main() -> None:
                     rates[index].append(cases[index][1](args.seconds))
         finally:
             balancer.terminate()
-            balancer.wait(timeout=10)
+            try:
+                balancer.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                balancer.kill()
+                balancer.wait()
 
     medians = [statistics.median(r) for r in rates]
     print(

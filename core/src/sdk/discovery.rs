@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 
 use crate::blocking::{BlockingError, MadeIn};
@@ -13,6 +12,8 @@ use crate::client::{ClientError, Target};
 use crate::error::Error;
 use crate::proto::service_discovery::ServiceLocationMsg;
 use crate::tls::ClientTls;
+
+use super::driven::DrivenRuntime;
 
 /// How many shared clients ([`DiscoveryClient::shared`]) a process keeps at most.
 pub const SHARED_CLIENTS: usize = 64;
@@ -35,9 +36,9 @@ pub struct Location {
 /// Clones of the channel serve concurrent calls: share one client between threads.
 ///
 /// The `*_blocking` calls have a connection of their own, on a single-threaded runtime of the
-/// client's that the calling thread drives while it waits (several threads may wait at once):
-/// a blocking call then costs no hand-over to other threads and back, which on a loopback
-/// round trip of ~100 µs is a third of the time.
+/// client's that the calling thread drives while it waits (several threads may wait at once;
+/// see `driven.rs`): a blocking call then costs no hand-over to other threads and back, which
+/// on a loopback round trip of ~100 µs is a third of the time.
 #[derive(Debug)]
 pub struct DiscoveryClient {
     target: Target,
@@ -49,7 +50,7 @@ pub struct DiscoveryClient {
 #[derive(Debug)]
 struct Blocking {
     made_in: MadeIn,
-    runtime: Arc<Runtime>,
+    runtime: Arc<DrivenRuntime>,
     channel: Option<Channel>,
 }
 
@@ -162,12 +163,7 @@ impl DiscoveryClient {
                 Some(current) => current,
                 None => blocking.insert(Blocking {
                     made_in: MadeIn::here(),
-                    runtime: Arc::new(
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .map_err(BlockingError::Start)?,
-                    ),
+                    runtime: Arc::new(DrivenRuntime::new().map_err(BlockingError::Start)?),
                     channel: None,
                 }),
             };
@@ -267,16 +263,10 @@ impl Drop for DiscoveryClient {
         {
             std::mem::forget(channel);
         }
-        if let Some(blocking) = self.lock_blocking().take() {
-            if !blocking.made_in.is_here() {
-                std::mem::forget(blocking);
-                return;
-            }
-            drop(blocking.channel);
-            // Without waiting: the client may be dropped inside an async context.
-            if let Ok(runtime) = Arc::try_unwrap(blocking.runtime) {
-                runtime.shutdown_background();
-            }
+        if let Some(blocking) = self.lock_blocking().take()
+            && !blocking.made_in.is_here()
+        {
+            std::mem::forget(blocking);
         }
     }
 }

@@ -9,6 +9,7 @@
 //! after a fork: see there).
 
 mod discovery;
+mod driven;
 mod worker;
 
 pub use discovery::{DiscoveryClient, Location};
