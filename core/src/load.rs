@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
+use crate::error::{Error, ErrorKind};
 use crate::proto::load_reporting::{LoadReportResponse, ServerStats};
 use crate::reporter::admin::{CancellableRequest, RequestAdmin};
 
@@ -312,6 +313,48 @@ impl ServiceLoad {
         self.touch();
     }
 
+    /// [`Self::set_known_load_rate`] for a figure from outside (the bindings): `None` unsets
+    /// it; anything but a finite number ≥ 0 is refused, and nothing changes.
+    pub fn try_set_known_load_rate(&self, rate: Option<f64>) -> Result<(), Error> {
+        match rate {
+            Some(r) if !(r.is_finite() && r >= 0.0) => {
+                Err(refused("known load rate", "a finite number >= 0", r))
+            }
+            _ => {
+                self.set_known_load_rate(rate.unwrap_or(LOAD_RATE_NOT_SET));
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Self::set_server_utilization`] for a figure from outside: `None` measures again;
+    /// anything but a finite number ≥ 0 is refused, and nothing changes.
+    pub fn try_set_server_utilization(&self, utilization: Option<f64>) -> Result<(), Error> {
+        match utilization {
+            Some(u) if !(u.is_finite() && u >= 0.0) => {
+                Err(refused("server utilization", "a finite number >= 0", u))
+            }
+            _ => {
+                self.set_server_utilization(utilization);
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Self::set_memory_usage_percent`] for a figure from outside: `None` measures again;
+    /// anything but a number from 0 to 100 is refused, and nothing changes.
+    pub fn try_set_memory_usage_percent(&self, percent: Option<f64>) -> Result<(), Error> {
+        match percent {
+            Some(p) if !(0.0..=100.0).contains(&p) => {
+                Err(refused("memory usage percent", "a number from 0 to 100", p))
+            }
+            _ => {
+                self.set_memory_usage_percent(percent);
+                Ok(())
+            }
+        }
+    }
+
     /// The memory usage set with [`Self::set_memory_usage_percent`], if one is set.
     pub fn fixed_memory_usage_percent(&self) -> Option<f64> {
         Some(self.memory_percent.load()).filter(|p| !p.is_nan())
@@ -491,6 +534,14 @@ fn parse_meminfo_usage(meminfo: &str) -> Option<f64> {
         return None;
     }
     Some(total.saturating_sub(available) as f64 * 100.0 / total as f64)
+}
+
+/// A load figure out of its range, as the bindings report it.
+fn refused(what: &str, range: &str, got: f64) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("a {what} is {range} (or unset); got {got}"),
+    )
 }
 
 #[cfg(test)]

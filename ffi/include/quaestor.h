@@ -239,7 +239,8 @@ quaestor_result quaestor_service_load_set_known_load_rate(const struct quaestor_
                                                           double rate);
 
 // Fixes the reported server utilisation (1.0 = all cores busy); negative or NaN: measure
-// this process's CPU use between reports (the default).
+// this process's CPU use between reports (the default). Infinite: INVALID_ARGUMENT, nothing
+// changed.
 //
 // # Safety
 // `load` is NULL or a live handle.

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use quaestor_core::load::ServiceLoad;
 use quaestor_core::server::health::HealthState;
 
-use crate::error::quaestor_result::QUAESTOR_RESULT_INVALID_ARGUMENT;
-use crate::error::{Failure, boundary, boundary_or, quaestor_result};
+use crate::error::{boundary, boundary_or, quaestor_result};
 
 /// One service of a reporter: its load counters and its health. Get it from
 /// `quaestor_reporter_add_service` (or `_service_load`), free it with
@@ -102,7 +101,8 @@ pub unsafe extern "C" fn quaestor_service_load_set_known_load_rate(
 }
 
 /// Fixes the reported server utilisation (1.0 = all cores busy); negative or NaN: measure
-/// this process's CPU use between reports (the default).
+/// this process's CPU use between reports (the default). Infinite: INVALID_ARGUMENT, nothing
+/// changed.
 ///
 /// # Safety
 /// `load` is NULL or a live handle.
@@ -114,9 +114,7 @@ pub unsafe extern "C" fn quaestor_service_load_set_server_utilization(
     boundary(|| {
         // SAFETY: as the caller promised.
         let load = unsafe { crate::error::object(load, "load") }?;
-        let fixed = (utilization.is_finite() && utilization >= 0.0).then_some(utilization);
-        load.load.set_server_utilization(fixed);
-        Ok(())
+        Ok(load.load.try_set_server_utilization(fixed(utilization))?)
     })
 }
 
@@ -134,21 +132,13 @@ pub unsafe extern "C" fn quaestor_service_load_set_memory_usage_percent(
     boundary(|| {
         // SAFETY: as the caller promised.
         let load = unsafe { crate::error::object(load, "load") }?;
-        let fixed = match percent {
-            p if p.is_nan() || p < 0.0 => None,
-            p if p <= 100.0 => Some(p),
-            p => {
-                return Err(Failure::new(
-                    QUAESTOR_RESULT_INVALID_ARGUMENT,
-                    format!(
-                        "a memory usage percent is 0 to 100, or negative for measured; got {p}"
-                    ),
-                ));
-            }
-        };
-        load.load.set_memory_usage_percent(fixed);
-        Ok(())
+        Ok(load.load.try_set_memory_usage_percent(fixed(percent))?)
     })
+}
+
+/// A figure as C gives it: negative or NaN for "measured" (`None`).
+fn fixed(figure: f64) -> Option<f64> {
+    (!(figure.is_nan() || figure < 0.0)).then_some(figure)
 }
 
 /// Turns this service SERVING (`serving` true) or NOT_SERVING in the health service.

@@ -2,7 +2,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use crate::errors::OrRaise;
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use quaestor_core::load::ServiceLoad as CoreLoad;
@@ -240,15 +242,7 @@ impl ServiceLoad {
 
     #[setter]
     fn set_known_load_rate(&self, value: Option<f64>) -> PyResult<()> {
-        match value {
-            Some(rate) if !(rate.is_finite() && rate >= 0.0) => Err(PyValueError::new_err(
-                format!("a known load rate is a finite number >= 0, or None; got {rate}"),
-            )),
-            _ => {
-                self.load.set_known_load_rate(value.unwrap_or(-1.0));
-                Ok(())
-            }
-        }
+        self.load.try_set_known_load_rate(value).or_raise()
     }
 
     /// The reported server utilisation when fixed (1.0 = all cores busy); None: measured
@@ -260,13 +254,7 @@ impl ServiceLoad {
 
     #[setter]
     fn set_server_utilization(&self, value: Option<f64>) -> PyResult<()> {
-        if let Some(u) = value.filter(|u| !(u.is_finite() && *u >= 0.0)) {
-            return Err(PyValueError::new_err(format!(
-                "a server utilization is a finite number >= 0, or None; got {u}"
-            )));
-        }
-        self.load.set_server_utilization(value);
-        Ok(())
+        self.load.try_set_server_utilization(value).or_raise()
     }
 
     /// The reported host memory usage in percent when fixed (0 to 100); None: read from the
@@ -278,13 +266,7 @@ impl ServiceLoad {
 
     #[setter]
     fn set_memory_usage_percent(&self, value: Option<f64>) -> PyResult<()> {
-        if let Some(p) = value.filter(|p| !(0.0..=100.0).contains(p)) {
-            return Err(PyValueError::new_err(format!(
-                "a memory usage percent is a number from 0 to 100, or None; got {p}"
-            )));
-        }
-        self.load.set_memory_usage_percent(value);
-        Ok(())
+        self.load.try_set_memory_usage_percent(value).or_raise()
     }
 
     fn start_request(&self) {
