@@ -1,5 +1,6 @@
 //! quaestor-core: the roles of quaestor as a library.
 //!
+//! - [`backoff`]: the one exponential backoff of every retry loop.
 //! - [`load`]: the load of one service inside a worker ([`load::ServiceLoad`]).
 //! - [`reporter`]: serves `grpc.health.v1.Health` and `LoadReportingGrpc` for a worker.
 //! - [`registry`]: where the workers are: in memory or in etcd (leases, watch, failover).
@@ -14,6 +15,7 @@
 //! - [`proto`]: the generated wire types (see DESIGN.md "Wire contracts").
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod balancer;
 pub mod blocking;
 pub mod client;

@@ -22,6 +22,7 @@ use tonic_prost::ProstCodec;
 
 use super::BalancerOptions;
 use super::monitor::{LoadSample, Monitored};
+use crate::backoff::Backoff;
 use crate::proto::health::health_client::HealthClient;
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::load_reporting::LoadReportRequest;
@@ -364,11 +365,12 @@ fn answered_without_load(code: Code) -> bool {
     )
 }
 
-/// Backoff for a location that does not answer: doubling from the probe interval, at most
-/// 30 s, with jitter.
+/// Backoff for a location that does not answer: twice the probe interval after the first
+/// failure, doubling up to 32 intervals and at most 30 s, ± 25 %.
 fn retry_delay(failures: u32, options: &BalancerOptions) -> Duration {
-    let doubled = options.probe_interval.saturating_mul(1 << failures.min(5));
-    doubled
-        .min(Duration::from_secs(30))
-        .mul_f64(0.75 + fastrand::f64() / 2.0)
+    let interval = options.probe_interval;
+    let max = interval.saturating_mul(32).min(Duration::from_secs(30));
+    Backoff::new(interval.saturating_mul(2), max)
+        .with_jitter(0.25)
+        .jittered(failures)
 }

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use tonic::Code;
 
 use super::{EtcdError, EtcdOptions};
+use crate::backoff::Backoff;
 
 /// How many times a request goes round all members before it fails.
 const ROUNDS: usize = 3;
@@ -266,13 +267,15 @@ fn worth_another_member(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// Jittered exponential backoff: 50 ms doubling up to 2 s, ± 50 %.
+/// How etcd is retried: 50 ms doubling up to 2 s, ± 50 %.
+const BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2)).with_jitter(0.5);
+
+/// Waits before retry `attempt` (0: the first retry).
 pub(crate) async fn backoff(attempt: usize) {
     tokio::time::sleep(backoff_delay(attempt)).await;
 }
 
 pub(crate) fn backoff_delay(attempt: usize) -> Duration {
-    let base = Duration::from_millis(50).saturating_mul(1 << attempt.min(6) as u32);
-    base.min(Duration::from_secs(2))
-        .mul_f64(0.5 + fastrand::f64())
+    BACKOFF.jittered(u32::try_from(attempt).unwrap_or(u32::MAX).saturating_add(1))
 }
