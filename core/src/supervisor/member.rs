@@ -587,7 +587,8 @@ fn step(member: &Member, event: &Event, now: Instant, policy: &Policy) -> (Membe
 /// were too many. The reason is recorded.
 fn failed(failures: u32, reason: Reason, now: Instant, policy: &Policy) -> (Member, Vec<Action>) {
     if failures >= policy.max_failures {
-        let text = format!("{failures} failures in a row, the last: {reason}");
+        let plural = if failures == 1 { "" } else { "s" };
+        let text = format!("{failures} failure{plural} in a row, the last: {reason}");
         return (
             Member {
                 state: State::Failed {
