@@ -97,8 +97,9 @@ fn every_stop_is_logged_and_shown_with_its_reason() {
     let sleep = which("sleep");
     let text = format!(
         "clusterConfig:\n  name: reasons\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n  \
-         memberMaxShutdownTimeSeconds: 5\nagents:\n{}{}{}{}",
+         memberMaxShutdownTimeSeconds: 5\nagents:\n{}{}{}{}{}",
         worker("Crasher", "--exit-after 1s --exit-code 3"),
+        worker("Frozen", ""),
         worker("Victim", ""),
         worker("Sick", "--unhealthy-after 2s"),
         agent("Slow", &sleep, "600", "    startupWaitSeconds: 2\n"),
@@ -115,6 +116,14 @@ fn every_stop_is_logged_and_shown_with_its_reason() {
         Signal::SIGKILL,
     )
     .expect("kill");
+    // SIGSTOP to another: it stops answering its health checks.
+    let frozen = member_when(&socket, "Frozen[0]", "Ready", |m| m.state == "Ready");
+    let frozen_pid = frozen.pid.expect("ready: a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(frozen_pid as i32),
+        Signal::SIGSTOP,
+    )
+    .expect("stop");
 
     // The log: one line per stop, with the member, its pid and the reason in words, and the
     // next start when backing off.
@@ -135,10 +144,16 @@ fn every_stop_is_logged_and_shown_with_its_reason() {
             " WARN ",
             "startup timeout 2 s; stopping it, to restart".to_owned(),
         ),
+        (
+            " WARN ",
+            format!(
+                "Frozen[0] (pid {frozen_pid}) heartbeat failed 1/1 (no answer in 2 s); stopping it, to restart"
+            ),
+        ),
     ];
     let mut seen: Vec<Option<String>> = vec![None; wanted.len()];
     let mut all_lines = Vec::new();
-    let lines = log.expect("the four reasons", TIMEOUT, |line| {
+    let lines = log.expect("the five reasons", TIMEOUT, |line| {
         all_lines.push(line.to_owned());
         for (i, (level, text)) in wanted.iter().enumerate() {
             if seen[i].is_none() && line.contains(level) && line.contains(text.as_str()) {
@@ -209,6 +224,16 @@ fn every_stop_is_logged_and_shown_with_its_reason() {
     assert_eq!(sick.last_reason_kind.as_deref(), Some("health"));
     assert_eq!((sick.crashes, sick.health_restarts), (0, 1));
     assert!(sick.next_retry_seconds.is_some());
+
+    // Frozen: stopped, it ignores its stop signal; SIGKILL after the shutdown wait.
+    let frozen = member_when(&socket, "Frozen[0]", "backing off", backing_off);
+    assert_eq!(
+        frozen.last_reason.as_deref(),
+        Some("heartbeat failed 1/1 (no answer in 2 s)"),
+        "{frozen:?}"
+    );
+    assert_eq!(frozen.last_exit_signal.as_deref(), Some("SIGKILL"));
+    assert_eq!((frozen.crashes, frozen.health_restarts), (0, 1));
 
     let slow = member_when(&socket, "Slow[0]", "backing off", backing_off);
     assert_eq!(

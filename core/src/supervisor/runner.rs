@@ -16,7 +16,7 @@ use super::member::{
     Action, Event, Exit, Member, Policy, Reason, ReasonKind, Seconds, State, transition,
 };
 use super::spawn::{MemberCommand, Spawner, signal_group};
-use crate::client::Target;
+use crate::client::{ClientError, Target};
 use crate::registry::ServiceLocation;
 use crate::registry::etcd::{EtcdError, EtcdRegistrar};
 use crate::registry::memory::MemoryRegistry;
@@ -466,7 +466,7 @@ async fn check(target: &Option<Target>, services: &[String]) -> Result<ServingSt
     let Some(target) = target else {
         return Err("no valid health address".to_owned());
     };
-    let channel = target.connect().await.map_err(|e| e.to_string())?;
+    let channel = target.connect().await.map_err(|e| no_answer(&e))?;
     let all = if services.is_empty() {
         vec![String::new()]
     } else {
@@ -476,12 +476,23 @@ async fn check(target: &Option<Target>, services: &[String]) -> Result<ServingSt
         let status = target
             .check_health(channel.clone(), service)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| no_answer(&e))?;
         if status != ServingStatus::Serving {
             return Ok(status);
         }
     }
     Ok(ServingStatus::Serving)
+}
+
+/// Why a health check got no answer, for the reason: `no answer in 20 s`, `cannot connect:
+/// …`, `answered Unimplemented`.
+fn no_answer(error: &ClientError) -> String {
+    match error {
+        ClientError::Timeout { after, .. } => format!("no answer in {}", Seconds(*after)),
+        ClientError::Unreachable { reason, .. } => format!("cannot connect: {reason}"),
+        ClientError::Rpc { status, .. } => format!("answered {:?}", status.code()),
+        other => other.to_string(),
+    }
 }
 
 /// Performs one action; returns the event it leads to, if any (a spawn's outcome).
