@@ -420,6 +420,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_table_ends_each_line_with_the_last_reason() {
+        let member = MemberReport {
+            member: "Worker[1]".into(),
+            agent_type: "Worker".into(),
+            index: 1,
+            state: "BackingOff".into(),
+            pid: None,
+            port: 5001,
+            restarts: 2,
+            failures: 1,
+            last_health: Some("SERVING".into()),
+            uptime_seconds: None,
+            last_exit_code: None,
+            last_exit_signal: Some("SIGKILL".into()),
+            last_exit: Some("killed by SIGKILL".into()),
+            last_exit_at: Some("2026-12-01T10:31:03Z".into()),
+            last_reason: Some("killed by SIGKILL".into()),
+            last_reason_kind: Some("crash".into()),
+            crashes: 2,
+            health_restarts: 1,
+            recycles: 0,
+            config_restarts: 0,
+            operator_restarts: 0,
+            next_retry_at: Some("2026-12-01T10:31:07Z".into()),
+            next_retry_seconds: Some(3.2),
+        };
+        let report = ClusterReport {
+            name: Some("c".into()),
+            pid: 9,
+            config: "q.yml".into(),
+            members: vec![member],
+        };
+        let table = status_table(&report);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0].len(), 15, "{table}");
+        assert_eq!(
+            lines[1],
+            [
+                "Worker[1]",
+                "BackingOff",
+                "-",
+                "5001",
+                "2",
+                "SERVING",
+                "-",
+                "2",
+                "1",
+                "0",
+                "0",
+                "0",
+                "SIGKILL",
+                "10:31:07(+4s)",
+                "killed",
+                "by",
+                "SIGKILL"
+            ],
+            "{table}"
+        );
+    }
+
+    #[test]
     fn uptimes_are_short() {
         assert_eq!(uptime(Duration::from_secs(12)), "12s");
         assert_eq!(uptime(Duration::from_secs(250)), "4m10s");
