@@ -20,7 +20,7 @@ use quaestor_core::registry::RegistryReader;
 use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::memory::MemoryRegistry;
 use quaestor_core::supervisor::cluster::{Cluster, ClusterOptions, start_key_value_store};
-use quaestor_core::supervisor::control::{self, ClusterReport, ControlError};
+use quaestor_core::supervisor::control::{self, ClusterReport, ControlError, MemberReport};
 use quaestor_core::supervisor::runner::MemberRegistry;
 use quaestor_core::supervisor::spawn::{Spawner, log_lines};
 use tokio::signal::unix::{SignalKind, signal};
@@ -44,7 +44,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// List the members of the running cluster: state, pid, port, restarts, last health,
-    /// uptime. Exit 2 when no cluster runs this config.
+    /// uptime, restarts by cause, last exit, next retry and last reason. Exit 2 when no
+    /// cluster runs this config.
     Status(StatusArgs),
 }
 
@@ -238,8 +239,8 @@ async fn reload(cluster: &mut Cluster, running: &mut QuaestorConfig, why: &str) 
             );
         }
         Ok(summary) => tracing::info!(
-            started = ?summary.started,
-            stopped = ?summary.stopped,
+            started = %summary.started.join(", "),
+            stopped = %summary.stopped.join(", "),
             kept = summary.kept,
             "{why}: config applied"
         ),
@@ -299,30 +300,49 @@ async fn show_status(args: StatusArgs) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-/// The status as a table, one member per line.
+/// The columns of the status table (the last reason follows them).
+const COLUMNS: [&str; 14] = [
+    "MEMBER",
+    "STATE",
+    "PID",
+    "PORT",
+    "RESTARTS",
+    "HEALTH",
+    "UPTIME",
+    "CRASH",
+    "UNHEALTHY",
+    "RECYCLE",
+    "CONFIG",
+    "OPERATOR",
+    "LAST-EXIT",
+    "NEXT-RETRY",
+];
+
+/// The status as a table, one member per line; the last reason ends each line (it is
+/// words, so it comes last).
 fn status_table(report: &ClusterReport) -> String {
-    let mut rows = vec![[
-        "MEMBER".to_owned(),
-        "STATE".to_owned(),
-        "PID".to_owned(),
-        "PORT".to_owned(),
-        "RESTARTS".to_owned(),
-        "HEALTH".to_owned(),
-        "UPTIME".to_owned(),
-    ]];
+    let dash = || "-".to_owned();
+    let mut rows = vec![COLUMNS.map(str::to_owned)];
     for m in &report.members {
         rows.push([
             m.member.clone(),
             m.state.clone(),
-            m.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            m.pid.map_or_else(dash, |p| p.to_string()),
             m.port.to_string(),
             m.restarts.to_string(),
-            m.last_health.clone().unwrap_or_else(|| "-".to_owned()),
+            m.last_health.clone().unwrap_or_else(dash),
             m.uptime_seconds
-                .map_or_else(|| "-".to_owned(), |s| uptime(Duration::from_secs_f64(s))),
+                .map_or_else(dash, |s| uptime(Duration::from_secs_f64(s))),
+            m.crashes.to_string(),
+            m.health_restarts.to_string(),
+            m.recycles.to_string(),
+            m.config_restarts.to_string(),
+            m.operator_restarts.to_string(),
+            last_exit_cell(m),
+            next_retry_cell(m),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = format!(
@@ -331,16 +351,47 @@ fn status_table(report: &ClusterReport) -> String {
         report.pid,
         report.config.display()
     );
-    for row in rows {
+    let reasons = std::iter::once("LAST-REASON".to_owned()).chain(
+        report
+            .members
+            .iter()
+            .map(|m| m.last_reason.clone().unwrap_or_else(dash)),
+    );
+    for (row, reason) in rows.iter().zip(reasons) {
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        out.push_str(cells.join("  ").trim_end());
+        out.push_str(&cells.join("  "));
+        out.push_str("  ");
+        out.push_str(&reason);
         out.push('\n');
     }
     out
+}
+
+/// `code=3`, `SIGKILL`, or `-`.
+fn last_exit_cell(m: &MemberReport) -> String {
+    match (&m.last_exit_code, &m.last_exit_signal) {
+        (Some(code), _) => format!("code={code}"),
+        (None, Some(signal)) => signal.clone(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// `10:31:07(+4s)`: the time of day (UTC) of the next start, and how far off it is; `-`.
+fn next_retry_cell(m: &MemberReport) -> String {
+    match (&m.next_retry_at, m.next_retry_seconds) {
+        (Some(at), Some(seconds)) => {
+            let time = at.get(11..19).unwrap_or(at);
+            format!(
+                "{time}(+{})",
+                uptime(Duration::from_secs_f64(seconds.ceil()))
+            )
+        }
+        _ => "-".to_owned(),
+    }
 }
 
 /// `3d4h`, `2h5m`, `4m10s`, `12s`.
@@ -367,6 +418,71 @@ fn balancer_over<R: RegistryReader + Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_ends_each_line_with_the_last_reason() {
+        let member = MemberReport {
+            member: "Worker[1]".into(),
+            agent_type: "Worker".into(),
+            index: 1,
+            state: "BackingOff".into(),
+            pid: None,
+            port: 5001,
+            restarts: 2,
+            failures: 1,
+            last_health: Some("SERVING".into()),
+            uptime_seconds: None,
+            last_exit_code: None,
+            last_exit_signal: Some("SIGKILL".into()),
+            last_exit: Some("killed by SIGKILL".into()),
+            last_exit_at: Some("2026-12-01T10:31:03Z".into()),
+            last_reason: Some("killed by SIGKILL".into()),
+            last_reason_kind: Some("crash".into()),
+            crashes: 2,
+            health_restarts: 1,
+            recycles: 0,
+            config_restarts: 0,
+            operator_restarts: 0,
+            next_retry_at: Some("2026-12-01T10:31:07Z".into()),
+            next_retry_seconds: Some(3.2),
+        };
+        let report = ClusterReport {
+            name: Some("c".into()),
+            pid: 9,
+            config: "q.yml".into(),
+            members: vec![member],
+        };
+        let table = status_table(&report);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0].len(), 15, "{table}");
+        assert_eq!(
+            lines[1],
+            [
+                "Worker[1]",
+                "BackingOff",
+                "-",
+                "5001",
+                "2",
+                "SERVING",
+                "-",
+                "2",
+                "1",
+                "0",
+                "0",
+                "0",
+                "SIGKILL",
+                "10:31:07(+4s)",
+                "killed",
+                "by",
+                "SIGKILL"
+            ],
+            "{table}"
+        );
+    }
 
     #[test]
     fn uptimes_are_short() {

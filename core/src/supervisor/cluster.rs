@@ -71,7 +71,7 @@ pub async fn start_key_value_store(
     let mut status = runner.status.clone();
     let serving = status.wait_for(|s| matches!(s.state, super::member::State::Ready { .. }));
     if tokio::time::timeout(wait, serving).await.is_err() {
-        tracing::error!(agent = %agent.agent_type, ?wait, "the KeyValueStore agent does not serve yet");
+        tracing::error!(agent = %agent.agent_type, "the KeyValueStore agent does not serve within {}", super::member::Seconds(wait));
     }
     let view = MemberView {
         agent_type: agent.agent_type.clone(),
@@ -260,13 +260,20 @@ impl Cluster {
                     summary
                         .stopped
                         .push(member.view.status.borrow().tag.clone());
-                    member.runner.order(Order::Stop).await;
-                    removed.push(member.runner.task);
+                    member
+                        .runner
+                        .order(Order::StopFor(super::member::Reason::ConfigChanged))
+                        .await;
+                    removed.push((member.runner.task, member.view.status));
                 }
             }
         }
-        for task in removed {
+        // Their last statuses, by tag: a member that replaces one carries its history on.
+        let mut previous = std::collections::HashMap::new();
+        for (task, status) in removed {
             let _ = task.await;
+            let last = status.borrow().clone();
+            previous.insert(last.tag.clone(), last);
         }
 
         let mut members = Vec::with_capacity(plan.len());
@@ -288,7 +295,11 @@ impl Cluster {
                     spec,
                 } => {
                     summary.started.push(spec.tag.clone());
-                    members.push((agent, self.launch(*identity, *spec, &config.agents[agent])));
+                    let before = previous.remove(&spec.tag);
+                    members.push((
+                        agent,
+                        self.launch(*identity, *spec, &config.agents[agent], before.as_ref()),
+                    ));
                 }
             }
         }
@@ -338,11 +349,22 @@ impl Cluster {
         Ok(plan)
     }
 
-    fn launch(&mut self, identity: Identity, spec: MemberSpec, agent: &AgentConfig) -> Managed {
+    fn launch(
+        &mut self,
+        identity: Identity,
+        spec: MemberSpec,
+        agent: &AgentConfig,
+        previous: Option<&MemberStatus>,
+    ) -> Managed {
         self.next_serial += 1;
         let port = port_of(&spec.health_address);
         let (load_address, services) = (spec.health_address.clone(), spec.services.clone());
-        let runner = Runner::start(spec, self.spawner.clone(), Arc::clone(&self.registry));
+        let runner = Runner::start_after(
+            spec,
+            self.spawner.clone(),
+            Arc::clone(&self.registry),
+            previous,
+        );
         Managed {
             serial: self.next_serial,
             view: MemberView {

@@ -17,7 +17,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use super::cluster::MemberView;
-use super::runner::member_state_name;
+use super::member::{Exit, State};
+use super::runner::{member_state_name, rfc3339};
 
 /// How long one side waits for the other to speak.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,6 +79,48 @@ pub struct MemberReport {
     pub last_health: Option<String>,
     /// How long the current process has run; None while there is none.
     pub uptime_seconds: Option<f64>,
+    /// How the last process ended: its exit code (None when a signal killed it, or before
+    /// the first exit).
+    #[serde(default)]
+    pub last_exit_code: Option<i32>,
+    /// The signal that killed the last process (`SIGKILL`); None when it exited by itself.
+    #[serde(default)]
+    pub last_exit_signal: Option<String>,
+    /// The last exit in words: `exited with code 3`, `killed by SIGKILL`.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// When the last process ended (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_exit_at: Option<String>,
+    /// Why it last stopped or restarted, in words: `heartbeat failed 2/2 (NOT_SERVING)`,
+    /// `exited with code 3`, `startup timeout 8 s`, `recycled after 24 h while idle`, …
+    #[serde(default)]
+    pub last_reason: Option<String>,
+    /// The cause that reason counts under: crash, health, recycle, config, operator or
+    /// shutdown.
+    #[serde(default)]
+    pub last_reason_kind: Option<String>,
+    /// Stops and restarts because it exited by itself or could not be started.
+    #[serde(default)]
+    pub crashes: u32,
+    /// … because health checks failed, or it did not serve within its startup wait.
+    #[serde(default)]
+    pub health_restarts: u32,
+    /// … to recycle it.
+    #[serde(default)]
+    pub recycles: u32,
+    /// … because a config reload changed it.
+    #[serde(default)]
+    pub config_restarts: u32,
+    /// … by an operator (restart, stop).
+    #[serde(default)]
+    pub operator_restarts: u32,
+    /// When a BackingOff or Failed member is started next (RFC 3339, UTC); None otherwise.
+    #[serde(default)]
+    pub next_retry_at: Option<String>,
+    /// Seconds from now until then.
+    #[serde(default)]
+    pub next_retry_seconds: Option<f64>,
 }
 
 /// Where the control socket of the cluster running `config` is, unless given:
@@ -196,6 +239,7 @@ async fn answer(stream: UnixStream, report: impl FnOnce() -> ClusterReport) -> i
 /// The report of `members` now.
 pub fn report(name: Option<String>, config: PathBuf, members: &[MemberView]) -> ClusterReport {
     let now = Instant::now();
+    let wall_now = std::time::SystemTime::now();
     ClusterReport {
         name,
         pid: std::process::id(),
@@ -204,6 +248,18 @@ pub fn report(name: Option<String>, config: PathBuf, members: &[MemberView]) -> 
             .iter()
             .map(|view| {
                 let status = view.status.borrow();
+                let next_retry = match &status.state {
+                    State::BackingOff { until } => Some(*until),
+                    State::Failed { retry_at, .. } => Some(*retry_at),
+                    _ => None,
+                }
+                .map(|at| at.saturating_duration_since(now));
+                let (last_exit_code, last_exit_signal) = match status.last_exit {
+                    Some(Exit::Code(code)) => (Some(code), None),
+                    Some(Exit::Signal(signal)) => (None, Some(Exit::signal_name(signal))),
+                    Some(Exit::Unknown) | None => (None, None),
+                };
+                let counts = status.restarts_by;
                 MemberReport {
                     member: status.tag.clone(),
                     agent_type: view.agent_type.clone(),
@@ -217,6 +273,22 @@ pub fn report(name: Option<String>, config: PathBuf, members: &[MemberView]) -> 
                     uptime_seconds: status
                         .started
                         .map(|started| now.saturating_duration_since(started).as_secs_f64()),
+                    last_exit_code,
+                    last_exit_signal,
+                    last_exit: status.last_exit.map(|exit| exit.to_string()),
+                    last_exit_at: status.last_exit_at.map(rfc3339),
+                    last_reason: status.last_reason.as_ref().map(ToString::to_string),
+                    last_reason_kind: status
+                        .last_reason
+                        .as_ref()
+                        .map(|r| r.kind().as_str().to_owned()),
+                    crashes: counts.crashes,
+                    health_restarts: counts.health,
+                    recycles: counts.recycles,
+                    config_restarts: counts.config,
+                    operator_restarts: counts.operator,
+                    next_retry_at: next_retry.map(|wait| rfc3339(wall_now + wait)),
+                    next_retry_seconds: next_retry.map(|wait| wait.as_secs_f64()),
                 }
             })
             .collect(),

@@ -15,6 +15,7 @@
 //! Stopping ◀──(stop)── any    Recycling ──(exit)──▶ spawn at once      Failed ──(slow retry)──▶ spawn
 //! ```
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 /// How a member is started, checked and restarted.
@@ -90,11 +91,13 @@ pub struct Stop {
     pub killed: bool,
 }
 
-/// A member: its state and its failures in a row.
+/// A member: its state, its failures in a row, and why it last stopped or restarted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     pub state: State,
     pub failures: u32,
+    /// The reason of the last [`Action::Record`] (None before the first stop or restart).
+    pub reason: Option<Reason>,
 }
 
 impl Default for Member {
@@ -102,6 +105,178 @@ impl Default for Member {
         Member {
             state: State::Stopped,
             failures: 0,
+            reason: None,
+        }
+    }
+}
+
+/// How a process ended: its exit code, or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    /// The signal's number.
+    Signal(i32),
+    /// Its status could not be read.
+    Unknown,
+}
+
+impl Exit {
+    /// The exit of a reaped process.
+    pub fn of(status: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Unknown,
+        }
+    }
+
+    /// The signal's name (`SIGKILL`), or its number when it has none.
+    pub fn signal_name(signal: i32) -> String {
+        nix::sys::signal::Signal::try_from(signal)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|_| format!("signal {signal}"))
+    }
+}
+
+impl fmt::Display for Exit {
+    /// `exited with code 3`, `killed by SIGKILL`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with code {code}"),
+            Exit::Signal(signal) => write!(f, "killed by {}", Exit::signal_name(*signal)),
+            Exit::Unknown => f.write_str("exited (status unknown)"),
+        }
+    }
+}
+
+/// Why a member stopped or was restarted. Its Display is the reason in words, for the log
+/// and the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The process exited by itself (Display: `exited with code 3`, `killed by SIGKILL`).
+    Exited(Exit),
+    /// `failures` health checks in a row of the `of` allowed failed; `why` the last answer
+    /// (`NOT_SERVING`) or why there was none.
+    HealthFailed { failures: u32, of: u32, why: String },
+    /// It did not report SERVING within its startup wait.
+    StartupTimeout(Duration),
+    /// Recycled after serving `after`, while idle.
+    Recycled { after: Duration, idle: bool },
+    /// A config reload changed or removed it.
+    ConfigChanged,
+    /// `quaestor cluster restart`.
+    OperatorRestart,
+    /// `quaestor cluster stop`.
+    OperatorStop,
+    /// The cluster stops.
+    Shutdown,
+    /// Its process could not be started.
+    SpawnFailed(String),
+}
+
+/// The cause a stop or restart is counted under (see [`Reason::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonKind {
+    /// It exited or could not be started.
+    Crash,
+    /// Failed health checks, or no SERVING within the startup wait.
+    Health,
+    Recycle,
+    Config,
+    Operator,
+    Shutdown,
+}
+
+impl ReasonKind {
+    /// `crash`, `health`, `recycle`, `config`, `operator`, `shutdown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonKind::Crash => "crash",
+            ReasonKind::Health => "health",
+            ReasonKind::Recycle => "recycle",
+            ReasonKind::Config => "config",
+            ReasonKind::Operator => "operator",
+            ReasonKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl Reason {
+    pub fn kind(&self) -> ReasonKind {
+        match self {
+            Reason::Exited(_) | Reason::SpawnFailed(_) => ReasonKind::Crash,
+            Reason::HealthFailed { .. } | Reason::StartupTimeout(_) => ReasonKind::Health,
+            Reason::Recycled { .. } => ReasonKind::Recycle,
+            Reason::ConfigChanged => ReasonKind::Config,
+            Reason::OperatorRestart | Reason::OperatorStop => ReasonKind::Operator,
+            Reason::Shutdown => ReasonKind::Shutdown,
+        }
+    }
+
+    /// Planned (recycle, config, operator, shutdown: logged at INFO), or not (crash,
+    /// health: WARN).
+    pub fn is_planned(&self) -> bool {
+        !matches!(self.kind(), ReasonKind::Crash | ReasonKind::Health)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Exited(exit) => exit.fmt(f),
+            Reason::HealthFailed { failures, of, why } => {
+                write!(f, "heartbeat failed {failures}/{of} ({why})")
+            }
+            Reason::StartupTimeout(wait) => write!(f, "startup timeout {}", Seconds(*wait)),
+            Reason::Recycled { after, idle } => {
+                write!(f, "recycled after {}", Hours(*after))?;
+                if *idle {
+                    f.write_str(" while idle")?;
+                }
+                Ok(())
+            }
+            Reason::ConfigChanged => f.write_str("config changed"),
+            Reason::OperatorRestart => f.write_str("operator restart"),
+            Reason::OperatorStop => f.write_str("operator stop"),
+            Reason::Shutdown => f.write_str("cluster shutdown"),
+            Reason::SpawnFailed(why) => write!(f, "cannot start: {why}"),
+        }
+    }
+}
+
+/// A duration in seconds for people: `8 s`, `0.5 s`, `2.25 s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seconds(pub Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs_f64();
+        if s >= 10.0 || s.fract() == 0.0 {
+            write!(f, "{} s", s.round())
+        } else {
+            let text = format!("{s:.2}");
+            write!(f, "{} s", text.trim_end_matches('0').trim_end_matches('.'))
+        }
+    }
+}
+
+/// A long duration for people: `24 h`, `1.5 h`, `12 min`, `40 s`.
+struct Hours(Duration);
+
+impl fmt::Display for Hours {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs_f64();
+        let short = |x: f64| {
+            let text = format!("{x:.1}");
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        };
+        if s >= 3600.0 {
+            write!(f, "{} h", short(s / 3600.0))
+        } else if s >= 60.0 {
+            write!(f, "{} min", short(s / 60.0))
+        } else {
+            write!(f, "{}", Seconds(self.0))
         }
     }
 }
@@ -119,12 +294,12 @@ pub enum Event {
     Serving,
     /// A health check failed (NOT_SERVING, no answer in time).
     HealthFailed { reason: String },
-    /// The process exited (`code` is `None` for a signal).
-    Exited { code: Option<i32> },
+    /// The process exited.
+    Exited { exit: Exit },
     /// Recycle it (the runtime checked it is idle).
     Recycle,
-    /// Stop it for good.
-    Stop,
+    /// Stop it for good, for `reason` (config changed, operator stop, shutdown).
+    Stop { reason: Reason },
     /// Time passed (timers: start deadline, backoff, kill deadline, failure reset).
     Tick,
 }
@@ -144,6 +319,9 @@ pub enum Action {
     Kill,
     /// It failed too often: say so loudly.
     ReportFailed { reason: String },
+    /// Why it stops or restarts (once per stop or restart, when decided or seen): to log,
+    /// count and show in the status. It becomes the member's `reason`.
+    Record(Reason),
 }
 
 /// The next member and the actions to take, for `event` at `now`.
@@ -153,6 +331,18 @@ pub fn transition(
     now: Instant,
     policy: &Policy,
 ) -> (Member, Vec<Action>) {
+    let (mut next, actions) = step(member, event, now, policy);
+    if let Some(reason) = actions.iter().rev().find_map(|a| match a {
+        Action::Record(reason) => Some(reason),
+        _ => None,
+    }) {
+        next.reason = Some(reason.clone());
+    }
+    (next, actions)
+}
+
+/// [`transition`], but for the member's `reason` (set from the `Record` action).
+fn step(member: &Member, event: &Event, now: Instant, policy: &Policy) -> (Member, Vec<Action>) {
     use Event as E;
     use State as S;
     let failures = member.failures;
@@ -161,37 +351,47 @@ pub fn transition(
         killed: false,
     };
     let stay = || (member.clone(), Vec::new());
-    let with =
-        |state: State, failures: u32, actions: Vec<Action>| (Member { state, failures }, actions);
+    let with = |state: State, failures: u32, actions: Vec<Action>| {
+        (
+            Member {
+                state,
+                failures,
+                reason: member.reason.clone(),
+            },
+            actions,
+        )
+    };
+    let record = |reason: &Reason| Action::Record(reason.clone());
 
     match (&member.state, event) {
         // Stop: from anywhere, for good.
-        (S::Stopped | S::BackingOff { .. } | S::Failed { .. }, E::Stop) => {
-            with(S::Stopped, failures, vec![])
+        (S::Stopped, E::Stop { .. }) => with(S::Stopped, failures, vec![]),
+        (S::BackingOff { .. } | S::Failed { .. }, E::Stop { reason }) => {
+            with(S::Stopped, failures, vec![record(reason)])
         }
-        (S::Starting { pid, .. }, E::Stop) => with(
+        (S::Starting { pid, .. }, E::Stop { reason }) => with(
             S::Stopping {
                 pid: *pid,
                 stop: stop(),
             },
             failures,
-            vec![Action::Signal],
+            vec![record(reason), Action::Signal],
         ),
-        (S::Ready { pid, .. }, E::Stop) => with(
+        (S::Ready { pid, .. }, E::Stop { reason }) => with(
             S::Stopping {
                 pid: *pid,
                 stop: stop(),
             },
             failures,
-            vec![Action::Deregister, Action::Signal],
+            vec![record(reason), Action::Deregister, Action::Signal],
         ),
-        (S::Unhealthy { pid, stop } | S::Recycling { pid, stop }, E::Stop) => with(
+        (S::Unhealthy { pid, stop } | S::Recycling { pid, stop }, E::Stop { reason }) => with(
             S::Stopping {
                 pid: *pid,
                 stop: *stop,
             },
             failures,
-            vec![],
+            vec![record(reason)],
         ),
 
         // Starting.
@@ -206,7 +406,12 @@ pub fn transition(
             vec![],
         ),
         (S::Stopped | S::BackingOff { .. } | S::Failed { .. }, E::SpawnFailed { reason }) => {
-            failed(failures + 1, reason, now, policy)
+            failed(
+                failures + 1,
+                Reason::SpawnFailed(reason.clone()),
+                now,
+                policy,
+            )
         }
         (S::Starting { pid, .. }, E::Serving) => with(
             S::Ready {
@@ -217,19 +422,19 @@ pub fn transition(
             failures,
             vec![Action::Register],
         ),
-        (S::Starting { .. }, E::Exited { code }) => failed(
-            failures + 1,
-            &exit_reason(*code, "while starting"),
-            now,
-            policy,
-        ),
+        (S::Starting { .. }, E::Exited { exit }) => {
+            failed(failures + 1, Reason::Exited(*exit), now, policy)
+        }
         (S::Starting { pid, deadline, .. }, E::Tick) if now >= *deadline => with(
             S::Unhealthy {
                 pid: *pid,
                 stop: stop(),
             },
             failures,
-            vec![Action::Signal],
+            vec![
+                Action::Record(Reason::StartupTimeout(policy.startup_wait)),
+                Action::Signal,
+            ],
         ),
 
         // Ready.
@@ -248,7 +453,7 @@ pub fn transition(
                 since,
                 failed_checks,
             },
-            E::HealthFailed { .. },
+            E::HealthFailed { reason },
         ) => {
             let failed_checks = failed_checks + 1;
             if failed_checks >= policy.unhealthy_after {
@@ -258,7 +463,15 @@ pub fn transition(
                         stop: stop(),
                     },
                     reset(failures, *since, now, policy),
-                    vec![Action::Deregister, Action::Signal],
+                    vec![
+                        Action::Record(Reason::HealthFailed {
+                            failures: failed_checks,
+                            of: policy.unhealthy_after,
+                            why: reason.clone(),
+                        }),
+                        Action::Deregister,
+                        Action::Signal,
+                    ],
                 )
             } else {
                 with(
@@ -272,23 +485,30 @@ pub fn transition(
                 )
             }
         }
-        (S::Ready { since, .. }, E::Exited { code }) => {
+        (S::Ready { since, .. }, E::Exited { exit }) => {
             let (next, mut actions) = failed(
                 reset(failures, *since, now, policy) + 1,
-                &exit_reason(*code, "while serving"),
+                Reason::Exited(*exit),
                 now,
                 policy,
             );
             actions.insert(0, Action::Deregister);
             (next, actions)
         }
-        (S::Ready { pid, .. }, E::Recycle) => with(
+        (S::Ready { pid, since, .. }, E::Recycle) => with(
             S::Recycling {
                 pid: *pid,
                 stop: stop(),
             },
             failures,
-            vec![Action::Deregister, Action::Signal],
+            vec![
+                Action::Record(Reason::Recycled {
+                    after: now.saturating_duration_since(*since),
+                    idle: true,
+                }),
+                Action::Deregister,
+                Action::Signal,
+            ],
         ),
         (
             S::Ready {
@@ -307,9 +527,21 @@ pub fn transition(
             vec![],
         ),
 
-        // Stops under way.
+        // Stops under way. An unhealthy member's exit counts as the failure it was stopped
+        // for (the reason recorded then), not as a crash.
         (S::Unhealthy { .. }, E::Exited { .. }) => {
-            failed(failures + 1, "it was unhealthy", now, policy)
+            let (mut next, mut actions) = failed(
+                failures + 1,
+                member
+                    .reason
+                    .clone()
+                    .unwrap_or(Reason::Exited(Exit::Unknown)),
+                now,
+                policy,
+            );
+            actions.retain(|a| !matches!(a, Action::Record(_)));
+            next.reason = member.reason.clone();
+            (next, actions)
         }
         (S::Recycling { .. }, E::Exited { .. }) => with(S::Stopped, failures, vec![Action::Spawn]),
         (S::Stopping { .. }, E::Exited { .. }) => with(S::Stopped, failures, vec![]),
@@ -351,19 +583,25 @@ pub fn transition(
     }
 }
 
-/// After the `failures`-th failure in a row: back off, or Failed when there were too many.
-fn failed(failures: u32, reason: &str, now: Instant, policy: &Policy) -> (Member, Vec<Action>) {
+/// After the `failures`-th failure in a row, for `reason`: back off, or Failed when there
+/// were too many. The reason is recorded.
+fn failed(failures: u32, reason: Reason, now: Instant, policy: &Policy) -> (Member, Vec<Action>) {
     if failures >= policy.max_failures {
-        let reason = format!("{failures} failures in a row, the last: {reason}");
+        let plural = if failures == 1 { "" } else { "s" };
+        let text = format!("{failures} failure{plural} in a row, the last: {reason}");
         return (
             Member {
                 state: State::Failed {
-                    reason: reason.clone(),
+                    reason: text.clone(),
                     retry_at: now + policy.failed_retry,
                 },
                 failures,
+                reason: Some(reason.clone()),
             },
-            vec![Action::ReportFailed { reason }],
+            vec![
+                Action::Record(reason),
+                Action::ReportFailed { reason: text },
+            ],
         );
     }
     (
@@ -372,8 +610,9 @@ fn failed(failures: u32, reason: &str, now: Instant, policy: &Policy) -> (Member
                 until: now + backoff(failures, policy),
             },
             failures,
+            reason: Some(reason.clone()),
         },
-        vec![],
+        vec![Action::Record(reason)],
     )
 }
 
@@ -394,13 +633,6 @@ fn reset(failures: u32, serving_since: Instant, now: Instant, policy: &Policy) -
         0
     } else {
         failures
-    }
-}
-
-fn exit_reason(code: Option<i32>, when: &str) -> String {
-    match code {
-        Some(code) => format!("it exited with code {code} {when}"),
-        None => format!("it was killed by a signal {when}"),
     }
 }
 
@@ -430,7 +662,20 @@ mod tests {
     }
 
     fn member(state: State, failures: u32) -> Member {
-        Member { state, failures }
+        Member {
+            state,
+            failures,
+            reason: None,
+        }
+    }
+
+    /// A member that last stopped or restarted for `reason`.
+    fn because(state: State, failures: u32, reason: Reason) -> Member {
+        Member {
+            state,
+            failures,
+            reason: Some(reason),
+        }
     }
 
     #[test]
@@ -452,6 +697,17 @@ mod tests {
             deadline: c.at(8),
         };
         let r = |reason: &str| reason.to_owned();
+        let code = |code| Reason::Exited(Exit::Code(code));
+        let timeout = Reason::StartupTimeout(Duration::from_secs(8));
+        let recycled = Reason::Recycled {
+            after: Duration::from_secs(100),
+            idle: true,
+        };
+        let health = Reason::HealthFailed {
+            failures: 2,
+            of: 2,
+            why: r("timeout"),
+        };
         // (member before, event, now, member after, actions)
         let table: Vec<(Member, Event, u64, Member, Vec<Action>)> = vec![
             // Start and readiness.
@@ -487,49 +743,56 @@ mod tests {
                 member(starting.clone(), 0),
                 Event::Tick,
                 8,
-                member(
+                because(
                     State::Unhealthy {
                         pid: 7,
                         stop: stop_at(53),
                     },
                     0,
+                    timeout.clone(),
                 ),
-                vec![Action::Signal],
+                vec![Action::Record(timeout.clone()), Action::Signal],
             ),
             // A crash while starting backs off; the delay doubles with failures in a row.
             (
                 member(starting.clone(), 0),
-                Event::Exited { code: Some(1) },
+                Event::Exited {
+                    exit: Exit::Code(1),
+                },
                 3,
-                member(State::BackingOff { until: c.at(4) }, 1),
-                vec![],
+                because(State::BackingOff { until: c.at(4) }, 1, code(1)),
+                vec![Action::Record(code(1))],
             ),
             (
                 member(starting.clone(), 1),
-                Event::Exited { code: Some(1) },
+                Event::Exited {
+                    exit: Exit::Code(3),
+                },
                 3,
-                member(State::BackingOff { until: c.at(5) }, 2),
-                vec![],
+                because(State::BackingOff { until: c.at(5) }, 2, code(3)),
+                vec![Action::Record(code(3))],
             ),
             // Too many in a row: Failed, loudly, retried slowly.
             (
                 member(starting.clone(), 2),
-                Event::Exited { code: None },
+                Event::Exited {
+                    exit: Exit::Signal(9),
+                },
                 3,
-                member(
+                because(
                     State::Failed {
-                        reason: r(
-                            "3 failures in a row, the last: it was killed by a signal while starting",
-                        ),
+                        reason: r("3 failures in a row, the last: killed by SIGKILL"),
                         retry_at: c.at(303),
                     },
                     3,
+                    Reason::Exited(Exit::Signal(9)),
                 ),
-                vec![Action::ReportFailed {
-                    reason: r(
-                        "3 failures in a row, the last: it was killed by a signal while starting",
-                    ),
-                }],
+                vec![
+                    Action::Record(Reason::Exited(Exit::Signal(9))),
+                    Action::ReportFailed {
+                        reason: r("3 failures in a row, the last: killed by SIGKILL"),
+                    },
+                ],
             ),
             (
                 member(State::Stopped, 0),
@@ -537,8 +800,12 @@ mod tests {
                     reason: r("no such file"),
                 },
                 0,
-                member(State::BackingOff { until: c.at(1) }, 1),
-                vec![],
+                because(
+                    State::BackingOff { until: c.at(1) },
+                    1,
+                    Reason::SpawnFailed(r("no such file")),
+                ),
+                vec![Action::Record(Reason::SpawnFailed(r("no such file")))],
             ),
             // Backing off, then spawning again when due.
             (
@@ -604,43 +871,50 @@ mod tests {
                     reason: r("timeout"),
                 },
                 6,
-                member(
+                because(
                     State::Unhealthy {
                         pid: 7,
                         stop: stop_at(51),
                     },
                     1,
+                    health.clone(),
                 ),
-                vec![Action::Deregister, Action::Signal],
+                vec![
+                    Action::Record(health.clone()),
+                    Action::Deregister,
+                    Action::Signal,
+                ],
             ),
             (
                 member(ready(0, 0), 2),
-                Event::Exited { code: Some(0) },
+                Event::Exited {
+                    exit: Exit::Code(0),
+                },
                 5,
-                member(
+                because(
                     State::Failed {
-                        reason: r(
-                            "3 failures in a row, the last: it exited with code 0 while serving",
-                        ),
+                        reason: r("3 failures in a row, the last: exited with code 0"),
                         retry_at: c.at(305),
                     },
                     3,
+                    code(0),
                 ),
                 vec![
                     Action::Deregister,
+                    Action::Record(code(0)),
                     Action::ReportFailed {
-                        reason: r(
-                            "3 failures in a row, the last: it exited with code 0 while serving",
-                        ),
+                        reason: r("3 failures in a row, the last: exited with code 0"),
                     },
                 ],
             ),
             (
                 member(ready(0, 0), 2),
-                Event::Exited { code: Some(0) },
+                Event::Exited {
+                    exit: Exit::Code(0),
+                },
                 60,
-                member(State::BackingOff { until: c.at(61) }, 1),
-                vec![Action::Deregister],
+                because(State::BackingOff { until: c.at(61) }, 1, code(0)),
+                vec![Action::Deregister, Action::Record(code(0))],
             ),
             (
                 member(ready(0, 0), 2),
@@ -717,16 +991,19 @@ mod tests {
                 vec![],
             ),
             (
-                member(
+                because(
                     State::Unhealthy {
                         pid: 7,
                         stop: stop_at(45),
                     },
                     0,
+                    health.clone(),
                 ),
-                Event::Exited { code: None },
+                Event::Exited {
+                    exit: Exit::Signal(15),
+                },
                 10,
-                member(State::BackingOff { until: c.at(11) }, 1),
+                because(State::BackingOff { until: c.at(11) }, 1, health.clone()),
                 vec![],
             ),
             // Recycling: deregister and stop, then start at once (not a failure).
@@ -734,14 +1011,19 @@ mod tests {
                 member(ready(0, 0), 0),
                 Event::Recycle,
                 100,
-                member(
+                because(
                     State::Recycling {
                         pid: 7,
                         stop: stop_at(145),
                     },
                     0,
+                    recycled.clone(),
                 ),
-                vec![Action::Deregister, Action::Signal],
+                vec![
+                    Action::Record(recycled.clone()),
+                    Action::Deregister,
+                    Action::Signal,
+                ],
             ),
             (
                 member(
@@ -751,7 +1033,9 @@ mod tests {
                     },
                     0,
                 ),
-                Event::Exited { code: Some(0) },
+                Event::Exited {
+                    exit: Exit::Code(0),
+                },
                 101,
                 member(State::Stopped, 0),
                 vec![Action::Spawn],
@@ -766,29 +1050,39 @@ mod tests {
             // Stop: deregister first, then the signal; SIGKILL after the timeout.
             (
                 member(ready(0, 0), 0),
-                Event::Stop,
+                Event::Stop {
+                    reason: Reason::ConfigChanged,
+                },
                 10,
-                member(
+                because(
                     State::Stopping {
                         pid: 7,
                         stop: stop_at(55),
                     },
                     0,
+                    Reason::ConfigChanged,
                 ),
-                vec![Action::Deregister, Action::Signal],
+                vec![
+                    Action::Record(Reason::ConfigChanged),
+                    Action::Deregister,
+                    Action::Signal,
+                ],
             ),
             (
                 member(starting.clone(), 0),
-                Event::Stop,
+                Event::Stop {
+                    reason: Reason::OperatorStop,
+                },
                 1,
-                member(
+                because(
                     State::Stopping {
                         pid: 7,
                         stop: stop_at(46),
                     },
                     0,
+                    Reason::OperatorStop,
                 ),
-                vec![Action::Signal],
+                vec![Action::Record(Reason::OperatorStop), Action::Signal],
             ),
             (
                 member(
@@ -820,7 +1114,9 @@ mod tests {
                     },
                     0,
                 ),
-                Event::Exited { code: Some(0) },
+                Event::Exited {
+                    exit: Exit::Code(0),
+                },
                 12,
                 member(State::Stopped, 0),
                 vec![],
@@ -833,27 +1129,34 @@ mod tests {
                     },
                     0,
                 ),
-                Event::Stop,
+                Event::Stop {
+                    reason: Reason::Shutdown,
+                },
                 120,
-                member(
+                because(
                     State::Stopping {
                         pid: 7,
                         stop: stop_at(145),
                     },
                     0,
+                    Reason::Shutdown,
                 ),
-                vec![],
+                vec![Action::Record(Reason::Shutdown)],
             ),
             (
                 member(State::BackingOff { until: c.at(4) }, 2),
-                Event::Stop,
+                Event::Stop {
+                    reason: Reason::OperatorStop,
+                },
                 1,
-                member(State::Stopped, 2),
-                vec![],
+                because(State::Stopped, 2, Reason::OperatorStop),
+                vec![Action::Record(Reason::OperatorStop)],
             ),
             (
                 member(State::Stopped, 0),
-                Event::Stop,
+                Event::Stop {
+                    reason: Reason::Shutdown,
+                },
                 1,
                 member(State::Stopped, 0),
                 vec![],
@@ -894,6 +1197,80 @@ mod tests {
                 "row {i}: {before:?} + {event:?} at {now} s"
             );
         }
+    }
+
+    #[test]
+    fn reasons_read_as_words() {
+        let words: Vec<String> = [
+            Reason::HealthFailed {
+                failures: 2,
+                of: 2,
+                why: "NOT_SERVING".into(),
+            },
+            Reason::HealthFailed {
+                failures: 1,
+                of: 1,
+                why: "no answer in 20 s".into(),
+            },
+            Reason::Exited(Exit::Code(3)),
+            Reason::Exited(Exit::Signal(9)),
+            Reason::Exited(Exit::Signal(15)),
+            Reason::StartupTimeout(Duration::from_secs(8)),
+            Reason::StartupTimeout(Duration::from_millis(1500)),
+            Reason::Recycled {
+                after: Duration::from_secs(24 * 3600),
+                idle: true,
+            },
+            Reason::Recycled {
+                after: Duration::from_secs(90 * 60),
+                idle: true,
+            },
+            Reason::ConfigChanged,
+            Reason::OperatorRestart,
+            Reason::OperatorStop,
+            Reason::Shutdown,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "heartbeat failed 2/2 (NOT_SERVING)",
+                "heartbeat failed 1/1 (no answer in 20 s)",
+                "exited with code 3",
+                "killed by SIGKILL",
+                "killed by SIGTERM",
+                "startup timeout 8 s",
+                "startup timeout 1.5 s",
+                "recycled after 24 h while idle",
+                "recycled after 1.5 h while idle",
+                "config changed",
+                "operator restart",
+                "operator stop",
+                "cluster shutdown",
+            ]
+        );
+        let kinds: Vec<&str> = [
+            Reason::Exited(Exit::Code(3)),
+            Reason::SpawnFailed("x".into()),
+            Reason::StartupTimeout(Duration::from_secs(8)),
+            Reason::Recycled {
+                after: Duration::ZERO,
+                idle: true,
+            },
+            Reason::ConfigChanged,
+            Reason::OperatorRestart,
+        ]
+        .iter()
+        .map(|r| r.kind().as_str())
+        .collect();
+        assert_eq!(
+            kinds,
+            ["crash", "crash", "health", "recycle", "config", "operator"]
+        );
+        assert!(!Reason::Exited(Exit::Code(0)).is_planned());
+        assert!(Reason::ConfigChanged.is_planned());
     }
 
     #[test]

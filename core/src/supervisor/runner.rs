@@ -6,15 +6,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
-use super::member::{Action, Event, Member, Policy, State, transition};
+use super::member::{
+    Action, Event, Exit, Member, Policy, Reason, ReasonKind, Seconds, State, transition,
+};
 use super::spawn::{MemberCommand, Spawner, signal_group};
-use crate::client::Target;
+use crate::client::{ClientError, Target};
 use crate::registry::ServiceLocation;
 use crate::registry::etcd::{EtcdError, EtcdRegistrar};
 use crate::registry::memory::MemoryRegistry;
@@ -136,6 +138,44 @@ pub struct MemberStatus {
     /// The states it went through, oldest first (the last [`HISTORY`]): transient states such
     /// as Unhealthy or Recycling can be seen afterwards.
     pub history: Vec<&'static str>,
+    /// How its last process ended (None before the first exit).
+    pub last_exit: Option<Exit>,
+    /// When that was.
+    pub last_exit_at: Option<SystemTime>,
+    /// Why it last stopped or restarted (None before the first stop or restart).
+    pub last_reason: Option<Reason>,
+    /// Its stops and restarts so far, by cause.
+    pub restarts_by: RestartCounts,
+}
+
+/// Stops and restarts of a member by cause, each counted when it is decided (or, for a
+/// crash, seen). A stop for good (operator stop, removed by a reload) counts too; the
+/// cluster's own shutdown does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartCounts {
+    /// It exited by itself, or could not be started.
+    pub crashes: u32,
+    /// Failed health checks, or no SERVING within the startup wait.
+    pub health: u32,
+    pub recycles: u32,
+    /// Changed by a config reload (counted on the member that replaces it).
+    pub config: u32,
+    /// Operator restart or stop.
+    pub operator: u32,
+}
+
+impl RestartCounts {
+    fn count(&mut self, kind: ReasonKind) {
+        let n = match kind {
+            ReasonKind::Crash => &mut self.crashes,
+            ReasonKind::Health => &mut self.health,
+            ReasonKind::Recycle => &mut self.recycles,
+            ReasonKind::Config => &mut self.config,
+            ReasonKind::Operator => &mut self.operator,
+            ReasonKind::Shutdown => return,
+        };
+        *n += 1;
+    }
 }
 
 /// How many past states a status keeps.
@@ -145,7 +185,10 @@ pub const HISTORY: usize = 32;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Order {
     Recycle,
+    /// Stop it for good: the cluster stops (`StopFor(Reason::Shutdown)`).
     Stop,
+    /// Stop it for good, for this reason (config changed, operator stop).
+    StopFor(Reason),
     /// Deregister and let go of the process without stopping it (shutdown action None).
     Leave,
     /// Use these settings from now on (the process keeps running).
@@ -182,7 +225,19 @@ impl Runner {
 
     /// Starts running `spec`: spawns the process at once.
     pub fn start(spec: MemberSpec, spawner: Spawner, registry: Arc<dyn MemberRegistry>) -> Runner {
-        let (status_tx, status) = watch::channel(MemberStatus {
+        Runner::start_after(spec, spawner, registry, None)
+    }
+
+    /// [`Runner::start`] for a member that replaces `previous` (the last status of the member
+    /// of that name, stopped because the config changed it): its last exit, and its restarts
+    /// by cause, carry over, and the replacement counts as a config restart.
+    pub fn start_after(
+        spec: MemberSpec,
+        spawner: Spawner,
+        registry: Arc<dyn MemberRegistry>,
+        previous: Option<&MemberStatus>,
+    ) -> Runner {
+        let mut first = MemberStatus {
             tag: spec.tag.clone(),
             state: State::Stopped,
             pid: None,
@@ -191,7 +246,23 @@ impl Runner {
             starts: 0,
             last_health: None,
             history: vec![member_state_name(&State::Stopped)],
-        });
+            last_exit: None,
+            last_exit_at: None,
+            last_reason: None,
+            restarts_by: RestartCounts::default(),
+        };
+        if let Some(previous) = previous {
+            first.last_exit = previous.last_exit;
+            first.last_exit_at = previous.last_exit_at;
+            first.last_reason = Some(Reason::ConfigChanged);
+            first.restarts_by = previous.restarts_by;
+            if previous.last_reason != Some(Reason::ConfigChanged) {
+                // Its stop was not counted as a config change (it was stopped for another
+                // reason just before); the replacement is.
+                first.restarts_by.config += 1;
+            }
+        }
+        let (status_tx, status) = watch::channel(first);
         let (orders, orders_rx) = mpsc::channel(8);
         let task = tokio::spawn(run(spec, spawner, registry, status_tx, orders_rx));
         Runner {
@@ -238,7 +309,23 @@ async fn run(
                 }
             }
             if next.state != member.state {
-                tracing::debug!(member = %spec.tag, from = ?member.state, to = ?next.state, ?event, "member state");
+                tracing::debug!(
+                    member = %spec.tag,
+                    from = member_state_name(&member.state),
+                    to = member_state_name(&next.state),
+                    "member state"
+                );
+            }
+            let recorded = actions.iter().find_map(|a| match a {
+                Action::Record(reason) => Some(reason.clone()),
+                _ => None,
+            });
+            tell(&spec, &member, &next, &event, recorded.as_ref(), now);
+            if let Some(reason) = recorded {
+                status.send_modify(|s| {
+                    s.restarts_by.count(reason.kind());
+                    s.last_reason = Some(reason);
+                });
             }
             member = next;
             for action in actions {
@@ -285,13 +372,17 @@ async fn run(
                     s.pid = None;
                     s.started = None;
                 });
-                let code = exited.ok().and_then(|s| s.code());
-                tracing::info!(member = %spec.tag, ?code, "member exited");
-                pending.push(Event::Exited { code });
+                let exit = exited.map_or(Exit::Unknown, Exit::of);
+                status.send_modify(|s| {
+                    s.last_exit = Some(exit);
+                    s.last_exit_at = Some(SystemTime::now());
+                });
+                pending.push(Event::Exited { exit });
             }
             order = orders.recv() => match order {
                 Some(Order::Recycle) => pending.push(Event::Recycle),
-                Some(Order::Stop) => pending.push(Event::Stop),
+                Some(Order::Stop) => pending.push(Event::Stop { reason: Reason::Shutdown }),
+                Some(Order::StopFor(reason)) => pending.push(Event::Stop { reason }),
                 Some(Order::Retune(tuning)) => {
                     if *tuning != spec.tuning() {
                         tracing::info!(member = %spec.tag, "new settings");
@@ -307,7 +398,7 @@ async fn run(
                     return;
                 }
                 // Nobody can give orders any more: stop.
-                None => pending.push(Event::Stop),
+                None => pending.push(Event::Stop { reason: Reason::Shutdown }),
             },
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -375,7 +466,7 @@ async fn check(target: &Option<Target>, services: &[String]) -> Result<ServingSt
     let Some(target) = target else {
         return Err("no valid health address".to_owned());
     };
-    let channel = target.connect().await.map_err(|e| e.to_string())?;
+    let channel = target.connect().await.map_err(|e| no_answer(&e))?;
     let all = if services.is_empty() {
         vec![String::new()]
     } else {
@@ -385,12 +476,23 @@ async fn check(target: &Option<Target>, services: &[String]) -> Result<ServingSt
         let status = target
             .check_health(channel.clone(), service)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| no_answer(&e))?;
         if status != ServingStatus::Serving {
             return Ok(status);
         }
     }
     Ok(ServingStatus::Serving)
+}
+
+/// Why a health check got no answer, for the reason: `no answer in 20 s`, `cannot connect:
+/// …`, `answered Unimplemented`.
+fn no_answer(error: &ClientError) -> String {
+    match error {
+        ClientError::Timeout { after, .. } => format!("no answer in {}", Seconds(*after)),
+        ClientError::Unreachable { reason, .. } => format!("cannot connect: {reason}"),
+        ClientError::Rpc { status, .. } => format!("answered {:?}", status.code()),
+        other => other.to_string(),
+    }
 }
 
 /// Performs one action; returns the event it leads to, if any (a spawn's outcome).
@@ -417,7 +519,8 @@ async fn perform(
                 Some(Event::Spawned { pid })
             }
             Err(error) => {
-                tracing::error!(member = %spec.tag, %error, "cannot start member");
+                // Logged with what follows (the backoff) once the state machine has it.
+                tracing::debug!(member = %spec.tag, %error, "cannot start member");
                 Some(Event::SpawnFailed {
                     reason: error.to_string(),
                 })
@@ -452,9 +555,135 @@ async fn perform(
             }
             None
         }
-        Action::ReportFailed { reason } => {
-            tracing::error!(member = %spec.tag, %reason, "member FAILED; it will be tried again later");
-            None
+        // Both logged by `tell`, with what follows.
+        Action::ReportFailed { .. } | Action::Record(_) => None,
+    }
+}
+
+/// The process of a state, if it has one.
+fn pid_of(state: &State) -> Option<u32> {
+    match state {
+        State::Starting { pid, .. }
+        | State::Ready { pid, .. }
+        | State::Unhealthy { pid, .. }
+        | State::Recycling { pid, .. }
+        | State::Stopping { pid, .. } => Some(*pid),
+        State::Stopped | State::BackingOff { .. } | State::Failed { .. } => None,
+    }
+}
+
+/// Logs a stop or restart once, in words: when it is decided (with its reason: INFO when
+/// planned, WARN otherwise) and when the process is gone (what comes next: the time of the
+/// next start when backing off; ERROR when it is Failed).
+fn tell(
+    spec: &MemberSpec,
+    before: &Member,
+    after: &Member,
+    event: &Event,
+    recorded: Option<&Reason>,
+    now: Instant,
+) {
+    let tag = &spec.tag;
+    let who = match pid_of(&before.state) {
+        Some(pid) => format!("{tag} (pid {pid})"),
+        None => tag.clone(),
+    };
+    let pid = pid_of(&before.state).unwrap_or_default();
+    let exited = match event {
+        Event::Exited { exit } => Some(*exit),
+        _ => None,
+    };
+    // What was decided, or how a process being stopped ended.
+    let what = match (recorded, exited) {
+        (Some(reason), _) => reason.to_string(),
+        (None, Some(exit)) => format!("stopped ({exit})"),
+        (None, None) => return,
+    };
+    let next = match &after.state {
+        State::BackingOff { until } => format!(
+            "restarting in {} (at {}), failure {} of {}",
+            Seconds(until.saturating_duration_since(now)),
+            clock(*until, now),
+            after.failures,
+            spec.policy.max_failures
+        ),
+        State::Failed { reason, retry_at } => {
+            tracing::error!(
+                member = %tag,
+                pid,
+                "{who} {what}; FAILED ({reason}); next try in {} (at {})",
+                Seconds(retry_at.saturating_duration_since(now)),
+                clock(*retry_at, now)
+            );
+            return;
         }
+        State::Unhealthy { .. } => "stopping it, to restart".to_owned(),
+        State::Recycling { .. } => "stopping it, to start again".to_owned(),
+        State::Stopping { .. } => "stopping it".to_owned(),
+        State::Stopped if exited.is_some() && matches!(before.state, State::Recycling { .. }) => {
+            "starting it again".to_owned()
+        }
+        State::Stopped if exited.is_some() => String::new(),
+        State::Stopped => "it was not running".to_owned(),
+        State::Starting { .. } | State::Ready { .. } => return,
+    };
+    let line = if next.is_empty() {
+        format!("{who} {what}")
+    } else {
+        format!("{who} {what}; {next}")
+    };
+    if recorded.is_none_or(Reason::is_planned) {
+        tracing::info!(member = %tag, pid, "{line}");
+    } else {
+        tracing::warn!(member = %tag, pid, "{line}");
+    }
+}
+
+/// The wall-clock time (UTC, as the log's timestamps) of `at`, an instant near `now`:
+/// `10:31:07`.
+fn clock(at: Instant, now: Instant) -> String {
+    let wall = SystemTime::now() + at.saturating_duration_since(now);
+    let (_, time) = utc(wall);
+    time
+}
+
+/// `at` in UTC: (`2026-12-01`, `10:31:07`).
+pub fn utc(at: SystemTime) -> (String, String) {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!("{:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60),
+    )
+}
+
+/// `at` as RFC 3339 in UTC: `2026-12-01T10:31:07Z`.
+pub fn rfc3339(at: SystemTime) -> String {
+    let (date, time) = utc(at);
+    format!("{date}T{time}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(1_796_121_067)), "2026-12-01T10:31:07Z");
     }
 }
