@@ -18,6 +18,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// How a member is started, checked and restarted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -620,11 +622,7 @@ fn failed(failures: u32, reason: Reason, now: Instant, policy: &Policy) -> (Memb
 /// doubled for each failure after the first, at most `backoff_max`. (The runner adds up to
 /// 20 % jitter.)
 pub fn backoff(failures: u32, policy: &Policy) -> Duration {
-    let doublings = failures.saturating_sub(1).min(30);
-    policy
-        .backoff_initial
-        .saturating_mul(1u32 << doublings)
-        .min(policy.backoff_max)
+    Backoff::new(policy.backoff_initial, policy.backoff_max).delay(failures)
 }
 
 /// The failure count, reset once the member has served for `reset_after`.
