@@ -75,6 +75,9 @@ pub enum State {
     Unhealthy { pid: u32, stop: Stop },
     /// Being stopped to be recycled; starts again at once after.
     Recycling { pid: u32, stop: Stop },
+    /// Being stopped because the operator restarts it; starts again at once after (not a
+    /// failure).
+    Restarting { pid: u32, stop: Stop },
     /// Being stopped for good.
     Stopping { pid: u32, stop: Stop },
     /// Waiting to start again.
@@ -109,7 +112,8 @@ impl Default for Member {
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Start it (initially, or after a stop).
+    /// Start it (initially, or after a stop). A member waiting to start again (BackingOff,
+    /// Failed) is started at once, its failure count reset (the operator's `start`).
     Start,
     /// The process was spawned.
     Spawned { pid: u32 },
@@ -125,6 +129,9 @@ pub enum Event {
     Recycle,
     /// Stop it for good.
     Stop,
+    /// The operator restarts it: a graceful stop, then a start at once; not a failure, and
+    /// the failure count starts again from 0.
+    Restart,
     /// Time passed (timers: start deadline, backoff, kill deadline, failure reset).
     Tick,
 }
@@ -185,7 +192,10 @@ pub fn transition(
             failures,
             vec![Action::Deregister, Action::Signal],
         ),
-        (S::Unhealthy { pid, stop } | S::Recycling { pid, stop }, E::Stop) => with(
+        (
+            S::Unhealthy { pid, stop } | S::Recycling { pid, stop } | S::Restarting { pid, stop },
+            E::Stop,
+        ) => with(
             S::Stopping {
                 pid: *pid,
                 stop: *stop,
@@ -196,6 +206,42 @@ pub fn transition(
 
         // Starting.
         (S::Stopped, E::Start) => with(S::Stopped, failures, vec![Action::Spawn]),
+        (S::BackingOff { .. } | S::Failed { .. }, E::Start) => {
+            with(S::Stopped, 0, vec![Action::Spawn])
+        }
+
+        // The operator's restart: stop gracefully (a stop under way goes on), then start.
+        (S::Stopped | S::BackingOff { .. } | S::Failed { .. }, E::Restart) => {
+            with(S::Stopped, 0, vec![Action::Spawn])
+        }
+        (S::Starting { pid, .. }, E::Restart) => with(
+            S::Restarting {
+                pid: *pid,
+                stop: stop(),
+            },
+            0,
+            vec![Action::Signal],
+        ),
+        (S::Ready { pid, .. }, E::Restart) => with(
+            S::Restarting {
+                pid: *pid,
+                stop: stop(),
+            },
+            0,
+            vec![Action::Deregister, Action::Signal],
+        ),
+        (
+            S::Unhealthy { pid, stop } | S::Recycling { pid, stop } | S::Stopping { pid, stop },
+            E::Restart,
+        ) => with(
+            S::Restarting {
+                pid: *pid,
+                stop: *stop,
+            },
+            0,
+            vec![],
+        ),
+        (S::Restarting { .. }, E::Exited { .. }) => with(S::Stopped, 0, vec![Action::Spawn]),
         (S::Stopped | S::BackingOff { .. } | S::Failed { .. }, E::Spawned { pid }) => with(
             S::Starting {
                 pid: *pid,
@@ -314,7 +360,10 @@ pub fn transition(
         (S::Recycling { .. }, E::Exited { .. }) => with(S::Stopped, failures, vec![Action::Spawn]),
         (S::Stopping { .. }, E::Exited { .. }) => with(S::Stopped, failures, vec![]),
         (
-            S::Unhealthy { pid, stop } | S::Recycling { pid, stop } | S::Stopping { pid, stop },
+            S::Unhealthy { pid, stop }
+            | S::Recycling { pid, stop }
+            | S::Restarting { pid, stop }
+            | S::Stopping { pid, stop },
             E::Tick,
         ) if now >= stop.deadline && !stop.killed => {
             let killed = Stop {
@@ -327,6 +376,10 @@ pub fn transition(
                     stop: killed,
                 },
                 S::Recycling { .. } => S::Recycling {
+                    pid: *pid,
+                    stop: killed,
+                },
+                S::Restarting { .. } => S::Restarting {
                     pid: *pid,
                     stop: killed,
                 },
@@ -856,6 +909,128 @@ mod tests {
                 Event::Stop,
                 1,
                 member(State::Stopped, 0),
+                vec![],
+            ),
+            // The operator's restart: a graceful stop, then a start at once; not a failure.
+            (
+                member(ready(0, 0), 2),
+                Event::Restart,
+                10,
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                vec![Action::Deregister, Action::Signal],
+            ),
+            (
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Exited { code: None },
+                12,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Tick,
+                55,
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: Stop {
+                            deadline: c.at(55),
+                            killed: true,
+                        },
+                    },
+                    0,
+                ),
+                vec![Action::Kill],
+            ),
+            (
+                member(
+                    State::Stopping {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Restart,
+                12,
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                vec![],
+            ),
+            (
+                member(State::Stopped, 0),
+                Event::Restart,
+                1,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Stop,
+                12,
+                member(
+                    State::Stopping {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                vec![],
+            ),
+            // The operator's start of a member waiting to start again: at once, afresh.
+            (
+                member(
+                    State::Failed {
+                        reason: r("x"),
+                        retry_at: c.at(300),
+                    },
+                    3,
+                ),
+                Event::Start,
+                5,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(State::BackingOff { until: c.at(4) }, 2),
+                Event::Start,
+                1,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(ready(0, 0), 1),
+                Event::Start,
+                1,
+                member(ready(0, 0), 1),
                 vec![],
             ),
             // Stray events change nothing.

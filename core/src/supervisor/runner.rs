@@ -136,6 +136,8 @@ pub struct MemberStatus {
     /// The states it went through, oldest first (the last [`HISTORY`]): transient states such
     /// as Unhealthy or Recycling can be seen afterwards.
     pub history: Vec<&'static str>,
+    /// Drained by the operator: kept out of the registry while it runs on, until undrained.
+    pub drained: bool,
 }
 
 /// How many past states a status keeps.
@@ -145,7 +147,20 @@ pub const HISTORY: usize = 32;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Order {
     Recycle,
+    /// Stop for good: the runner ends.
     Stop,
+    /// The operator's stop: stop the process and keep it stopped (the runner stays, and
+    /// nothing restarts it) until [`Order::Start`].
+    Halt,
+    /// The operator's start: start a member that is stopped, backing off or failed, at once.
+    Start,
+    /// The operator's restart: a graceful stop, then a start at once (not a failure).
+    Restart,
+    /// Keep it out of the registry (deregister it now if it serves) without touching its
+    /// process or its health: maintenance.
+    Drain,
+    /// Undo [`Order::Drain`]: registered again as soon as (or if) it serves.
+    Undrain,
     /// Deregister and let go of the process without stopping it (shutdown action None).
     Leave,
     /// Use these settings from now on (the process keeps running).
@@ -191,6 +206,7 @@ impl Runner {
             starts: 0,
             last_health: None,
             history: vec![member_state_name(&State::Stopped)],
+            drained: false,
         });
         let (orders, orders_rx) = mpsc::channel(8);
         let task = tokio::spawn(run(spec, spawner, registry, status_tx, orders_rx));
@@ -224,6 +240,9 @@ async fn run(
     let mut child: Option<Child> = None;
     let mut next_health = Instant::now();
     let mut pending = vec![Event::Start];
+    // Stopped by the operator: the runner waits for orders instead of ending.
+    let mut halted = false;
+    let mut drained = false;
     loop {
         for event in std::mem::take(&mut pending) {
             let now = Instant::now();
@@ -242,6 +261,9 @@ async fn run(
             }
             member = next;
             for action in actions {
+                if drained && action == Action::Register {
+                    continue;
+                }
                 if let Some(follow_up) = perform(
                     &action,
                     &spec,
@@ -273,7 +295,7 @@ async fn run(
             continue;
         }
         // Stopped for good (a recycled member's restart is already under way by now).
-        if matches!(member.state, State::Stopped) && child.is_none() {
+        if matches!(member.state, State::Stopped) && child.is_none() && !halted {
             return;
         }
 
@@ -291,7 +313,45 @@ async fn run(
             }
             order = orders.recv() => match order {
                 Some(Order::Recycle) => pending.push(Event::Recycle),
-                Some(Order::Stop) => pending.push(Event::Stop),
+                Some(Order::Stop) => {
+                    halted = false;
+                    pending.push(Event::Stop);
+                }
+                Some(Order::Halt) => {
+                    tracing::info!(member = %spec.tag, "stopped by the operator; it stays stopped until started");
+                    halted = true;
+                    pending.push(Event::Stop);
+                }
+                Some(Order::Start) => {
+                    halted = false;
+                    tracing::info!(member = %spec.tag, "started by the operator");
+                    pending.push(Event::Start);
+                }
+                Some(Order::Restart) => {
+                    halted = false;
+                    tracing::info!(member = %spec.tag, "restarted by the operator");
+                    pending.push(Event::Restart);
+                }
+                Some(Order::Drain) => {
+                    if !drained {
+                        drained = true;
+                        if matches!(member.state, State::Ready { .. }) {
+                            perform(&Action::Deregister, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
+                        }
+                        tracing::info!(member = %spec.tag, "drained: out of the registry until undrained");
+                    }
+                    status.send_modify(|s| s.drained = true);
+                }
+                Some(Order::Undrain) => {
+                    if drained {
+                        drained = false;
+                        if matches!(member.state, State::Ready { .. }) {
+                            perform(&Action::Register, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
+                        }
+                        tracing::info!(member = %spec.tag, "undrained: registered again while it serves");
+                    }
+                    status.send_modify(|s| s.drained = false);
+                }
                 Some(Order::Retune(tuning)) => {
                     if *tuning != spec.tuning() {
                         tracing::info!(member = %spec.tag, "new settings");
@@ -300,7 +360,7 @@ async fn run(
                     }
                 }
                 Some(Order::Leave) => {
-                    if matches!(member.state, State::Ready { .. }) {
+                    if matches!(member.state, State::Ready { .. }) && !drained {
                         perform(&Action::Deregister, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
                     }
                     tracing::info!(member = %spec.tag, "left running (shutdown action None)");
@@ -339,6 +399,7 @@ pub fn member_state_name(state: &State) -> &'static str {
         State::Ready { .. } => "Ready",
         State::Unhealthy { .. } => "Unhealthy",
         State::Recycling { .. } => "Recycling",
+        State::Restarting { .. } => "Restarting",
         State::Stopping { .. } => "Stopping",
         State::BackingOff { .. } => "BackingOff",
         State::Failed { .. } => "Failed",
@@ -354,6 +415,7 @@ fn next_wake(state: &State, next_health: Instant) -> Instant {
         State::Failed { retry_at, .. } => Some(*retry_at),
         State::Unhealthy { stop, .. }
         | State::Recycling { stop, .. }
+        | State::Restarting { stop, .. }
         | State::Stopping { stop, .. }
             if !stop.killed =>
         {
