@@ -327,9 +327,14 @@ async fn answer(
             let views = members.borrow().clone();
             let chosen = match select(&views, names) {
                 Ok(chosen) => chosen,
-                Err(message) => return finish(write, error_answer("unknown_member", message)).await,
+                Err(message) => {
+                    return finish(write, error_answer("unknown_member", message)).await;
+                }
             };
-            let tags: Vec<String> = chosen.iter().map(|v| v.status.borrow().tag.clone()).collect();
+            let tags: Vec<String> = chosen
+                .iter()
+                .map(|v| v.status.borrow().tag.clone())
+                .collect();
             // Follow before reading the past, so that no line falls in between.
             let mut feed = logs.follow();
             let past = logs.recent(&tags, count);
@@ -341,7 +346,9 @@ async fn answer(
                 loop {
                     match feed.recv().await {
                         Ok(line) => {
-                            if last.is_some_and(|seq| line.seq <= seq) || !tags.contains(&line.member) {
+                            if last.is_some_and(|seq| line.seq <= seq)
+                                || !tags.contains(&line.member)
+                            {
                                 continue;
                             }
                             last = Some(line.seq);
@@ -390,11 +397,15 @@ pub fn select(views: &[MemberView], names: &[&str]) -> Result<Vec<MemberView>, S
     let tag = |v: &MemberView| v.status.borrow().tag.clone();
     let agent = |v: &MemberView| {
         let tag = tag(v);
-        tag.rsplit_once('[').map(|(a, _)| a.to_owned()).unwrap_or(tag)
+        tag.rsplit_once('[')
+            .map(|(a, _)| a.to_owned())
+            .unwrap_or(tag)
     };
     let mut chosen = vec![false; views.len()];
     for name in names {
-        let exact: Vec<usize> = (0..views.len()).filter(|&i| tag(&views[i]) == *name).collect();
+        let exact: Vec<usize> = (0..views.len())
+            .filter(|&i| tag(&views[i]) == *name)
+            .collect();
         let matched = if exact.is_empty() {
             (0..views.len())
                 .filter(|&i| views[i].agent_type == *name || agent(&views[i]) == *name)
@@ -466,8 +477,15 @@ async fn carry_out(command: Command, chosen: &[MemberView]) -> Result<Vec<OrderO
     for view in chosen {
         let before = view.status.borrow().clone();
         let (order, already) = match command {
-            Command::Stop => (Order::Halt, (before.state == State::Stopped && before.pid.is_none()).then_some("already stopped")),
-            Command::Start => (Order::Start, (!waiting(&before)).then_some("already running")),
+            Command::Stop => (
+                Order::Halt,
+                (before.state == State::Stopped && before.pid.is_none())
+                    .then_some("already stopped"),
+            ),
+            Command::Start => (
+                Order::Start,
+                (!waiting(&before)).then_some("already running"),
+            ),
             Command::Restart => (Order::Restart, None),
             Command::Drain => (Order::Drain, before.drained.then_some("already drained")),
             Command::Undrain => (Order::Undrain, (!before.drained).then_some("not drained")),
@@ -646,7 +664,10 @@ async fn exchange(path: &Path, request: &str, wait: Duration) -> Result<Vec<u8>,
 }
 
 /// The answer, or the cluster's refusal.
-fn parse_answer<T: serde::de::DeserializeOwned>(path: &Path, body: &[u8]) -> Result<T, ControlError> {
+fn parse_answer<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    body: &[u8],
+) -> Result<T, ControlError> {
     serde_json::from_slice(body).map_err(|_| refusal(path, body))
 }
 

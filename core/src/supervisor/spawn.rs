@@ -595,7 +595,10 @@ mod tests {
         );
         assert_eq!(level, Some(Level::WARN));
         assert!(text.starts_with("slow fdatasync "), "{text}");
-        assert!(text.contains("took=1.2s") && !text.contains("2026"), "{text}");
+        assert!(
+            text.contains("took=1.2s") && !text.contains("2026"),
+            "{text}"
+        );
         assert_eq!(
             tidy(r#"{"level":"info","msg":"raft"}"#),
             (Some(Level::INFO), "raft".to_owned())
