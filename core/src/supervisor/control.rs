@@ -170,7 +170,8 @@ pub struct MemberReport {
     pub member: String,
     pub agent_type: String,
     pub index: usize,
-    /// Starting, Ready, Unhealthy, Recycling, Stopping, BackingOff, Failed or Stopped.
+    /// Starting, Ready, Unhealthy, Recycling, Restarting, Stopping, BackingOff, Failed or
+    /// Stopped.
     pub state: String,
     pub pid: Option<u32>,
     pub port: u16,

@@ -13,6 +13,9 @@
 //!    │                             │ (recycle)                            │ (too many in a row)
 //!    │                             ▼                                      ▼
 //! Stopping ◀──(stop)── any    Recycling ──(exit)──▶ spawn at once      Failed ──(slow retry)──▶ spawn
+//!
+//! any ──(operator restart)──▶ Restarting ──(exit)──▶ spawn at once (failures reset)
+//! BackingOff, Failed ──(operator start)──▶ spawn at once (failures reset)
 //! ```
 
 use std::time::{Duration, Instant};

@@ -164,7 +164,9 @@ pub fn log_lines_quieting(quiet: impl Fn(&str) -> bool + Send + Sync + 'static) 
 /// after it, as a `tracing`, `env_logger` or log4j line starts
 /// (`2026-12-01T09:56:45.051807Z  WARN module: text` → WARN, `module: text`). A JSON line
 /// with a `level` (etcd's, zap's) becomes its `msg` followed by its other fields but the
-/// timestamp. Any other line is kept as it is.
+/// timestamp. A line without a timestamp that starts with a level in brackets
+/// (`[WARNING] text`, as etcd's capnslog writes) loses the brackets. Any other line is kept
+/// as it is.
 pub fn tidy_line(line: &str) -> (Option<tracing::Level>, std::borrow::Cow<'_, str>) {
     use std::borrow::Cow;
     if line.starts_with('{') {
@@ -173,7 +175,15 @@ pub fn tidy_line(line: &str) -> (Option<tracing::Level>, std::borrow::Cow<'_, st
         }
     }
     let Some(rest) = strip_timestamp(line) else {
-        return (None, Cow::Borrowed(line));
+        // No timestamp: only a level in brackets counts (`[WARNING] text`).
+        let level = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(word, text)| Some((level_named(word)?, text.trim_start())));
+        return match level {
+            Some((level, text)) => (Some(level), Cow::Borrowed(text)),
+            None => (None, Cow::Borrowed(line)),
+        };
     };
     let rest = rest.trim_start();
     let word_end = rest
@@ -585,10 +595,18 @@ mod tests {
             "2026-12-01 was a Tuesday",
             "20261201T095645Z x",
             "WARN without a time",
+            "[not a level] x",
             "",
         ] {
             assert_eq!(tidy(line), (None, line.to_owned()), "{line:?}");
         }
+        assert_eq!(
+            tidy("[WARNING] Deprecated '--logger=capnslog' flag"),
+            (
+                Some(Level::WARN),
+                "Deprecated '--logger=capnslog' flag".to_owned()
+            )
+        );
         // etcd's JSON lines.
         let (level, text) = tidy(
             r#"{"level":"warn","ts":"2026-12-01T09:56:45.051Z","caller":"etcdserver/x.go:1","msg":"slow fdatasync","took":"1.2s"}"#,
