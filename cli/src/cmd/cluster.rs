@@ -411,9 +411,10 @@ async fn show_logs(args: LogsArgs) -> Result<Exit, Failure> {
             ));
         }
     });
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
     tokio::select! {
         result = read => result.map_err(control_failure)?,
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
     }
     Ok(Exit::Ok)
 }
@@ -425,10 +426,12 @@ async fn watch_status(args: StatusArgs) -> Result<Exit, Failure> {
     let socket = args.target.socket()?;
     let terminal = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // One listener for the whole loop: a Ctrl-C while the status is asked is not lost.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+            _ = interrupt.recv() => return Ok(Exit::Ok),
         }
         let frame = match control::ask_status(&socket).await {
             Ok(report) => status_table(&report),
