@@ -49,8 +49,8 @@ pub const ORDER_WAIT: Duration = Duration::from_secs(120);
 
 /// How long one side waits for the other to speak.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A request longer than this is not one of ours.
-const MAX_REQUEST: u64 = 256;
+/// A request longer than this is not one of ours (it names members: room for thousands).
+const MAX_REQUEST: u64 = 64 * 1024;
 /// Answers larger than this are refused by the client (a cluster of thousands of members
 /// stays far below it).
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
@@ -296,6 +296,14 @@ async fn answer(
     tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    // A cut line could name other members than meant (`Worker[1` → `Worker`): refused.
+    if !line.ends_with('\n') {
+        return finish(
+            write,
+            error_answer("bad_request", "the request is not one whole line"),
+        )
+        .await;
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     let body = match words.as_slice() {
         ["status"] => {
@@ -733,6 +741,18 @@ mod tests {
         assert_eq!(report.name.as_deref(), Some("t"));
         assert_eq!(report.pid, std::process::id());
         assert!(report.members.is_empty());
+        let version = exchange(&path, "version", IO_TIMEOUT)
+            .await
+            .expect("version");
+        let version: serde_json::Value = serde_json::from_slice(&version).expect("json");
+        assert_eq!(version["version"], PROTOCOL_VERSION);
+        // A request cut short (no end of line) is refused, not read as another one.
+        let mut raw = UnixStream::connect(&path).await.expect("connect");
+        raw.write_all(b"stop Worker").await.expect("write");
+        raw.shutdown().await.expect("half-close");
+        let mut cut = String::new();
+        raw.read_to_string(&mut cut).await.expect("read");
+        assert!(cut.contains("bad_request"), "{cut}");
         let unknown = ask_order(&path, Command::Stop, &["Worker[9]".into()]).await;
         assert!(
             matches!(&unknown, Err(ControlError::Refused { kind, message })
