@@ -149,6 +149,13 @@ fn stop_start_and_restart_one_member() {
     }
     let out = control(&socket, &["stop", "Worker[1]"]);
     assert_eq!(out.stdout.trim(), "Worker[1]: already stopped", "{out:?}");
+    // A reload that does not change it leaves it stopped.
+    cluster.signal(Signal::SIGHUP);
+    log.expect("the SIGHUP reload", TIMEOUT, |line| {
+        line.contains("SIGHUP: config applied").then_some(())
+    });
+    let now = member(&socket, "Worker[1]");
+    assert_eq!((now.state.as_str(), now.pid), ("Stopped", None), "{now:?}");
 
     let out = control(&socket, &["start", "Worker[1]"]);
     assert_eq!(out.code, Some(0), "{out:?}");
