@@ -245,6 +245,8 @@ impl Kind for ControlError {
             ControlError::Io { .. } => ErrorKind::Io,
             ControlError::NotRunning { .. } => ErrorKind::Unavailable,
             ControlError::BadAnswer { .. } => ErrorKind::Remote,
+            ControlError::Refused { kind, .. } if kind == "unknown_member" => ErrorKind::NotFound,
+            ControlError::Refused { .. } => ErrorKind::Remote,
         }
     }
 }

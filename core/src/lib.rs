@@ -30,3 +30,4 @@ pub mod server;
 pub mod sidecar;
 pub mod supervisor;
 pub mod tls;
+pub mod wallclock;

@@ -8,7 +8,7 @@
 //!
 //! SIGHUP, or a change of the config file, applies the file again (see [`Cluster::reload`]).
 //! `quaestor cluster status` asks the running cluster, over its control socket, how its
-//! members are.
+//! members are; `stop`, `start`, `restart`, `drain`, `undrain` and `logs` act on members.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +21,9 @@ use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::memory::MemoryRegistry;
 use quaestor_core::supervisor::cluster::{Cluster, ClusterOptions, start_key_value_store};
 use quaestor_core::supervisor::control::{self, ClusterReport, ControlError, MemberReport};
+use quaestor_core::supervisor::logbook::LogBook;
 use quaestor_core::supervisor::runner::MemberRegistry;
-use quaestor_core::supervisor::spawn::{Spawner, log_lines};
+use quaestor_core::supervisor::spawn::{Spawner, log_lines_quieting};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -41,21 +42,84 @@ pub struct Args {
     target: TargetArgs,
 }
 
+/// The exit codes of the commands that talk to a running cluster.
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 the cluster refused (no such member) or the \
+order was not carried out in time; 2 no cluster answers on the control socket; 64 bad usage \
+(no config file, bad arguments).";
+
+const NAMES_HELP: &str = "NAME is a member as `status` prints it (`Worker[1]`), an agent \
+(`Worker#2`, when agents share a type) or an agent type (every member of it).";
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// List the members of the running cluster: state, pid, port, restarts, last health,
-    /// uptime, restarts by cause, last exit, next retry and last reason. Exit 2 when no
-    /// cluster runs this config.
+    /// uptime, restarts by cause, last exit, next retry and last reason.
+    #[command(
+        after_help = EXIT_CODES,
+        after_long_help = format!("Example: quaestor cluster status --config quaestor.config.yml --watch\n\n{EXIT_CODES}")
+    )]
     Status(StatusArgs),
+    /// Stop members and keep them stopped (neither the heartbeat nor the restart policy starts
+    /// them again) until `start`, or a reload that changes them. Returns once they stopped.
+    #[command(after_help = format!("{NAMES_HELP}\n\nExample: quaestor cluster stop 'Worker[1]'\n\n{EXIT_CODES}"))]
+    Stop(OrderArgs),
+    /// Start stopped members (or members backing off or failed, at once and afresh). Returns
+    /// once their processes were spawned.
+    #[command(after_help = format!("{NAMES_HELP}\n\nExample: quaestor cluster start Worker\n\n{EXIT_CODES}"))]
+    Start(OrderArgs),
+    /// Restart members: a graceful stop (deregistered, stop signal, SIGKILL after
+    /// memberMaxShutdownTimeSeconds), then a start at once; not counted as a crash. Returns
+    /// once their new processes were spawned.
+    #[command(after_help = format!("{NAMES_HELP}\n\nExample: quaestor cluster restart 'Worker[0]' LoadBalancer\n\n{EXIT_CODES}"))]
+    Restart(OrderArgs),
+    /// Take members out of the registry for maintenance, without stopping them: clients are
+    /// no longer sent to them; their process and health checks go on (a crash still
+    /// restarts them, and they stay drained).
+    #[command(after_help = format!("{NAMES_HELP}\n\nExample: quaestor cluster drain 'Worker[2]'\n\n{EXIT_CODES}"))]
+    Drain(OrderArgs),
+    /// Put drained members back in the registry (as soon as they serve).
+    #[command(after_help = format!("{NAMES_HELP}\n\nExample: quaestor cluster undrain 'Worker[2]'\n\n{EXIT_CODES}"))]
+    Undrain(OrderArgs),
+    /// Print the recent output (stdout and stderr) of members: the last lines the cluster
+    /// keeps (1000 per member), each with its time, member and stream.
+    #[command(after_help = format!("{NAMES_HELP}\n\nExample: quaestor cluster logs 'Worker[0]' -n 50 -f\n\n{EXIT_CODES}"))]
+    Logs(LogsArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct StatusArgs {
-    #[command(flatten)]
-    target: TargetArgs,
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
+    /// Redraw the table every second, until Ctrl-C.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct OrderArgs {
+    /// The members.
+    #[arg(value_name = "NAME", required = true)]
+    names: Vec<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct LogsArgs {
+    /// The members.
+    #[arg(value_name = "NAME", required = true)]
+    names: Vec<String>,
+    /// Keep printing new lines, until Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the last lines to print.
+    #[arg(short = 'n', long, value_name = "LINES", default_value_t = 100)]
+    lines: usize,
+    #[command(flatten)]
+    target: TargetArgs,
 }
 
 /// Which cluster: its config file, and its control socket.
@@ -83,7 +147,14 @@ impl TargetArgs {
 
 pub async fn run(args: Args) -> Result<Exit, Failure> {
     match args.command {
+        Some(Command::Status(status)) if status.watch => watch_status(status).await,
         Some(Command::Status(status)) => show_status(status).await,
+        Some(Command::Stop(order)) => give_order(control::Command::Stop, order).await,
+        Some(Command::Start(order)) => give_order(control::Command::Start, order).await,
+        Some(Command::Restart(order)) => give_order(control::Command::Restart, order).await,
+        Some(Command::Drain(order)) => give_order(control::Command::Drain, order).await,
+        Some(Command::Undrain(order)) => give_order(control::Command::Undrain, order).await,
+        Some(Command::Logs(logs)) => show_logs(logs).await,
         None => run_cluster(args.target).await,
     }
 }
@@ -100,9 +171,19 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             .unwrap_or_else(|| PathBuf::from(".")),
         quaestor_bin: quaestor_bin.clone(),
     };
+    // The KeyValueStore member (etcd) logs at DEBUG but for its warnings and errors.
+    let quiet: Vec<String> = config
+        .agents
+        .iter()
+        .filter(|a| a.is_key_value_store())
+        .map(|a| format!("{}[0]", a.agent_type))
+        .collect();
+    let logs = LogBook::default();
     let spawner = Spawner {
         shim: quaestor_bin,
-        sink: log_lines(),
+        sink: logs.sink(log_lines_quieting(move |member| {
+            quiet.iter().any(|q| q == member)
+        })),
     };
 
     // Before anything starts: one cluster per config.
@@ -164,6 +245,9 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             .collect::<Vec<_>>()
     };
     let (members, members_rx) = watch::channel(all_members(&cluster));
+    let announcer = tokio::spawn(quaestor_core::supervisor::ready::announce(
+        members_rx.clone(),
+    ));
     let control_server = control_listener.map(|listener| {
         let name = config.cluster.as_ref().and_then(|c| c.name.clone());
         tokio::spawn(control::serve(
@@ -171,6 +255,7 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             name,
             config.path.clone(),
             members_rx,
+            logs,
         ))
     });
 
@@ -198,6 +283,7 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
         members.send_replace(all_members(&cluster));
     }
 
+    announcer.abort();
     cluster.stop().await;
     // The registry last: the members deregistered from it while they stopped.
     if let Some(store) = store {
@@ -282,15 +368,91 @@ fn fingerprint(path: &Path) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// A control error as a failure: 2 when no cluster answers, else 1.
+fn control_failure(error: ControlError) -> Failure {
+    let exit = match error {
+        ControlError::NotRunning { .. } => Exit::Unreachable,
+        _ => Exit::Failure,
+    };
+    Failure::new(exit, error)
+}
+
+/// Writes `text` to stdout; false once stdout is closed (a pipe whose reader is gone).
+fn print_out(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
+async fn give_order(command: control::Command, args: OrderArgs) -> Result<Exit, Failure> {
+    let socket = args.target.socket()?;
+    let answer = control::ask_order(&socket, command, &args.names)
+        .await
+        .map_err(control_failure)?;
+    let text: String = answer
+        .members
+        .iter()
+        .map(|m| format!("{}: {}\n", m.member, m.outcome))
+        .collect();
+    print_out(&text);
+    Ok(Exit::Ok)
+}
+
+async fn show_logs(args: LogsArgs) -> Result<Exit, Failure> {
+    let socket = args.target.socket()?;
+    let mut closed = false;
+    let read = control::ask_logs(&socket, &args.names, args.lines, args.follow, |entry| {
+        if !closed {
+            closed = !print_out(&format!(
+                "{} {} {}: {}\n",
+                entry.time, entry.member, entry.stream, entry.line
+            ));
+        }
+    });
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
+    tokio::select! {
+        result = read => result.map_err(control_failure)?,
+        _ = interrupt.recv() => {}
+    }
+    Ok(Exit::Ok)
+}
+
+/// `status --watch`: the table again every second (the screen cleared first on a terminal),
+/// until Ctrl-C; while no cluster answers, says so and keeps asking.
+async fn watch_status(args: StatusArgs) -> Result<Exit, Failure> {
+    use std::io::IsTerminal;
+    let socket = args.target.socket()?;
+    let terminal = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // One listener for the whole loop: a Ctrl-C while the status is asked is not lost.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = interrupt.recv() => return Ok(Exit::Ok),
+        }
+        let frame = match control::ask_status(&socket).await {
+            Ok(report) => status_table(&report),
+            Err(error) => format!("quaestor: {error}\n"),
+        };
+        let frame = if terminal {
+            format!("\x1b[H\x1b[2J{frame}")
+        } else {
+            format!("{frame}\n")
+        };
+        if !print_out(&frame) {
+            return Ok(Exit::Ok);
+        }
+    }
+}
+
 async fn show_status(args: StatusArgs) -> Result<Exit, Failure> {
     let socket = args.target.socket()?;
-    let report = control::ask_status(&socket).await.map_err(|error| {
-        let exit = match error {
-            ControlError::NotRunning { .. } => Exit::Unreachable,
-            _ => Exit::Failure,
-        };
-        Failure::new(exit, error)
-    })?;
+    let report = control::ask_status(&socket)
+        .await
+        .map_err(control_failure)?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::unexpected)?;
         println!("{text}");
@@ -326,7 +488,11 @@ fn status_table(report: &ClusterReport) -> String {
     for m in &report.members {
         rows.push([
             m.member.clone(),
-            m.state.clone(),
+            if m.drained {
+                format!("{},drained", m.state)
+            } else {
+                m.state.clone()
+            },
             m.pid.map_or_else(dash, |p| p.to_string()),
             m.port.to_string(),
             m.restarts.to_string(),

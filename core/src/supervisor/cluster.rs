@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use super::member::Policy;
 use super::recycle::{Recyclable, recycle_agent};
-use super::runner::{MemberRegistry, MemberSpec, MemberStatus, Order, Runner, Tuning};
+use super::runner::{
+    MemberRegistry, MemberSpec, MemberStatus, Order, Runner, RunnerHandle, Tuning,
+};
 use super::spawn::{MemberCommand, SpawnError, Spawner, command_line, resolve_executable};
 use crate::config::{AgentConfig, ClusterConfig, QuaestorConfig, ShutdownAction};
 use crate::registry::ServiceLocation;
@@ -78,6 +80,7 @@ pub async fn start_key_value_store(
         index: 0,
         port,
         status: runner.status.clone(),
+        runner: runner.handle(),
     };
     Ok(Some(KeyValueStore { runner, view }))
 }
@@ -169,6 +172,8 @@ pub struct MemberView {
     pub index: usize,
     pub port: u16,
     pub status: watch::Receiver<MemberStatus>,
+    /// Its runner, for the operator's orders (stop, start, restart, drain).
+    pub runner: RunnerHandle,
 }
 
 /// The recycling of one agent's members.
@@ -372,6 +377,7 @@ impl Cluster {
                 index: identity.index,
                 port,
                 status: runner.status.clone(),
+                runner: runner.handle(),
             },
             identity,
             action: agent.cluster_shutdown_action,

@@ -1,6 +1,22 @@
 //! The control endpoint of a running cluster: a Unix socket that answers `status` with every
 //! member's state, pid, port, restarts, last health and uptime (as JSON), so that
-//! `quaestor cluster status` can show them.
+//! `quaestor cluster status` can show them, and takes the operator's orders.
+//!
+//! The protocol (version [`PROTOCOL_VERSION`]) is one request line, words separated by
+//! spaces, and a JSON answer; the server closes the connection after it:
+//!
+//! - `status` → a [`ClusterReport`];
+//! - `version` → `{"version": 1, "commands": [...]}`;
+//! - `stop|start|restart|drain|undrain NAME...` → an [`OrderAnswer`], once every named
+//!   member is stopped / started / restarted (its next process spawned) / drained (out of the
+//!   registry) / undrained; NAME is a member (`Worker[1]`), an agent (`Worker#2`) or an agent
+//!   type (all its members);
+//! - `logs COUNT NAME...` → the last COUNT lines of the members, one [`LogEntry`] per line
+//!   (JSON Lines); `follow COUNT NAME...` the same, then every new line until the client
+//!   hangs up.
+//!
+//! An error is `{"error": "...", "kind": "..."}` (`unknown_member`, `unknown_command`,
+//! `bad_request`, `timeout`).
 //!
 //! The socket's default place follows from the config file's path, so the same `--config`
 //! finds the cluster that runs it; a second cluster on the same config is refused while the
@@ -17,13 +33,25 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use super::cluster::MemberView;
+use super::logbook::{LogBook, LogLine};
 use super::member::{Exit, State};
-use super::runner::{member_state_name, rfc3339};
+use super::runner::{MemberStatus, Order, member_state_name};
+use crate::wallclock::{rfc3339, rfc3339_millis};
+
+/// The version of the request/answer protocol; bumped when a command changes meaning.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The commands the server knows.
+pub const COMMANDS: &[&str] = &[
+    "status", "version", "stop", "start", "restart", "drain", "undrain", "logs", "follow",
+];
+/// How long the server waits for orders to take effect (a stop may wait for
+/// `memberMaxShutdownTimeSeconds`, then SIGKILL).
+pub const ORDER_WAIT: Duration = Duration::from_secs(120);
 
 /// How long one side waits for the other to speak.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A request longer than this is not one of ours.
-const MAX_REQUEST: u64 = 256;
+/// A request longer than this is not one of ours (it names members: room for thousands).
+const MAX_REQUEST: u64 = 64 * 1024;
 /// Answers larger than this are refused by the client (a cluster of thousands of members
 /// stays far below it).
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
@@ -46,6 +74,82 @@ pub enum ControlError {
     },
     #[error("the cluster at {path} gave an answer that is not a status: {reason}")]
     BadAnswer { path: PathBuf, reason: String },
+    /// The cluster understood the request and said no (an unknown member, say).
+    #[error("{message}")]
+    Refused { kind: String, message: String },
+}
+
+/// What the cluster did with an order, member by member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderAnswer {
+    pub version: u32,
+    pub members: Vec<OrderOutcome>,
+}
+
+/// One member's part of an [`OrderAnswer`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderOutcome {
+    /// E.g. `Worker[1]`.
+    pub member: String,
+    /// E.g. `stopped`, `restarted (pid 4242)`, `already running`, `drained`.
+    pub outcome: String,
+}
+
+/// One line of a member's output, as `logs` and `follow` send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// E.g. `Worker[1]`.
+    pub member: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// When the supervisor read it (RFC 3339, UTC).
+    pub time: String,
+    pub line: String,
+}
+
+impl From<&LogLine> for LogEntry {
+    fn from(line: &LogLine) -> Self {
+        LogEntry {
+            member: line.member.clone(),
+            stream: line.stream.as_str().to_owned(),
+            time: rfc3339_millis(line.time),
+            line: line.text.clone(),
+        }
+    }
+}
+
+/// An order of the operator to some members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Stop,
+    Start,
+    Restart,
+    Drain,
+    Undrain,
+}
+
+impl Command {
+    /// Its word in the protocol.
+    pub fn word(self) -> &'static str {
+        match self {
+            Command::Stop => "stop",
+            Command::Start => "start",
+            Command::Restart => "restart",
+            Command::Drain => "drain",
+            Command::Undrain => "undrain",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Command> {
+        Some(match word {
+            "stop" => Command::Stop,
+            "start" => Command::Start,
+            "restart" => Command::Restart,
+            "drain" => Command::Drain,
+            "undrain" => Command::Undrain,
+            _ => return None,
+        })
+    }
 }
 
 /// What `status` answers.
@@ -67,7 +171,8 @@ pub struct MemberReport {
     pub member: String,
     pub agent_type: String,
     pub index: usize,
-    /// Starting, Ready, Unhealthy, Recycling, Stopping, BackingOff, Failed or Stopped.
+    /// Starting, Ready, Unhealthy, Recycling, Restarting, Stopping, BackingOff, Failed or
+    /// Stopped.
     pub state: String,
     pub pid: Option<u32>,
     pub port: u16,
@@ -121,6 +226,9 @@ pub struct MemberReport {
     /// Seconds from now until then.
     #[serde(default)]
     pub next_retry_seconds: Option<f64>,
+    /// Drained by the operator: out of the registry while it runs on.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// Where the control socket of the cluster running `config` is, unless given:
@@ -192,48 +300,296 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Answers on `listener` until dropped (abort the task): `status` → the report of the
-/// members `members` holds at that moment.
+/// members `members` holds at that moment; orders go to their runners; `logs` read `logs`.
 pub async fn serve(
     listener: UnixListener,
     name: Option<String>,
     config: PathBuf,
     members: watch::Receiver<Vec<MemberView>>,
+    logs: LogBook,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let report = {
-            let name = name.clone();
-            let config = config.clone();
-            let members = members.clone();
-            move || report(name, config, &members.borrow())
-        };
+        let (name, config, members, logs) =
+            (name.clone(), config.clone(), members.clone(), logs.clone());
         tokio::spawn(async move {
-            if let Err(error) = answer(stream, report).await {
+            if let Err(error) = answer(stream, name, config, members, logs).await {
                 tracing::debug!(%error, "control connection");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, report: impl FnOnce() -> ClusterReport) -> io::Result<()> {
+fn error_answer(kind: &str, message: impl std::fmt::Display) -> String {
+    serde_json::json!({ "error": message.to_string(), "kind": kind }).to_string()
+}
+
+async fn answer(
+    stream: UnixStream,
+    name: Option<String>,
+    config: PathBuf,
+    members: watch::Receiver<Vec<MemberView>>,
+    logs: LogBook,
+) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    let body = match line.trim() {
-        "status" => serde_json::to_string(&report()).map_err(io::Error::other)?,
-        other => {
-            serde_json::json!({ "error": format!("unknown command {other:?} (known: status)") })
-                .to_string()
+    // A cut line could name other members than meant (`Worker[1` → `Worker`): refused.
+    if !line.ends_with('\n') {
+        return finish(
+            write,
+            error_answer("bad_request", "the request is not one whole line"),
+        )
+        .await;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let body = match words.as_slice() {
+        ["status"] => {
+            let report = report(name, config, &members.borrow());
+            serde_json::to_string(&report).map_err(io::Error::other)?
         }
+        ["version"] => {
+            serde_json::json!({ "version": PROTOCOL_VERSION, "commands": COMMANDS }).to_string()
+        }
+        [word, names @ ..] if Command::parse(word).is_some() => {
+            let command = Command::parse(word).expect("checked");
+            let views = members.borrow().clone();
+            match select(&views, names) {
+                Err(message) => error_answer("unknown_member", message),
+                Ok(chosen) => match carry_out(command, &chosen).await {
+                    Ok(members) => serde_json::to_string(&OrderAnswer {
+                        version: PROTOCOL_VERSION,
+                        members,
+                    })
+                    .map_err(io::Error::other)?,
+                    Err(message) => error_answer("timeout", message),
+                },
+            }
+        }
+        [word @ ("logs" | "follow"), count, names @ ..] => {
+            let Ok(count) = count.parse::<usize>() else {
+                let body = error_answer("bad_request", format!("{count:?} is not a line count"));
+                return finish(write, body).await;
+            };
+            let views = members.borrow().clone();
+            let chosen = match select(&views, names) {
+                Ok(chosen) => chosen,
+                Err(message) => {
+                    return finish(write, error_answer("unknown_member", message)).await;
+                }
+            };
+            let tags: Vec<String> = chosen
+                .iter()
+                .map(|v| v.status.borrow().tag.clone())
+                .collect();
+            // Follow before reading the past, so that no line falls in between.
+            let mut feed = logs.follow();
+            let past = logs.recent(&tags, count);
+            let mut last = past.last().map(|l| l.seq);
+            for line in &past {
+                send_entry(&mut write, line).await?;
+            }
+            if *word == "follow" {
+                loop {
+                    match feed.recv().await {
+                        Ok(line) => {
+                            if last.is_some_and(|seq| line.seq <= seq)
+                                || !tags.contains(&line.member)
+                            {
+                                continue;
+                            }
+                            last = Some(line.seq);
+                            send_entry(&mut write, &line).await?;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }
+            return write.shutdown().await;
+        }
+        _ => error_answer(
+            "unknown_command",
+            format!(
+                "unknown command {:?} (known: {})",
+                line.trim(),
+                COMMANDS.join(", ")
+            ),
+        ),
     };
+    finish(write, body).await
+}
+
+async fn send_entry(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    line: &LogLine,
+) -> io::Result<()> {
+    let mut text = serde_json::to_string(&LogEntry::from(line)).map_err(io::Error::other)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+async fn finish(mut write: tokio::net::unix::OwnedWriteHalf, body: String) -> io::Result<()> {
     write.write_all(body.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
+}
+
+/// The members `names` stand for, in the cluster's order, each once: a member's tag
+/// (`Worker[1]`), an agent's name (`Worker#2`), or an agent type (every member of it).
+pub fn select(views: &[MemberView], names: &[&str]) -> Result<Vec<MemberView>, String> {
+    if names.is_empty() {
+        return Err(format!("no member named; members are {}", summary(views)));
+    }
+    let tag = |v: &MemberView| v.status.borrow().tag.clone();
+    let agent = |v: &MemberView| {
+        let tag = tag(v);
+        tag.rsplit_once('[')
+            .map(|(a, _)| a.to_owned())
+            .unwrap_or(tag)
+    };
+    let mut chosen = vec![false; views.len()];
+    for name in names {
+        let exact: Vec<usize> = (0..views.len())
+            .filter(|&i| tag(&views[i]) == *name)
+            .collect();
+        let matched = if exact.is_empty() {
+            (0..views.len())
+                .filter(|&i| views[i].agent_type == *name || agent(&views[i]) == *name)
+                .collect()
+        } else {
+            exact
+        };
+        if matched.is_empty() {
+            return Err(format!("no member {name}; members are {}", summary(views)));
+        }
+        for i in matched {
+            chosen[i] = true;
+        }
+    }
+    Ok(views
+        .iter()
+        .zip(chosen)
+        .filter(|(_, c)| *c)
+        .map(|(v, _)| v.clone())
+        .collect())
+}
+
+/// The members' tags, a run of an agent's members shortened: `Worker[0..3], LoadBalancer[0]`.
+pub fn summary(views: &[MemberView]) -> String {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for view in views {
+        let tag = view.status.borrow().tag.clone();
+        let (agent, index) = match tag.strip_suffix(']').and_then(|t| t.rsplit_once('[')) {
+            Some((agent, index)) => (agent.to_owned(), index.to_owned()),
+            None => (tag.clone(), String::new()),
+        };
+        match groups.last_mut() {
+            Some((last, indices)) if *last == agent => indices.push(index),
+            _ => groups.push((agent, vec![index])),
+        }
+    }
+    if groups.is_empty() {
+        return "none".to_owned();
+    }
+    groups
+        .iter()
+        .map(|(agent, indices)| {
+            let numbers: Option<Vec<usize>> = indices.iter().map(|i| i.parse().ok()).collect();
+            match numbers {
+                Some(n) if n.len() > 1 && n.windows(2).all(|w| w[1] == w[0] + 1) => {
+                    format!("{agent}[{}..{}]", n[0], n[n.len() - 1])
+                }
+                _ => indices
+                    .iter()
+                    .map(|i| format!("{agent}[{i}]"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Gives `command` to every member of `chosen`, then waits (at most [`ORDER_WAIT`]) until it
+/// took effect on each.
+async fn carry_out(command: Command, chosen: &[MemberView]) -> Result<Vec<OrderOutcome>, String> {
+    let waiting = |s: &MemberStatus| {
+        matches!(
+            s.state,
+            State::Stopped | State::BackingOff { .. } | State::Failed { .. }
+        )
+    };
+    let mut plans = Vec::new();
+    for view in chosen {
+        let before = view.status.borrow().clone();
+        let (order, already) = match command {
+            Command::Stop => (
+                Order::Halt,
+                (before.state == State::Stopped && before.pid.is_none())
+                    .then_some("already stopped"),
+            ),
+            Command::Start => (
+                Order::Start,
+                (!waiting(&before)).then_some("already running"),
+            ),
+            Command::Restart => (Order::Restart, None),
+            Command::Drain => (Order::Drain, before.drained.then_some("already drained")),
+            Command::Undrain => (Order::Undrain, (!before.drained).then_some("not drained")),
+        };
+        if already.is_none() || command == Command::Stop {
+            view.runner.order(order).await;
+        }
+        plans.push((view.clone(), before.starts, already));
+    }
+    let mut outcomes = Vec::new();
+    for (view, starts_before, already) in plans {
+        let mut status = view.status.clone();
+        let tag = status.borrow().tag.clone();
+        let outcome = if let Some(already) = already {
+            already.to_owned()
+        } else {
+            let done = |s: &MemberStatus| match command {
+                Command::Stop => s.state == State::Stopped && s.pid.is_none(),
+                Command::Start | Command::Restart => s.starts > starts_before,
+                Command::Drain => s.drained,
+                Command::Undrain => !s.drained,
+            };
+            let reached = tokio::time::timeout(ORDER_WAIT, status.wait_for(done)).await;
+            let pid = match reached {
+                Ok(Ok(s)) => s.pid,
+                Ok(Err(_)) => return Err(format!("{tag} is gone (the cluster stops or reloads)")),
+                Err(_) => {
+                    return Err(format!(
+                        "{tag}: {} not done after {} s",
+                        command.word(),
+                        ORDER_WAIT.as_secs()
+                    ));
+                }
+            };
+            let with_pid = |what: &str| match pid {
+                Some(pid) => format!("{what} (pid {pid})"),
+                None => what.to_owned(),
+            };
+            match command {
+                Command::Stop => "stopped".to_owned(),
+                Command::Start => with_pid("started"),
+                Command::Restart => with_pid("restarted"),
+                Command::Drain => "drained".to_owned(),
+                Command::Undrain => "undrained".to_owned(),
+            }
+        };
+        outcomes.push(OrderOutcome {
+            member: tag,
+            outcome,
+        });
+    }
+    Ok(outcomes)
 }
 
 /// The report of `members` now.
@@ -289,6 +645,7 @@ pub fn report(name: Option<String>, config: PathBuf, members: &[MemberView]) -> 
                     operator_restarts: counts.operator,
                     next_retry_at: next_retry.map(|wait| rfc3339(wall_now + wait)),
                     next_retry_seconds: next_retry.map(|wait| wait.as_secs_f64()),
+                    drained: status.drained,
                 }
             })
             .collect(),
@@ -297,36 +654,122 @@ pub fn report(name: Option<String>, config: PathBuf, members: &[MemberView]) -> 
 
 /// Asks the cluster at `path` for its status.
 pub async fn ask_status(path: &Path) -> Result<ClusterReport, ControlError> {
-    let not_running = |source| ControlError::NotRunning {
+    let body = exchange(path, "status", IO_TIMEOUT).await?;
+    parse_answer(path, &body)
+}
+
+/// Gives the cluster at `path` an order for the members `names` stand for, and waits until
+/// it is carried out.
+pub async fn ask_order(
+    path: &Path,
+    command: Command,
+    names: &[String],
+) -> Result<OrderAnswer, ControlError> {
+    let request = format!("{} {}", command.word(), names.join(" "));
+    let body = exchange(path, &request, ORDER_WAIT + IO_TIMEOUT).await?;
+    parse_answer(path, &body)
+}
+
+/// Reads the last `count` output lines of the members `names` stand for, calling `each` for
+/// every one; with `follow`, goes on with every new line until the cluster stops (or the
+/// caller stops polling the future).
+pub async fn ask_logs(
+    path: &Path,
+    names: &[String],
+    count: usize,
+    follow: bool,
+    mut each: impl FnMut(LogEntry),
+) -> Result<(), ControlError> {
+    let io_error = |source| ControlError::Io {
         path: path.to_owned(),
         source,
     };
-    let exchange = async {
-        let mut stream = UnixStream::connect(path).await.map_err(not_running)?;
-        let io_error = |source| ControlError::Io {
+    let word = if follow { "follow" } else { "logs" };
+    let mut stream = connect(path).await?;
+    let request = format!("{word} {count} {}\n", names.join(" "));
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(io_error)?;
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        let next = if follow {
+            lines.next_line().await
+        } else {
+            tokio::time::timeout(IO_TIMEOUT, lines.next_line())
+                .await
+                .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
+        };
+        let Some(line) = next.map_err(io_error)? else {
+            return Ok(());
+        };
+        match serde_json::from_str::<LogEntry>(&line) {
+            Ok(entry) => each(entry),
+            Err(_) => return Err(refusal(path, line.as_bytes())),
+        }
+    }
+}
+
+async fn connect(path: &Path) -> Result<UnixStream, ControlError> {
+    UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::NotRunning {
             path: path.to_owned(),
             source,
-        };
-        stream.write_all(b"status\n").await.map_err(io_error)?;
+        })
+}
+
+/// Sends `request`, reads the whole answer.
+async fn exchange(path: &Path, request: &str, wait: Duration) -> Result<Vec<u8>, ControlError> {
+    let io_error = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let talk = async {
+        let mut stream = connect(path).await?;
+        stream
+            .write_all(format!("{request}\n").as_bytes())
+            .await
+            .map_err(io_error)?;
         let mut body = Vec::new();
         (&mut stream)
             .take(MAX_ANSWER)
             .read_to_end(&mut body)
             .await
             .map_err(io_error)?;
-        serde_json::from_slice(&body).map_err(|e| ControlError::BadAnswer {
+        Ok(body)
+    };
+    tokio::time::timeout(wait, talk)
+        .await
+        .unwrap_or_else(|_| Err(io_error(io::Error::from(io::ErrorKind::TimedOut))))
+}
+
+/// The answer, or the cluster's refusal.
+fn parse_answer<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    body: &[u8],
+) -> Result<T, ControlError> {
+    serde_json::from_slice(body).map_err(|_| refusal(path, body))
+}
+
+/// An error answer as [`ControlError::Refused`]; anything else as a bad answer.
+fn refusal(path: &Path, body: &[u8]) -> ControlError {
+    #[derive(Deserialize)]
+    struct Refusal {
+        error: String,
+        #[serde(default)]
+        kind: String,
+    }
+    match serde_json::from_slice::<Refusal>(body) {
+        Ok(refusal) => ControlError::Refused {
+            kind: refusal.kind,
+            message: refusal.error,
+        },
+        Err(e) => ControlError::BadAnswer {
             path: path.to_owned(),
             reason: e.to_string(),
-        })
-    };
-    tokio::time::timeout(IO_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ControlError::Io {
-                path: path.to_owned(),
-                source: io::Error::from(io::ErrorKind::TimedOut),
-            })
-        })
+        },
+    }
 }
 
 #[cfg(test)]
@@ -354,7 +797,13 @@ mod tests {
         let path = dir.join("c.sock");
         let listener = bind(&path).await.expect("bind");
         let (tx, rx) = watch::channel(Vec::new());
-        let server = tokio::spawn(serve(listener, Some("t".into()), "t.yml".into(), rx));
+        let server = tokio::spawn(serve(
+            listener,
+            Some("t".into()),
+            "t.yml".into(),
+            rx,
+            LogBook::default(),
+        ));
         let again = bind(&path).await;
         assert!(
             matches!(again, Err(ControlError::AlreadyRunning { .. })),
@@ -364,6 +813,24 @@ mod tests {
         assert_eq!(report.name.as_deref(), Some("t"));
         assert_eq!(report.pid, std::process::id());
         assert!(report.members.is_empty());
+        let version = exchange(&path, "version", IO_TIMEOUT)
+            .await
+            .expect("version");
+        let version: serde_json::Value = serde_json::from_slice(&version).expect("json");
+        assert_eq!(version["version"], PROTOCOL_VERSION);
+        // A request cut short (no end of line) is refused, not read as another one.
+        let mut raw = UnixStream::connect(&path).await.expect("connect");
+        raw.write_all(b"stop Worker").await.expect("write");
+        raw.shutdown().await.expect("half-close");
+        let mut cut = String::new();
+        raw.read_to_string(&mut cut).await.expect("read");
+        assert!(cut.contains("bad_request"), "{cut}");
+        let unknown = ask_order(&path, Command::Stop, &["Worker[9]".into()]).await;
+        assert!(
+            matches!(&unknown, Err(ControlError::Refused { kind, message })
+                if kind == "unknown_member" && message == "no member Worker[9]; members are none"),
+            "{unknown:?}"
+        );
         server.abort();
         let _ = server.await;
         drop(tx);

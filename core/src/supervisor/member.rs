@@ -13,6 +13,9 @@
 //!    │                             │ (recycle)                            │ (too many in a row)
 //!    │                             ▼                                      ▼
 //! Stopping ◀──(stop)── any    Recycling ──(exit)──▶ spawn at once      Failed ──(slow retry)──▶ spawn
+//!
+//! any ──(operator restart)──▶ Restarting ──(exit)──▶ spawn at once (failures reset)
+//! BackingOff, Failed ──(operator start)──▶ spawn at once (failures reset)
 //! ```
 
 use std::fmt;
@@ -78,6 +81,9 @@ pub enum State {
     Unhealthy { pid: u32, stop: Stop },
     /// Being stopped to be recycled; starts again at once after.
     Recycling { pid: u32, stop: Stop },
+    /// Being stopped because the operator restarts it; starts again at once after (not a
+    /// failure).
+    Restarting { pid: u32, stop: Stop },
     /// Being stopped for good.
     Stopping { pid: u32, stop: Stop },
     /// Waiting to start again.
@@ -286,7 +292,8 @@ impl fmt::Display for Hours {
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Start it (initially, or after a stop).
+    /// Start it (initially, or after a stop). A member waiting to start again (BackingOff,
+    /// Failed) is started at once, its failure count reset (the operator's `start`).
     Start,
     /// The process was spawned.
     Spawned { pid: u32 },
@@ -302,6 +309,9 @@ pub enum Event {
     Recycle,
     /// Stop it for good, for `reason` (config changed, operator stop, shutdown).
     Stop { reason: Reason },
+    /// The operator restarts it: a graceful stop, then a start at once; not a failure, and
+    /// the failure count starts again from 0.
+    Restart,
     /// Time passed (timers: start deadline, backoff, kill deadline, failure reset).
     Tick,
 }
@@ -387,7 +397,10 @@ fn step(member: &Member, event: &Event, now: Instant, policy: &Policy) -> (Membe
             failures,
             vec![record(reason), Action::Deregister, Action::Signal],
         ),
-        (S::Unhealthy { pid, stop } | S::Recycling { pid, stop }, E::Stop { reason }) => with(
+        (
+            S::Unhealthy { pid, stop } | S::Recycling { pid, stop } | S::Restarting { pid, stop },
+            E::Stop { reason },
+        ) => with(
             S::Stopping {
                 pid: *pid,
                 stop: *stop,
@@ -398,6 +411,48 @@ fn step(member: &Member, event: &Event, now: Instant, policy: &Policy) -> (Membe
 
         // Starting.
         (S::Stopped, E::Start) => with(S::Stopped, failures, vec![Action::Spawn]),
+        (S::BackingOff { .. } | S::Failed { .. }, E::Start) => {
+            with(S::Stopped, 0, vec![Action::Spawn])
+        }
+
+        // The operator's restart: stop gracefully (a stop under way goes on), then start.
+        (S::Stopped | S::BackingOff { .. } | S::Failed { .. }, E::Restart) => with(
+            S::Stopped,
+            0,
+            vec![record(&Reason::OperatorRestart), Action::Spawn],
+        ),
+        (S::Starting { pid, .. }, E::Restart) => with(
+            S::Restarting {
+                pid: *pid,
+                stop: stop(),
+            },
+            0,
+            vec![record(&Reason::OperatorRestart), Action::Signal],
+        ),
+        (S::Ready { pid, .. }, E::Restart) => with(
+            S::Restarting {
+                pid: *pid,
+                stop: stop(),
+            },
+            0,
+            vec![
+                record(&Reason::OperatorRestart),
+                Action::Deregister,
+                Action::Signal,
+            ],
+        ),
+        (
+            S::Unhealthy { pid, stop } | S::Recycling { pid, stop } | S::Stopping { pid, stop },
+            E::Restart,
+        ) => with(
+            S::Restarting {
+                pid: *pid,
+                stop: *stop,
+            },
+            0,
+            vec![record(&Reason::OperatorRestart)],
+        ),
+        (S::Restarting { .. }, E::Exited { .. }) => with(S::Stopped, 0, vec![Action::Spawn]),
         (S::Stopped | S::BackingOff { .. } | S::Failed { .. }, E::Spawned { pid }) => with(
             S::Starting {
                 pid: *pid,
@@ -548,7 +603,10 @@ fn step(member: &Member, event: &Event, now: Instant, policy: &Policy) -> (Membe
         (S::Recycling { .. }, E::Exited { .. }) => with(S::Stopped, failures, vec![Action::Spawn]),
         (S::Stopping { .. }, E::Exited { .. }) => with(S::Stopped, failures, vec![]),
         (
-            S::Unhealthy { pid, stop } | S::Recycling { pid, stop } | S::Stopping { pid, stop },
+            S::Unhealthy { pid, stop }
+            | S::Recycling { pid, stop }
+            | S::Restarting { pid, stop }
+            | S::Stopping { pid, stop },
             E::Tick,
         ) if now >= stop.deadline && !stop.killed => {
             let killed = Stop {
@@ -561,6 +619,10 @@ fn step(member: &Member, event: &Event, now: Instant, policy: &Policy) -> (Membe
                     stop: killed,
                 },
                 S::Recycling { .. } => S::Recycling {
+                    pid: *pid,
+                    stop: killed,
+                },
+                S::Restarting { .. } => S::Restarting {
                     pid: *pid,
                     stop: killed,
                 },
@@ -1157,6 +1219,139 @@ mod tests {
                 },
                 1,
                 member(State::Stopped, 0),
+                vec![],
+            ),
+            // The operator's restart: a graceful stop, then a start at once; not a failure.
+            (
+                member(ready(0, 0), 2),
+                Event::Restart,
+                10,
+                because(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                    Reason::OperatorRestart,
+                ),
+                vec![
+                    Action::Record(Reason::OperatorRestart),
+                    Action::Deregister,
+                    Action::Signal,
+                ],
+            ),
+            (
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Exited {
+                    exit: Exit::Unknown,
+                },
+                12,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Tick,
+                55,
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: Stop {
+                            deadline: c.at(55),
+                            killed: true,
+                        },
+                    },
+                    0,
+                ),
+                vec![Action::Kill],
+            ),
+            (
+                member(
+                    State::Stopping {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Restart,
+                12,
+                because(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                    Reason::OperatorRestart,
+                ),
+                vec![Action::Record(Reason::OperatorRestart)],
+            ),
+            (
+                member(State::Stopped, 0),
+                Event::Restart,
+                1,
+                because(State::Stopped, 0, Reason::OperatorRestart),
+                vec![Action::Record(Reason::OperatorRestart), Action::Spawn],
+            ),
+            (
+                member(
+                    State::Restarting {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                ),
+                Event::Stop {
+                    reason: Reason::OperatorStop,
+                },
+                12,
+                because(
+                    State::Stopping {
+                        pid: 7,
+                        stop: stop_at(55),
+                    },
+                    0,
+                    Reason::OperatorStop,
+                ),
+                vec![Action::Record(Reason::OperatorStop)],
+            ),
+            // The operator's start of a member waiting to start again: at once, afresh.
+            (
+                member(
+                    State::Failed {
+                        reason: r("x"),
+                        retry_at: c.at(300),
+                    },
+                    3,
+                ),
+                Event::Start,
+                5,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(State::BackingOff { until: c.at(4) }, 2),
+                Event::Start,
+                1,
+                member(State::Stopped, 0),
+                vec![Action::Spawn],
+            ),
+            (
+                member(ready(0, 0), 1),
+                Event::Start,
+                1,
+                member(ready(0, 0), 1),
                 vec![],
             ),
             // Stray events change nothing.

@@ -21,6 +21,7 @@ use crate::registry::ServiceLocation;
 use crate::registry::etcd::{EtcdError, EtcdRegistrar};
 use crate::registry::memory::MemoryRegistry;
 use crate::server::health::ServingStatus;
+use crate::wallclock::utc;
 
 /// Where members are registered while they serve.
 pub trait MemberRegistry: Send + Sync {
@@ -146,6 +147,8 @@ pub struct MemberStatus {
     pub last_reason: Option<Reason>,
     /// Its stops and restarts so far, by cause.
     pub restarts_by: RestartCounts,
+    /// Drained by the operator: kept out of the registry while it runs on, until undrained.
+    pub drained: bool,
 }
 
 /// Stops and restarts of a member by cause, each counted when it is decided (or, for a
@@ -185,10 +188,22 @@ pub const HISTORY: usize = 32;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Order {
     Recycle,
-    /// Stop it for good: the cluster stops (`StopFor(Reason::Shutdown)`).
+    /// Stop it for good: the cluster stops (`StopFor(Reason::Shutdown)`); the runner ends.
     Stop,
-    /// Stop it for good, for this reason (config changed, operator stop).
+    /// Stop it for good, for this reason (config changed); the runner ends.
     StopFor(Reason),
+    /// The operator's stop: stop the process and keep it stopped (the runner stays, and
+    /// nothing restarts it) until [`Order::Start`].
+    Halt,
+    /// The operator's start: start a member that is stopped, backing off or failed, at once.
+    Start,
+    /// The operator's restart: a graceful stop, then a start at once (not a failure).
+    Restart,
+    /// Keep it out of the registry (deregister it now if it serves) without touching its
+    /// process or its health: maintenance.
+    Drain,
+    /// Undo [`Order::Drain`]: registered again as soon as (or if) it serves.
+    Undrain,
     /// Deregister and let go of the process without stopping it (shutdown action None).
     Leave,
     /// Use these settings from now on (the process keeps running).
@@ -250,6 +265,7 @@ impl Runner {
             last_exit_at: None,
             last_reason: None,
             restarts_by: RestartCounts::default(),
+            drained: false,
         };
         if let Some(previous) = previous {
             first.last_exit = previous.last_exit;
@@ -295,6 +311,9 @@ async fn run(
     let mut child: Option<Child> = None;
     let mut next_health = Instant::now();
     let mut pending = vec![Event::Start];
+    // Stopped by the operator: the runner waits for orders instead of ending.
+    let mut halted = false;
+    let mut drained = false;
     loop {
         for event in std::mem::take(&mut pending) {
             let now = Instant::now();
@@ -329,6 +348,9 @@ async fn run(
             }
             member = next;
             for action in actions {
+                if drained && action == Action::Register {
+                    continue;
+                }
                 if let Some(follow_up) = perform(
                     &action,
                     &spec,
@@ -360,7 +382,7 @@ async fn run(
             continue;
         }
         // Stopped for good (a recycled member's restart is already under way by now).
-        if matches!(member.state, State::Stopped) && child.is_none() {
+        if matches!(member.state, State::Stopped) && child.is_none() && !halted {
             return;
         }
 
@@ -381,8 +403,49 @@ async fn run(
             }
             order = orders.recv() => match order {
                 Some(Order::Recycle) => pending.push(Event::Recycle),
-                Some(Order::Stop) => pending.push(Event::Stop { reason: Reason::Shutdown }),
-                Some(Order::StopFor(reason)) => pending.push(Event::Stop { reason }),
+                Some(Order::Stop) => {
+                    halted = false;
+                    pending.push(Event::Stop { reason: Reason::Shutdown });
+                }
+                Some(Order::StopFor(reason)) => {
+                    halted = false;
+                    pending.push(Event::Stop { reason });
+                }
+                Some(Order::Halt) => {
+                    tracing::info!(member = %spec.tag, "stopped by the operator; it stays stopped until started");
+                    halted = true;
+                    pending.push(Event::Stop { reason: Reason::OperatorStop });
+                }
+                Some(Order::Start) => {
+                    halted = false;
+                    tracing::info!(member = %spec.tag, "started by the operator");
+                    pending.push(Event::Start);
+                }
+                Some(Order::Restart) => {
+                    halted = false;
+                    tracing::info!(member = %spec.tag, "restarted by the operator");
+                    pending.push(Event::Restart);
+                }
+                Some(Order::Drain) => {
+                    if !drained {
+                        drained = true;
+                        if matches!(member.state, State::Ready { .. }) {
+                            perform(&Action::Deregister, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
+                        }
+                        tracing::info!(member = %spec.tag, "drained: out of the registry until undrained");
+                    }
+                    status.send_modify(|s| s.drained = true);
+                }
+                Some(Order::Undrain) => {
+                    if drained {
+                        drained = false;
+                        if matches!(member.state, State::Ready { .. }) {
+                            perform(&Action::Register, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
+                        }
+                        tracing::info!(member = %spec.tag, "undrained: registered again while it serves");
+                    }
+                    status.send_modify(|s| s.drained = false);
+                }
                 Some(Order::Retune(tuning)) => {
                     if *tuning != spec.tuning() {
                         tracing::info!(member = %spec.tag, "new settings");
@@ -391,7 +454,7 @@ async fn run(
                     }
                 }
                 Some(Order::Leave) => {
-                    if matches!(member.state, State::Ready { .. }) {
+                    if matches!(member.state, State::Ready { .. }) && !drained {
                         perform(&Action::Deregister, &spec, &spawner, registry.as_ref(), &mut child, &status).await;
                     }
                     tracing::info!(member = %spec.tag, "left running (shutdown action None)");
@@ -430,6 +493,7 @@ pub fn member_state_name(state: &State) -> &'static str {
         State::Ready { .. } => "Ready",
         State::Unhealthy { .. } => "Unhealthy",
         State::Recycling { .. } => "Recycling",
+        State::Restarting { .. } => "Restarting",
         State::Stopping { .. } => "Stopping",
         State::BackingOff { .. } => "BackingOff",
         State::Failed { .. } => "Failed",
@@ -445,6 +509,7 @@ fn next_wake(state: &State, next_health: Instant) -> Instant {
         State::Failed { retry_at, .. } => Some(*retry_at),
         State::Unhealthy { stop, .. }
         | State::Recycling { stop, .. }
+        | State::Restarting { stop, .. }
         | State::Stopping { stop, .. }
             if !stop.killed =>
         {
@@ -567,6 +632,7 @@ fn pid_of(state: &State) -> Option<u32> {
         | State::Ready { pid, .. }
         | State::Unhealthy { pid, .. }
         | State::Recycling { pid, .. }
+        | State::Restarting { pid, .. }
         | State::Stopping { pid, .. } => Some(*pid),
         State::Stopped | State::BackingOff { .. } | State::Failed { .. } => None,
     }
@@ -618,9 +684,17 @@ fn tell(
             return;
         }
         State::Unhealthy { .. } => "stopping it, to restart".to_owned(),
-        State::Recycling { .. } => "stopping it, to start again".to_owned(),
+        State::Recycling { .. } | State::Restarting { .. } => {
+            "stopping it, to start again".to_owned()
+        }
         State::Stopping { .. } => "stopping it".to_owned(),
-        State::Stopped if exited.is_some() && matches!(before.state, State::Recycling { .. }) => {
+        State::Stopped
+            if exited.is_some()
+                && matches!(
+                    before.state,
+                    State::Recycling { .. } | State::Restarting { .. }
+                ) =>
+        {
             "starting it again".to_owned()
         }
         State::Stopped if exited.is_some() => String::new(),
@@ -645,45 +719,4 @@ fn clock(at: Instant, now: Instant) -> String {
     let wall = SystemTime::now() + at.saturating_duration_since(now);
     let (_, time) = utc(wall);
     time
-}
-
-/// `at` in UTC: (`2026-12-01`, `10:31:07`).
-pub fn utc(at: SystemTime) -> (String, String) {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        format!("{year:04}-{month:02}-{day:02}"),
-        format!("{:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60),
-    )
-}
-
-/// `at` as RFC 3339 in UTC: `2026-12-01T10:31:07Z`.
-pub fn rfc3339(at: SystemTime) -> String {
-    let (date, time) = utc(at);
-    format!("{date}T{time}Z")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(at(1_796_121_067)), "2026-12-01T10:31:07Z");
-    }
 }

@@ -116,19 +116,191 @@ pub enum Output {
     Stderr,
 }
 
+impl Output {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Output::Stdout => "stdout",
+            Output::Stderr => "stderr",
+        }
+    }
+}
+
 /// Receives every line a member prints: (which output, the member's tag, its pid, the line).
 pub type LineSink = Arc<dyn Fn(Output, &str, u32, &str) + Send + Sync>;
 
-/// The default sink: the supervisor's log, tagged with the member (stderr is where most
-/// programs log, so it is not a warning by itself).
+/// The default sink: the supervisor's log, tagged with the member and the stream (see
+/// [`log_lines_quieting`]); no member is quiet.
 pub fn log_lines() -> LineSink {
-    Arc::new(|output, member, pid, line| {
-        let stream = match output {
-            Output::Stdout => "stdout",
-            Output::Stderr => "stderr",
-        };
-        tracing::info!(target: "quaestor::member", member, pid, stream, "{line}");
+    log_lines_quieting(|_| false)
+}
+
+/// The supervisor's log, each line once, tagged with the member and the stream, without the
+/// member's own timestamp (see [`tidy_line`]). A line the member logged as a warning or an
+/// error is logged at WARN or ERROR; any other line at INFO (stderr is where most programs
+/// log, so it is not a warning by itself), or at DEBUG for the members `quiet` names (the
+/// cluster's etcd: its raft chatter is not news).
+pub fn log_lines_quieting(quiet: impl Fn(&str) -> bool + Send + Sync + 'static) -> LineSink {
+    Arc::new(move |output, member, _pid, line| {
+        let (level, text) = tidy_line(line);
+        let stream = output.as_str();
+        match level {
+            Some(tracing::Level::ERROR) => {
+                tracing::error!(target: "quaestor::member", member, stream, "{text}")
+            }
+            Some(tracing::Level::WARN) => {
+                tracing::warn!(target: "quaestor::member", member, stream, "{text}")
+            }
+            _ if quiet(member) => {
+                tracing::debug!(target: "quaestor::member", member, stream, "{text}")
+            }
+            _ => tracing::info!(target: "quaestor::member", member, stream, "{text}"),
+        }
     })
+}
+
+/// A member's output line made fit for the supervisor's log: the level it carries, if any,
+/// and its text without a leading timestamp (RFC 3339, optionally in brackets) and the level
+/// after it, as a `tracing`, `env_logger` or log4j line starts
+/// (`2026-12-01T09:56:45.051807Z  WARN module: text` → WARN, `module: text`). A JSON line
+/// with a `level` (etcd's, zap's) becomes its `msg` followed by its other fields but the
+/// timestamp. A line without a timestamp that starts with a level in brackets
+/// (`[WARNING] text`, as etcd's capnslog writes) loses the brackets. Any other line is kept
+/// as it is.
+pub fn tidy_line(line: &str) -> (Option<tracing::Level>, std::borrow::Cow<'_, str>) {
+    use std::borrow::Cow;
+    if line.starts_with('{') {
+        if let Some(tidy) = tidy_json(line) {
+            return tidy;
+        }
+    }
+    let Some(rest) = strip_timestamp(line) else {
+        // No timestamp: only a level in brackets counts (`[WARNING] text`).
+        let level = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(word, text)| Some((level_named(word)?, text.trim_start())));
+        return match level {
+            Some((level, text)) => (Some(level), Cow::Borrowed(text)),
+            None => (None, Cow::Borrowed(line)),
+        };
+    };
+    let rest = rest.trim_start();
+    let word_end = rest
+        .find(|c: char| c.is_whitespace() || c == ':' || c == ']')
+        .unwrap_or(rest.len());
+    let word = rest[..word_end].trim_start_matches('[');
+    match level_named(word) {
+        Some(level) => {
+            let after = rest[word_end..].trim_start_matches([']', ':']).trim_start();
+            (Some(level), Cow::Borrowed(after))
+        }
+        None => (None, Cow::Borrowed(rest)),
+    }
+}
+
+/// `line` after a leading RFC 3339 timestamp (`2026-12-01T09:56:45.051807Z`, a space for
+/// the `T`, any fraction, `Z` or an offset or nothing, in brackets or not) and the
+/// whitespace after it; None when it does not start with one.
+fn strip_timestamp(line: &str) -> Option<&str> {
+    let bracketed = line.starts_with('[');
+    let text = if bracketed { &line[1..] } else { line };
+    let bytes = text.as_bytes();
+    let digits = |from: usize, count: usize| {
+        bytes.len() >= from + count && bytes[from..from + count].iter().all(u8::is_ascii_digit)
+    };
+    let at = |i: usize, options: &[u8]| bytes.get(i).is_some_and(|b| options.contains(b));
+    // YYYY-MM-DDTHH:MM:SS
+    let shaped = digits(0, 4)
+        && at(4, b"-")
+        && digits(5, 2)
+        && at(7, b"-")
+        && digits(8, 2)
+        && at(10, b"T ")
+        && digits(11, 2)
+        && at(13, b":")
+        && digits(14, 2)
+        && at(16, b":")
+        && digits(17, 2);
+    if !shaped {
+        return None;
+    }
+    let mut end = 19;
+    if at(end, b".,") {
+        end += 1;
+        while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+    }
+    if at(end, b"Zz") {
+        end += 1;
+    } else if at(end, b"+-") && digits(end + 1, 2) {
+        end += 3;
+        if at(end, b":") {
+            end += 1;
+        }
+        if digits(end, 2) {
+            end += 2;
+        }
+    }
+    if bracketed {
+        if !at(end, b"]") {
+            return None;
+        }
+        end += 1;
+    }
+    let rest = &text[end..];
+    (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim_start())
+}
+
+/// The level a word names (`WARN`, `warning`, `E`rror, `fatal`, …).
+fn level_named(word: &str) -> Option<tracing::Level> {
+    use tracing::Level;
+    let level = match word.to_ascii_lowercase().as_str() {
+        "trace" => Level::TRACE,
+        "debug" => Level::DEBUG,
+        "info" | "information" | "notice" => Level::INFO,
+        "warn" | "warning" => Level::WARN,
+        "error" | "err" | "fatal" | "panic" | "dpanic" | "crit" | "critical" => Level::ERROR,
+        _ => return None,
+    };
+    Some(level)
+}
+
+fn tidy_json(line: &str) -> Option<(Option<tracing::Level>, std::borrow::Cow<'_, str>)> {
+    let serde_json::Value::Object(fields) = serde_json::from_str(line).ok()? else {
+        return None;
+    };
+    let level = fields
+        .get("level")
+        .or_else(|| fields.get("severity"))?
+        .as_str()
+        .and_then(level_named);
+    let message = ["msg", "message"]
+        .iter()
+        .find_map(|key| fields.get(*key).and_then(|m| m.as_str()))
+        .unwrap_or_default();
+    let mut text = message.to_owned();
+    for (key, value) in &fields {
+        let skip = [
+            "level",
+            "severity",
+            "msg",
+            "message",
+            "ts",
+            "time",
+            "timestamp",
+        ];
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.push_str(&format!(" {key}={value}"));
+    }
+    Some((level, std::borrow::Cow::Owned(text.trim_start().to_owned())))
 }
 
 /// How to start members.
@@ -392,6 +564,67 @@ mod tests {
             },
         )
         .await;
+    }
+
+    #[test]
+    fn member_lines_lose_their_timestamp_and_keep_their_level() {
+        use tracing::Level;
+        let tidy = |line| {
+            let (level, text) = tidy_line(line);
+            (level, text.into_owned())
+        };
+        assert_eq!(
+            tidy("2026-12-01T09:56:45.051807Z  WARN quaestor::reporter: slow"),
+            (Some(Level::WARN), "quaestor::reporter: slow".to_owned())
+        );
+        assert_eq!(
+            tidy("2026-12-01T09:56:45Z INFO started"),
+            (Some(Level::INFO), "started".to_owned())
+        );
+        assert_eq!(
+            tidy("[2026-12-01 09:56:45.051+01:00] [ERROR] it broke"),
+            (Some(Level::ERROR), "it broke".to_owned())
+        );
+        assert_eq!(
+            tidy("2026-12-01T09:56:45-0500 no level here"),
+            (None, "no level here".to_owned())
+        );
+        // Not a timestamp at the start: as it is.
+        for line in [
+            "listening on 127.0.0.1:5161",
+            "2026-12-01 was a Tuesday",
+            "20261201T095645Z x",
+            "WARN without a time",
+            "[not a level] x",
+            "",
+        ] {
+            assert_eq!(tidy(line), (None, line.to_owned()), "{line:?}");
+        }
+        assert_eq!(
+            tidy("[WARNING] Deprecated '--logger=capnslog' flag"),
+            (
+                Some(Level::WARN),
+                "Deprecated '--logger=capnslog' flag".to_owned()
+            )
+        );
+        // etcd's JSON lines.
+        let (level, text) = tidy(
+            r#"{"level":"warn","ts":"2026-12-01T09:56:45.051Z","caller":"etcdserver/x.go:1","msg":"slow fdatasync","took":"1.2s"}"#,
+        );
+        assert_eq!(level, Some(Level::WARN));
+        assert!(text.starts_with("slow fdatasync "), "{text}");
+        assert!(
+            text.contains("took=1.2s") && !text.contains("2026"),
+            "{text}"
+        );
+        assert_eq!(
+            tidy(r#"{"level":"info","msg":"raft"}"#),
+            (Some(Level::INFO), "raft".to_owned())
+        );
+        assert_eq!(
+            tidy(r#"{"not":"a log"}"#),
+            (None, r#"{"not":"a log"}"#.to_owned())
+        );
     }
 
     #[test]
