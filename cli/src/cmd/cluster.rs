@@ -611,6 +611,7 @@ mod tests {
             operator_restarts: 0,
             next_retry_at: Some("2026-12-01T10:31:07Z".into()),
             next_retry_seconds: Some(3.2),
+            drained: false,
         };
         let report = ClusterReport {
             name: Some("c".into()),
