@@ -61,6 +61,7 @@ async fn crash_to_serving() -> Duration {
         response_timeout: Duration::from_secs(2),
         stop_signal: Signal::SIGTERM,
         die_with_supervisor: true,
+        check_health: true,
     };
     let spawner = Spawner {
         shim: Some(bin()),

@@ -119,6 +119,7 @@ mod runner {
             response_timeout: Duration::from_secs(2),
             stop_signal: Signal::SIGTERM,
             die_with_supervisor: true,
+            check_health: true,
         };
         (spec, port)
     }

@@ -9,14 +9,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quaestor_core::balancer::{Balancer, BalancerOptions};
 use quaestor_core::config::Signal;
 use quaestor_core::registry::ServiceLocation;
 use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
+use quaestor_core::registry::memory::MemoryRegistry;
 use quaestor_core::server::health::HealthState;
 use quaestor_core::sidecar::{Check, Registration, Sidecar, SidecarOptions};
+use quaestor_core::supervisor::member::{Exit as Ended, Policy};
+use quaestor_core::supervisor::runner::{MemberSpec, Runner};
 use quaestor_core::supervisor::spawn::{
     MemberCommand, Spawner, log_lines, resolve_executable, signal_group,
 };
@@ -253,90 +256,68 @@ fn worker_command(args: &Args) -> Result<MemberCommand, Failure> {
     })
 }
 
-/// Runs the worker until `stop`: restarted with backoff whenever it dies. Returns its exit
-/// code once stopped (128 + signal for a signal).
+/// Runs the worker until `stop`, as the cluster runs a member (the supervisor's runner: its
+/// state machine, backoff and stop sequence), without health checks or registration, which
+/// the sidecar does itself: only the worker's exit restarts it. Returns its exit code once
+/// stopped (128 + signal for a signal; 0 when it was not running).
 async fn keep_running(
     command: MemberCommand,
     sidecar: Arc<Sidecar>,
     child_pid: Arc<AtomicU32>,
     mut stop: watch::Receiver<bool>,
 ) -> u8 {
+    let spec = MemberSpec {
+        tag: "worker".to_owned(),
+        command,
+        health_address: String::new(),
+        services: Vec::new(),
+        locations: Vec::new(),
+        policy: Policy {
+            backoff_initial: RESTART_FIRST,
+            backoff_max: RESTART_MAX,
+            reset_after: RESTART_RESET,
+            // The sidecar never gives up on its worker.
+            max_failures: u32::MAX,
+            shutdown_timeout: STOP_GRACE,
+            ..Policy::default()
+        },
+        heartbeat: Duration::from_secs(3600),
+        response_timeout: Duration::from_secs(5),
+        stop_signal: Signal::SIGTERM,
+        die_with_supervisor: true,
+        check_health: false,
+    };
     let spawner = Spawner {
         shim: std::env::current_exe().ok(),
         sink: log_lines(),
     };
-    let mut failures = 0u32;
+    let runner = Runner::start(spec, spawner, Arc::new(MemoryRegistry::new()));
+    let mut status = runner.status.clone();
+    let mut shown = None;
     loop {
-        let mut child = match spawner.spawn(&command, "worker", true) {
-            Ok(child) => child,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the worker");
-                failures += 1;
-                if pause(restart_delay(failures), &mut stop).await {
-                    return 1;
-                }
-                continue;
+        let pid = status.borrow_and_update().pid;
+        if pid != shown {
+            child_pid.store(pid.unwrap_or(0), Ordering::Relaxed);
+            sidecar.set_pid(pid);
+            if let Some(pid) = pid {
+                println!("worker started pid {pid}");
             }
-        };
-        let pid = child.id().unwrap_or_default();
-        child_pid.store(pid, Ordering::Relaxed);
-        sidecar.set_pid(Some(pid));
-        println!("worker started pid {pid}");
-        let started = Instant::now();
-        let exited = tokio::select! {
-            exited = child.wait() => Some(exited),
-            _ = stop.wait_for(|s| *s) => None,
-        };
-        if let Some(exited) = exited {
-            child_pid.store(0, Ordering::Relaxed);
-            sidecar.set_pid(None);
-            tracing::warn!(pid, status = ?exited.ok(), "the worker died; it is restarted");
-            failures = if started.elapsed() >= RESTART_RESET {
-                1
-            } else {
-                failures + 1
-            };
-            if pause(restart_delay(failures), &mut stop).await {
-                return 0;
-            }
-            continue;
+            shown = pid;
         }
-        let _ = signal_group(pid, Signal::SIGTERM);
-        let status = match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-            Ok(status) => status.ok(),
-            Err(_) => {
-                tracing::warn!(pid, "the worker did not stop in time; SIGKILL");
-                let _ = signal_group(pid, Signal::SIGKILL);
-                child.wait().await.ok()
-            }
-        };
-        child_pid.store(0, Ordering::Relaxed);
-        return exit_code(status);
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
     }
-}
-
-fn exit_code(status: Option<std::process::ExitStatus>) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Some(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => u8::try_from(code).unwrap_or(1),
-            (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
-            _ => 1,
-        },
-        None => 1,
-    }
-}
-
-fn restart_delay(failures: u32) -> Duration {
-    RESTART_FIRST
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(RESTART_MAX)
-}
-
-/// Sleeps `delay` unless told to stop first (then true).
-async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => false,
-        _ = stop.wait_for(|s| *s) => true,
+    let running = status.borrow().pid.is_some();
+    runner.stop().await;
+    child_pid.store(0, Ordering::Relaxed);
+    sidecar.set_pid(None);
+    let last_exit = status.borrow().last_exit;
+    match last_exit {
+        _ if !running => 0,
+        Some(Ended::Code(code)) => u8::try_from(code).unwrap_or(1),
+        Some(Ended::Signal(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        Some(Ended::Unknown) | None => 1,
     }
 }

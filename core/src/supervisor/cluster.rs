@@ -562,6 +562,7 @@ fn member_spec(
         response_timeout: tuning.response_timeout,
         stop_signal: tuning.stop_signal,
         die_with_supervisor: tuning.die_with_supervisor,
+        check_health: true,
     })
 }
 

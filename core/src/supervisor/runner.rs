@@ -87,6 +87,10 @@ pub struct MemberSpec {
     pub stop_signal: Signal,
     /// Ask for a parent-death signal (members whose shutdown action is not None).
     pub die_with_supervisor: bool,
+    /// Ask its health (gRPC, at `health_address`): Starting until SERVING, restarted when it
+    /// fails. Off: serving as soon as it runs, and only its exit restarts it (the sidecar's
+    /// worker, whose health the sidecar probes itself).
+    pub check_health: bool,
 }
 
 /// The settings of a member that can change while it runs (on a config reload), without
@@ -361,9 +365,14 @@ async fn run(
                 )
                 .await
                 {
+                    let spawned = matches!(follow_up, Event::Spawned { .. });
                     pending.push(follow_up);
                     if matches!(action, Action::Spawn) {
                         next_health = Instant::now() + READINESS_POLL;
+                    }
+                    // Nothing to ask: serving as soon as it runs.
+                    if spawned && !spec.check_health {
+                        pending.push(Event::Serving);
                     }
                 }
             }
@@ -386,7 +395,7 @@ async fn run(
             return;
         }
 
-        let wake = next_wake(&member.state, next_health);
+        let wake = next_wake(&member.state, spec.check_health.then_some(next_health));
         tokio::select! {
             exited = async { child.as_mut().expect("checked").wait().await }, if child.is_some() => {
                 child = None;
@@ -465,7 +474,7 @@ async fn run(
             },
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
-                if now >= next_health && matches!(member.state, State::Starting { .. } | State::Ready { .. }) {
+                if spec.check_health && now >= next_health && matches!(member.state, State::Starting { .. } | State::Ready { .. }) {
                     let healthy = check(&target, &spec.services).await;
                     status.send_modify(|s| s.last_health = Some(healthy.as_ref().copied().unwrap_or(ServingStatus::Unknown)));
                     let starting = matches!(member.state, State::Starting { .. });
@@ -501,7 +510,7 @@ pub fn member_state_name(state: &State) -> &'static str {
 }
 
 /// When the loop must wake up next: the state's deadline, or the next health question.
-fn next_wake(state: &State, next_health: Instant) -> Instant {
+fn next_wake(state: &State, next_health: Option<Instant>) -> Instant {
     let far = Instant::now() + Duration::from_secs(3600);
     let deadline = match state {
         State::Starting { deadline, .. } => Some(*deadline),
@@ -518,7 +527,7 @@ fn next_wake(state: &State, next_health: Instant) -> Instant {
         _ => None,
     };
     let health =
-        matches!(state, State::Starting { .. } | State::Ready { .. }).then_some(next_health);
+        next_health.filter(|_| matches!(state, State::Starting { .. } | State::Ready { .. }));
     [deadline, health]
         .into_iter()
         .flatten()
