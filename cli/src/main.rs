@@ -5,6 +5,8 @@ mod cmd;
 mod env;
 mod exit;
 mod logging;
+mod notify;
+mod output;
 
 use clap::{Parser, Subcommand};
 

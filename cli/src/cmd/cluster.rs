@@ -163,6 +163,7 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             .collect::<Vec<_>>()
     };
     let (members, members_rx) = watch::channel(all_members(&cluster));
+    let systemd = crate::notify::ClusterNotifier::start(members.subscribe());
     let control_server = control_listener.map(|listener| {
         let name = config.cluster.as_ref().and_then(|c| c.name.clone());
         tokio::spawn(control::serve(
@@ -193,10 +194,19 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             }
         };
         seen = fingerprint(&config.path);
+        if let Some(systemd) = &systemd {
+            systemd.reloading();
+        }
         reload(&mut cluster, &mut config, why).await;
         members.send_replace(all_members(&cluster));
+        if let Some(systemd) = &systemd {
+            systemd.reloaded();
+        }
     }
 
+    if let Some(systemd) = &systemd {
+        systemd.stopping();
+    }
     cluster.stop().await;
     // The registry last: the members deregistered from it while they stopped.
     if let Some(store) = store {
@@ -292,9 +302,9 @@ async fn show_status(args: StatusArgs) -> Result<Exit, Failure> {
     })?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::unexpected)?;
-        println!("{text}");
+        crate::output::line(text);
     } else {
-        print!("{}", status_table(&report));
+        crate::output::text(status_table(&report));
     }
     Ok(Exit::Ok)
 }

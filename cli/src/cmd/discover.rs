@@ -41,10 +41,10 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
             .iter()
             .map(|l| json!({"scope": l.scope, "service_name": l.service_name, "host_name": l.host_name, "port": l.port}))
             .collect();
-        println!("{}", serde_json::Value::from(list));
+        crate::output::line(serde_json::Value::from(list));
     } else {
         for location in &found {
-            println!("{}:{}", location.host_name, location.port);
+            crate::output::line(format_args!("{}:{}", location.host_name, location.port));
         }
     }
     Ok(if found.is_empty() {

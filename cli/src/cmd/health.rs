@@ -24,7 +24,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .check_health(channel, &args.service)
         .await
         .map_err(client_failure)?;
-    println!("{}", status.as_str_name());
+    crate::output::line(status.as_str_name());
     Ok(if status == ServingStatus::Serving {
         Exit::Ok
     } else {

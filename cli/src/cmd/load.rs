@@ -37,7 +37,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     } else {
         as_text(&args.service, &report)
     };
-    println!("{text}");
+    crate::output::line(text);
     Ok(Exit::Ok)
 }
 

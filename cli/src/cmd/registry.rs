@@ -74,7 +74,7 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
         .await
         .map_err(etcd_failure)?;
     for location in selected(&registry.current(), &args) {
-        println!("{}", describe(location, args.json));
+        crate::output::line(describe(location, args.json));
     }
     Ok(Exit::Ok)
 }
@@ -92,10 +92,10 @@ async fn watch(args: ListArgs) -> Result<Exit, Failure> {
         let view = views.borrow_and_update().clone();
         let now: Vec<ServiceLocation> = selected(&view, &args).cloned().collect();
         for gone in shown.iter().filter(|l| !now.contains(l)) {
-            println!("{}", change("-", gone, args.json));
+            crate::output::line(change("-", gone, args.json));
         }
         for added in now.iter().filter(|l| !shown.contains(l)) {
-            println!("{}", change("+", added, args.json));
+            crate::output::line(change("+", added, args.json));
         }
         if view.stale != was_stale {
             if view.stale {
@@ -128,7 +128,7 @@ async fn register(args: RegisterArgs) -> Result<Exit, Failure> {
         .await
         .map_err(etcd_failure)?;
     registrar.register(&location).await.map_err(etcd_failure)?;
-    println!("registered {location}");
+    crate::output::line(format_args!("registered {location}"));
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
     tokio::select! {

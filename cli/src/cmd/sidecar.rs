@@ -111,7 +111,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .server()
         .spawn(listener)
         .map_err(Failure::usage)?;
-    println!("listening on {control}");
+    crate::output::announce(format_args!("listening on {control}"));
 
     let etcd = if args.etcd.is_empty() {
         None
@@ -151,7 +151,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
                 .server(HealthState::new())
                 .spawn(listener)
                 .map_err(Failure::usage)?;
-            println!("discovery listening on {local}");
+            crate::output::announce(format_args!("discovery listening on {local}"));
             Some((balancer, server))
         }
         _ => None,
@@ -185,7 +185,12 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         })
     };
 
+    let systemd = crate::notify::ServerNotifier::ready(&format!(
+        "serving health and load of {}",
+        args.service
+    ));
     wait_for_stop(&child_pid).await?;
+    systemd.stopping();
     // Withdraw first, then stop the worker, then the servers.
     let _ = stop_tx.send(true);
     let _ = probing.await;
@@ -281,7 +286,7 @@ async fn keep_running(
         let pid = child.id().unwrap_or_default();
         child_pid.store(pid, Ordering::Relaxed);
         sidecar.set_pid(Some(pid));
-        println!("worker started pid {pid}");
+        crate::output::announce(format_args!("worker started pid {pid}"));
         let started = Instant::now();
         let exited = tokio::select! {
             exited = child.wait() => Some(exited),
