@@ -13,10 +13,21 @@ use crate::exit::{Exit, Failure};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print what is registered.
+    #[command(after_help = crate::examples(&[
+        ("quaestor registry list --etcd http://127.0.0.1:2379", "every registration, by key"),
+        ("quaestor registry list Worker --json --etcd http://127.0.0.1:2379", "one service, as JSON lines"),
+    ]))]
     List(ListArgs),
     /// Print what is registered, then every change as it happens (until SIGINT/SIGTERM).
+    #[command(after_help = crate::examples(&[
+        ("quaestor registry watch --etcd http://127.0.0.1:2379", "+ and - lines as workers come and go"),
+    ]))]
     Watch(ListArgs),
     /// Register one location and keep it registered (on a lease) until SIGINT/SIGTERM.
+    #[command(after_help = crate::examples(&[
+        ("quaestor registry register --service Worker --host 10.0.0.5 --port 5161 --etcd http://127.0.0.1:2379",
+         "register one worker until SIGTERM"),
+    ]))]
     Register(RegisterArgs),
 }
 
