@@ -190,6 +190,17 @@ fn client_errors_are_human_and_distinct() {
         "{out:?}"
     );
 
+    // Plaintext to a TLS server: unreachable, exit 2.
+    let out = quaestor(&["health", &tls_worker.addr.to_string()]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.starts_with(&format!(
+            "quaestor: cannot connect to {}: it does not answer in plaintext HTTP/2 (plaintext to a server that speaks TLS? use https:// or --tls)",
+            tls_worker.addr
+        )),
+        "{out:?}"
+    );
+
     // etcd that is not there: its root cause, no Debug dump; exit 2.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let etcd = format!("http://{}", closed.local_addr().expect("addr"));

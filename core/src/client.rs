@@ -204,6 +204,20 @@ impl Target {
     ) -> Result<T, ClientError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
+            // A TLS server read the plaintext HTTP/2 preface as garbage and closed.
+            Ok(Err(status))
+                if self.tls.is_none()
+                    && status.code() == Code::Unknown
+                    && status.message().contains("h2 protocol error") =>
+            {
+                Err(ClientError::Unreachable {
+                    address: self.address(),
+                    reason: format!(
+                        "it does not answer in plaintext HTTP/2 (plaintext to a server that speaks TLS? use https:// or --tls): {}",
+                        status.message()
+                    ),
+                })
+            }
             Ok(Err(status)) => Err(ClientError::Rpc {
                 address: self.address(),
                 status,
