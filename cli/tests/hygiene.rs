@@ -195,7 +195,7 @@ fn client_errors_are_human_and_distinct() {
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
         out.stderr.starts_with(&format!(
-            "quaestor: cannot connect to {}: it does not answer in plaintext HTTP/2 (plaintext to a server that speaks TLS? use https:// or --tls)",
+            "quaestor: cannot connect to {}: it closed the connection without an answer (plaintext to a server that speaks TLS? use https:// or --tls): ",
             tls_worker.addr
         )),
         "{out:?}"

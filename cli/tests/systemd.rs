@@ -124,8 +124,10 @@ fn the_cluster_notifies_ready_status_watchdog_reloading_and_stopping() {
         &config,
         format!(
             "clusterConfig:\n  name: notify\n  heartBeatIntervalSeconds: 1\n  memberResponseTimeOutSeconds: 2\n\
-             agents:\n  - agentType: Worker\n    executablePath: {}\n    commandLineArguments: worker --host {{HostName}} --port {{Port}}\n    \
+             agents:\n  - agentType: Worker\n    executablePath: /bin/sh\n    \
+             commandLineArguments: -c 'echo \"${{NOTIFY_SOCKET:-unset}} ${{WATCHDOG_USEC:-unset}}\" > {}/env-{{Port}}; exec {} worker --host {{HostName}} --port {{Port}}'\n    \
              processCount: 2\n    clusterShutdownAction: Kill\n    hostName: 127.0.0.1\n    serviceNames: [ Worker ]\n",
+            dir.path().display(),
             bin().display()
         ),
     )
@@ -160,6 +162,14 @@ fn the_cluster_notifies_ready_status_watchdog_reloading_and_stopping() {
     );
     assert_eq!(member_states(&control), ["Ready", "Ready"]);
     assert_eq!(count(&systemd.seen, "READY=1"), 1);
+    // The socket is the supervisor's: the members do not see it.
+    let environments: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("env-"))
+        .map(|e| std::fs::read_to_string(e.path()).expect("env file"))
+        .collect();
+    assert_eq!(environments, ["unset unset\n", "unset unset\n"]);
 
     // Keep-alives every 200 ms: several of them, however long that takes.
     let from = systemd.seen.len();
@@ -220,4 +230,52 @@ fn the_load_balancer_notifies_an_abstract_socket() {
     signal(&balancer, Signal::SIGTERM);
     systemd.until("STOPPING=1", TIMEOUT, |m| m == "STOPPING=1");
     assert_eq!(balancer.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn the_sidecar_notifies_ready_and_stopping() {
+    let dir = tempfile::tempdir().expect("dir");
+    let notify_path = dir.path().join("notify.sock");
+    let mut systemd = Listener::new(UnixDatagram::bind(&notify_path).expect("bind"));
+    let port = free_port().to_string();
+    // It runs its worker: the worker must not see the socket either.
+    let env_file = dir.path().join("worker-env");
+    let script = format!(
+        "echo \"${{NOTIFY_SOCKET:-unset}}\" > {}; exec {} worker --host 127.0.0.1 --port {port}",
+        env_file.display(),
+        bin().display()
+    );
+    let mut sidecar = spawn_notifying(
+        &[
+            "sidecar",
+            "--service",
+            "Worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--control-port",
+            "0",
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+        notify_path.to_str().expect("utf-8"),
+    );
+    systemd.until("READY=1", TIMEOUT, |m| m == "READY=1");
+    systemd.until("WATCHDOG=1", TIMEOUT, |m| m == "WATCHDOG=1");
+    // The worker serves (its signal handlers are in place) before the stop.
+    let health = quaestor_test_support::wait_for("the worker to serve", TIMEOUT, || {
+        let out = quaestor(&["health", &format!("127.0.0.1:{port}")]);
+        (out.code == Some(0)).then_some(out.stdout)
+    });
+    assert_eq!(health.trim(), "SERVING");
+    signal(&sidecar, Signal::SIGTERM);
+    systemd.until("STOPPING=1", TIMEOUT, |m| m == "STOPPING=1");
+    assert_eq!(sidecar.wait_exit(TIMEOUT).code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&env_file).expect("the worker ran"),
+        "unset\n"
+    );
 }

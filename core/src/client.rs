@@ -204,16 +204,18 @@ impl Target {
     ) -> Result<T, ClientError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            // A TLS server read the plaintext HTTP/2 preface as garbage and closed.
+            // The connection failed under the call (the status comes from the transport, not
+            // from the server): a TLS server reads the plaintext HTTP/2 preface as garbage
+            // and closes, which the client sees as a protocol error or a cancelled call.
             Ok(Err(status))
                 if self.tls.is_none()
-                    && status.code() == Code::Unknown
-                    && status.message().contains("h2 protocol error") =>
+                    && std::error::Error::source(&status).is_some()
+                    && matches!(status.code(), Code::Unknown | Code::Cancelled) =>
             {
                 Err(ClientError::Unreachable {
                     address: self.address(),
                     reason: format!(
-                        "it does not answer in plaintext HTTP/2 (plaintext to a server that speaks TLS? use https:// or --tls): {}",
+                        "it closed the connection without an answer (plaintext to a server that speaks TLS? use https:// or --tls): {}",
                         status.message()
                     ),
                 })
