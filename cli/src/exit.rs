@@ -1,4 +1,6 @@
-//! Exit codes: 0 ok, 1 failure, 2 unexpected error (also: a server that cannot be reached),
+//! Exit codes: 0 ok (also: a client command whose stdout was closed), 1 failure (the answer is
+//! "no", or the server does not serve what was asked), 2 unexpected error (also: a server or
+//! etcd that cannot be reached, a TLS handshake refused, TLS against plaintext or the reverse),
 //! 64 bad configuration or usage.
 
 use std::fmt::Display;

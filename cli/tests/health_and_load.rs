@@ -119,7 +119,7 @@ fn load_of_unknown_service_fails_with_1() {
     let worker = spawn_worker(&bin(), &[]);
     let out = quaestor(&["load", &worker.addr.to_string(), "Nope"]);
     assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("OutOfRange"), "{out:?}");
+    assert!(out.stderr.contains("answered OUT_OF_RANGE"), "{out:?}");
 }
 
 #[test]

@@ -151,7 +151,7 @@ fn unreachable_etcd_and_bad_arguments() {
         "1s",
     ]);
     assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(out.stderr.contains("no etcd member answers"), "{out:?}");
+    assert!(out.stderr.contains("cannot connect to etcd at"), "{out:?}");
 
     let register = |extra: &[&str]| -> Vec<String> {
         let base = [

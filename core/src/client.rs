@@ -25,7 +25,7 @@ pub enum ClientError {
     Unreachable { address: String, reason: String },
     #[error("no answer from {address} within {after:?}")]
     Timeout { address: String, after: Duration },
-    #[error("{address} answered {:?}: {}", .status.code(), .status.message())]
+    #[error("{address} answered {}{}", code_name(.status.code()), message_part(.status.message()))]
     Rpc { address: String, status: Status },
 }
 
@@ -40,6 +40,12 @@ impl ClientError {
             }
             ClientError::InvalidAddress { .. } | ClientError::Tls(_) => false,
         }
+    }
+
+    /// Whether the server answered UNIMPLEMENTED: it does not serve the service asked (a
+    /// worker asked for discovery, a balancer for load, ...).
+    pub fn is_unimplemented(&self) -> bool {
+        self.code() == Some(Code::Unimplemented)
     }
 
     /// The gRPC status code the server answered with, if it answered.
@@ -198,6 +204,22 @@ impl Target {
     ) -> Result<T, ClientError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
+            // The connection failed under the call (the status comes from the transport, not
+            // from the server): a TLS server reads the plaintext HTTP/2 preface as garbage
+            // and closes, which the client sees as a protocol error or a cancelled call.
+            Ok(Err(status))
+                if self.tls.is_none()
+                    && std::error::Error::source(&status).is_some()
+                    && matches!(status.code(), Code::Unknown | Code::Cancelled) =>
+            {
+                Err(ClientError::Unreachable {
+                    address: self.address(),
+                    reason: format!(
+                        "it closed the connection without an answer (plaintext to a server that speaks TLS? use https:// or --tls): {}",
+                        status.message()
+                    ),
+                })
+            }
             Ok(Err(status)) => Err(ClientError::Rpc {
                 address: self.address(),
                 status,
@@ -207,9 +229,21 @@ impl Target {
     }
 
     fn unreachable(&self, error: &dyn std::error::Error) -> ClientError {
+        let chain = error_chain(error);
+        let chain = chain.strip_prefix("transport error: ").unwrap_or(&chain);
+        let reason = if self.tls.is_some() && chain.contains("InvalidContentType") {
+            // rustls read a plaintext HTTP/2 answer where a TLS record was due.
+            "it does not answer in TLS (TLS to a server that speaks plaintext?)".to_owned()
+        } else if self.tls.is_some()
+            && (chain.contains("certificate") || chain.contains("received fatal alert"))
+        {
+            format!("refused by TLS: {chain}")
+        } else {
+            chain.to_owned()
+        };
         ClientError::Unreachable {
             address: self.address(),
-            reason: error_chain(error),
+            reason,
         }
     }
 
@@ -218,6 +252,38 @@ impl Target {
             address: self.address(),
             after: self.timeout,
         }
+    }
+}
+
+/// The name of a gRPC status code as the gRPC specification spells it (`UNIMPLEMENTED`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `: message`, or nothing for an empty message.
+fn message_part(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
     }
 }
 

@@ -1136,3 +1136,41 @@ fn etcd_options_and_worker_tls_keys() {
         "test.yml:2:3: key `loadBalancerConfig.workerKeyFile`: `workerKeyFile` needs `workerCertFile`"
     );
 }
+
+#[test]
+fn a_mistyped_agent_type_warns_with_a_suggestion() {
+    let config = parse(
+        "agents:\n  - agentType: Worker\n    ports: [ 5161 ]\n  - agentType: Wroker\n    ports: [ 5162 ]\n  - agentType: keyvaluestor\n    ports: [ 2379 ]\n  - agentType: Master\n    ports: [ 9999 ]\n",
+    );
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].ends_with(
+            "test.yml:4:16: key `agents[1].agentType`: agentType `Wroker` is not a type quaestor knows; did you mean `Worker`? (as it is, its processes run as plain processes, not as Worker)"
+        ),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains(
+            "agentType `keyvaluestor` is not a type quaestor knows; did you mean `KeyValueStore`?"
+        ),
+        "{}",
+        warnings[1]
+    );
+    // Known types in any case, and names far from them (C# takes any, for display), pass.
+    let quiet = parse(
+        "agents:\n  - agentType: worker\n    ports: [ 5161 ]\n  - agentType: Master\n    ports: [ 9999 ]\n",
+    );
+    assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+    // The mapping form: the key is the type.
+    let mapped = parse("agents:\n  Wroker:\n    ports: [ 5161 ]\n");
+    assert_eq!(mapped.warnings.len(), 1, "{:?}", mapped.warnings);
+    assert!(
+        mapped.warnings[0]
+            .to_string()
+            .contains(":2:3: key `agents.Wroker`: agentType `Wroker`"),
+        "{}",
+        mapped.warnings[0]
+    );
+}

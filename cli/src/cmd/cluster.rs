@@ -248,6 +248,7 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
     let announcer = tokio::spawn(quaestor_core::supervisor::ready::announce(
         members_rx.clone(),
     ));
+    let systemd = crate::notify::ClusterNotifier::start(members.subscribe());
     let control_server = control_listener.map(|listener| {
         let name = config.cluster.as_ref().and_then(|c| c.name.clone());
         tokio::spawn(control::serve(
@@ -279,11 +280,20 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             }
         };
         seen = fingerprint(&config.path);
+        if let Some(systemd) = &systemd {
+            systemd.reloading();
+        }
         reload(&mut cluster, &mut config, why).await;
         members.send_replace(all_members(&cluster));
+        if let Some(systemd) = &systemd {
+            systemd.reloaded();
+        }
     }
 
     announcer.abort();
+    if let Some(systemd) = &systemd {
+        systemd.stopping();
+    }
     cluster.stop().await;
     // The registry last: the members deregistered from it while they stopped.
     if let Some(store) = store {
@@ -455,9 +465,9 @@ async fn show_status(args: StatusArgs) -> Result<Exit, Failure> {
         .map_err(control_failure)?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(Failure::unexpected)?;
-        println!("{text}");
+        crate::output::line(text);
     } else {
-        print!("{}", status_table(&report));
+        crate::output::text(status_table(&report));
     }
     Ok(Exit::Ok)
 }

@@ -2,7 +2,7 @@
 
 use quaestor_core::server::health::ServingStatus;
 
-use super::{ClientArgs, client_failure};
+use super::{ClientArgs, call_failure, client_failure};
 use crate::exit::{Exit, Failure};
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +23,8 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let status = target
         .check_health(channel, &args.service)
         .await
-        .map_err(client_failure)?;
-    println!("{}", status.as_str_name());
+        .map_err(|e| call_failure(e, "grpc.health.v1.Health", ""))?;
+    crate::output::line(status.as_str_name());
     Ok(if status == ServingStatus::Serving {
         Exit::Ok
     } else {

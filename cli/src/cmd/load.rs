@@ -6,7 +6,7 @@ use quaestor_core::load::time_from_dotnet_ticks;
 use quaestor_core::proto::load_reporting::LoadReportResponse;
 use serde_json::json;
 
-use super::{ClientArgs, client_failure};
+use super::{ClientArgs, call_failure, client_failure};
 use crate::exit::{Exit, Failure};
 
 #[derive(Debug, clap::Args)]
@@ -31,13 +31,13 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let report = target
         .report_load(channel, &args.scope, &args.service)
         .await
-        .map_err(client_failure)?;
+        .map_err(|e| call_failure(e, "Quaestor.LoadReporting", ": is it a worker?"))?;
     let text = if args.json {
         as_json(&args.scope, &args.service, &report).to_string()
     } else {
         as_text(&args.service, &report)
     };
-    println!("{text}");
+    crate::output::line(text);
     Ok(Exit::Ok)
 }
 

@@ -33,6 +33,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let balancer = start_balancer(&config).await?;
     let mut server = serve(&balancer, &config, args.host, args.port).await?;
     let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
+    let systemd = crate::notify::ServerNotifier::ready("serving discovery");
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
@@ -41,6 +42,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
             Err(e) => e.to_string(),
         })),
     }
+    systemd.stopping();
     server.shutdown().await.map_err(Failure::unexpected)?;
     Ok(Exit::Ok)
 }
@@ -73,7 +75,7 @@ pub async fn serve(
         .with_tls(settings.server_tls(config))
         .spawn(listener)
         .map_err(Failure::usage)?;
-    println!("listening on {local}");
+    crate::output::announce(format_args!("listening on {local}"));
     tracing::info!(%local, config = %config.path.display(), "balancer serving");
     Ok(server)
 }

@@ -221,6 +221,19 @@ pub fn client_failure(error: ClientError) -> Failure {
     Failure::new(exit, error)
 }
 
+/// Like [`client_failure`], but a server that answered UNIMPLEMENTED is named as one that
+/// does not serve `service` (the gRPC service, e.g. `Quaestor.ServiceDiscovery`), followed by
+/// `hint` (e.g. ": is it a worker, not a balancer?"); exit 1.
+pub fn call_failure(error: ClientError, service: &str, hint: &str) -> Failure {
+    match &error {
+        ClientError::Rpc { address, .. } if error.is_unimplemented() => Failure::new(
+            Exit::Failure,
+            format!("{address} does not serve {service} (it answered UNIMPLEMENTED){hint}"),
+        ),
+        _ => client_failure(error),
+    }
+}
+
 /// `5`, `2.5` (seconds), `500ms`, `5s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -13,10 +13,21 @@ use crate::exit::{Exit, Failure};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print what is registered.
+    #[command(after_help = crate::examples(&[
+        ("quaestor registry list --etcd http://127.0.0.1:2379", "every registration, by key"),
+        ("quaestor registry list Worker --json --etcd http://127.0.0.1:2379", "one service, as JSON lines"),
+    ]))]
     List(ListArgs),
     /// Print what is registered, then every change as it happens (until SIGINT/SIGTERM).
+    #[command(after_help = crate::examples(&[
+        ("quaestor registry watch --etcd http://127.0.0.1:2379", "+ and - lines as workers come and go"),
+    ]))]
     Watch(ListArgs),
     /// Register one location and keep it registered (on a lease) until SIGINT/SIGTERM.
+    #[command(after_help = crate::examples(&[
+        ("quaestor registry register --service Worker --host 10.0.0.5 --port 5161 --etcd http://127.0.0.1:2379",
+         "register one worker until SIGTERM"),
+    ]))]
     Register(RegisterArgs),
 }
 
@@ -74,7 +85,7 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
         .await
         .map_err(etcd_failure)?;
     for location in selected(&registry.current(), &args) {
-        println!("{}", describe(location, args.json));
+        crate::output::line(describe(location, args.json));
     }
     Ok(Exit::Ok)
 }
@@ -92,10 +103,10 @@ async fn watch(args: ListArgs) -> Result<Exit, Failure> {
         let view = views.borrow_and_update().clone();
         let now: Vec<ServiceLocation> = selected(&view, &args).cloned().collect();
         for gone in shown.iter().filter(|l| !now.contains(l)) {
-            println!("{}", change("-", gone, args.json));
+            crate::output::line(change("-", gone, args.json));
         }
         for added in now.iter().filter(|l| !shown.contains(l)) {
-            println!("{}", change("+", added, args.json));
+            crate::output::line(change("+", added, args.json));
         }
         if view.stale != was_stale {
             if view.stale {
@@ -128,7 +139,7 @@ async fn register(args: RegisterArgs) -> Result<Exit, Failure> {
         .await
         .map_err(etcd_failure)?;
     registrar.register(&location).await.map_err(etcd_failure)?;
-    println!("registered {location}");
+    crate::output::line(format_args!("registered {location}"));
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
     tokio::select! {

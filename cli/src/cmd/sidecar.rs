@@ -114,7 +114,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .server()
         .spawn(listener)
         .map_err(Failure::usage)?;
-    println!("listening on {control}");
+    crate::output::announce(format_args!("listening on {control}"));
 
     let etcd = if args.etcd.is_empty() {
         None
@@ -154,7 +154,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
                 .server(HealthState::new())
                 .spawn(listener)
                 .map_err(Failure::usage)?;
-            println!("discovery listening on {local}");
+            crate::output::announce(format_args!("discovery listening on {local}"));
             Some((balancer, server))
         }
         _ => None,
@@ -188,7 +188,12 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         })
     };
 
+    let systemd = crate::notify::ServerNotifier::ready(&format!(
+        "serving health and load of {}",
+        args.service
+    ));
     wait_for_stop(&child_pid).await?;
+    systemd.stopping();
     // Withdraw first, then stop the worker, then the servers.
     let _ = stop_tx.send(true);
     let _ = probing.await;
@@ -300,7 +305,7 @@ async fn keep_running(
             child_pid.store(pid.unwrap_or(0), Ordering::Relaxed);
             sidecar.set_pid(pid);
             if let Some(pid) = pid {
-                println!("worker started pid {pid}");
+                crate::output::announce(format_args!("worker started pid {pid}"));
             }
             shown = pid;
         }

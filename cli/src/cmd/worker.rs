@@ -157,7 +157,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .spawn(listener)
         .map_err(Failure::usage)?;
     // Tests and scripts wait for this line; logs go to stderr.
-    println!("listening on {local}");
+    crate::output::announce(format_args!("listening on {local}"));
     tracing::info!(%local, ?services, capacity, work_ms = args.work_ms,
         max_concurrent = args.max_concurrent, "worker serving");
 

@@ -192,7 +192,10 @@ pub(crate) fn bind(root: Option<&Node>, file: &Path) -> Result<QuaestorConfig, C
                 }
                 config.load_balancer = Some(load_balancer(&cx, &entry.value, &at)?);
             }
-            _ => config.agents = agents(&cx, &entry.value, &at)?,
+            _ => {
+                config.agents = agents(&cx, &entry.value, &at)?;
+                warn_mistyped_agent_types(&mut cx, &entry.value, &at, &config.agents);
+            }
         }
     }
     config.warnings = cx.warnings;
@@ -522,6 +525,56 @@ fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfi
         _ => {}
     }
     Ok(config)
+}
+
+/// The agent types quaestor gives a meaning (compared without regard to case); C# takes any
+/// name, for display only.
+const KNOWN_AGENT_TYPES: &[&str] = &["Worker", "KeyValueStore", "LoadBalancer"];
+
+/// A warning for each agent type that is not one of [`KNOWN_AGENT_TYPES`] but close to one
+/// (`Wroker`): such an agent runs as a plain process, not as what it was likely meant to be.
+/// Other names pass quietly (C# configs use their own for display).
+fn warn_mistyped_agent_types(cx: &mut Cx, node: &Node, at: &KeyPath, agents: &[AgentConfig]) {
+    let places: Vec<(Pos, KeyPath)> = match &node.value {
+        Value::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let at = at.index(i);
+                let given = match &item.value {
+                    Value::Map(entries) => entries
+                        .iter()
+                        .find(|e| e.key.eq_ignore_ascii_case("agentType")),
+                    _ => None,
+                };
+                given.map_or((item.pos, at.clone()), |e| (e.value.pos, at.key(&e.key)))
+            })
+            .collect(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|e| (e.key_pos, at.key(&e.key)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (agent, (pos, key)) in agents.iter().zip(places) {
+        let given = &agent.agent_type;
+        if KNOWN_AGENT_TYPES
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(given))
+        {
+            continue;
+        }
+        if let Some(known) = nearest_key(given, KNOWN_AGENT_TYPES) {
+            cx.warn(
+                pos,
+                key,
+                format!(
+                    "agentType `{given}` is not a type quaestor knows; did you mean `{known}`? \
+                     (as it is, its processes run as plain processes, not as {known})"
+                ),
+            );
+        }
+    }
 }
 
 /// `agents`: a list of agents each with its `agentType` (current C# files), or a mapping from

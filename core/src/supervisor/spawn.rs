@@ -349,6 +349,10 @@ impl Spawner {
         process
             .args(&command.args)
             .envs(command.env.iter().map(|(k, v)| (k, v)))
+            // systemd's notification socket and watchdog are the supervisor's, not a member's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

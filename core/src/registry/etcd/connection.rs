@@ -93,7 +93,7 @@ impl Connection {
         state.next = (state.next + 1) % count;
         Err(EtcdError::Unreachable {
             endpoints: self.options.endpoints.join(","),
-            reason: last_error.map_or_else(String::new, |e| e.to_string()),
+            reason: last_error.map_or_else(String::new, |e| e.reason()),
         })
     }
 

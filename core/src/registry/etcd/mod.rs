@@ -34,9 +34,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 pub enum EtcdError {
     #[error("no etcd endpoint given")]
     NoEndpoints,
-    #[error("no etcd member answers (tried {endpoints}): {reason}")]
+    #[error("cannot connect to etcd at {endpoints}: {reason}")]
     Unreachable { endpoints: String, reason: String },
-    #[error("etcd {what} failed: {source}")]
+    #[error("etcd {what} failed: {}", readable(.source))]
     Request {
         what: String,
         #[source]
@@ -59,6 +59,48 @@ pub enum EtcdError {
         /// `authentication failed`, `permission denied for ...`, ...
         reason: String,
     },
+}
+
+/// An etcd client error worded for an operator: a transport failure by its root cause
+/// (`connection refused`), a gRPC status by its code and message; never a Debug dump.
+pub(crate) fn readable(error: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    let root = |first: Option<&(dyn std::error::Error + 'static)>| {
+        let mut deepest = None;
+        let mut source = first;
+        while let Some(cause) = source {
+            deepest = Some(cause);
+            source = cause.source();
+        }
+        deepest.map(|cause| match cause.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() != std::io::ErrorKind::Other => io.kind().to_string(),
+            _ => cause.to_string(),
+        })
+    };
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            root(status.source()).unwrap_or_else(|| match status.message() {
+                "" => format!("{:?}", status.code()),
+                message => format!("{:?}: {message}", status.code()),
+            })
+        }
+        etcd_client::Error::TransportError(transport) => {
+            root(transport.source()).unwrap_or_else(|| transport.to_string())
+        }
+        other => other.to_string(),
+    }
+}
+
+impl EtcdError {
+    /// Why, without the context the message around it already gives (for
+    /// [`EtcdError::Unreachable`]'s reason).
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            EtcdError::Request { source, .. } => readable(source),
+            EtcdError::Timeout { after, .. } => format!("no answer within {after:?}"),
+            other => other.to_string(),
+        }
+    }
 }
 
 fn refused_whom(user: &Option<String>) -> String {
