@@ -296,9 +296,10 @@ pub const SHIM_EXEC_FLAG: &str = "--exec";
 ///   [`signal_group`] reaches the member's group), and then leave that group for the
 ///   supervisor's, so that a SIGKILL to the member's group leaves the guard alive to end
 ///   what escaped the group;
-/// - forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the guard itself
-///   with `kill()` to the member's group (signals from a terminal, which reach the
-///   supervisor's whole group, are not forwarded: the supervisor stops its members itself);
+/// - not be stopped by SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2 (blocked and
+///   dropped): being in the supervisor's group, it gets what a terminal or `kill -- -PGID`
+///   sends the supervisor, which then stops (or reloads) its members itself. Signals for
+///   the member go to its group (`kill -- -PID`, [`signal_group`]), not to the guard;
 /// - end every descendant once the member exits (SIGTERM, SIGKILL after [`LEFTOVER_GRACE`]),
 ///   and exit with the member's status: its exit code, or its terminating signal raised on
 ///   the guard itself;
@@ -344,12 +345,10 @@ mod guard {
 
     use super::{GUARD_GRACE, LEFTOVER_GRACE, SHIM_EXEC_FLAG, SHIM_SUBCOMMAND};
 
-    /// `si_code` of a signal sent by `kill()` / `sigqueue()`.
-    const SI_USER: i32 = 0;
-    const SI_QUEUE: i32 = -1;
     /// The parent-death signal, and the tick that checks the parent pid (never forwarded).
     const TICK: Signal = Signal::SIGALRM;
-    const FORWARDED: [Signal; 6] = [
+    /// Meant for the supervisor (the guard is in its group): blocked and dropped.
+    const DROPPED: [Signal; 6] = [
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
@@ -374,7 +373,7 @@ mod guard {
     ) -> Result<Infallible, String> {
         let parent = Pid::from_raw(parent as i32);
         let mut mask = SigSet::empty();
-        for signal in FORWARDED.iter().chain(&[Signal::SIGCHLD, TICK]) {
+        for signal in DROPPED.iter().chain(&[Signal::SIGCHLD, TICK]) {
             mask.add(*signal);
         }
         // Blocked, not ignored: the member's shim (`exec_member`) clears the mask before it
@@ -446,23 +445,12 @@ mod guard {
                     }
                     alarm::set(1);
                 }
-                Ok(signal) if matches!(info.ssi_code, SI_USER | SI_QUEUE) => {
-                    guard.signal_group(signal);
-                }
                 _ => {}
             }
         }
     }
 
     impl Guard {
-        fn signal_group(&self, signal: Signal) {
-            if self.outside {
-                let _ = killpg(self.me, signal);
-            } else {
-                let _ = kill(self.member, signal);
-            }
-        }
-
         /// Reaps every child that exited; keeps the member's status.
         fn reap(&mut self) {
             loop {
