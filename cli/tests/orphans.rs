@@ -167,10 +167,11 @@ fn the_guard_reports_the_members_exit_and_leaves_nothing_behind() {
         (128 + Signal::SIGKILL as i32).to_string(),
         "SIGKILL"
     );
-    // A member that exits, leaving a process in a session of its own behind.
+    // A member that exits, leaving a process in a session of its own behind (its output
+    // closed, so that it does not hold the test's pipe open).
     assert_eq!(
         guarded(
-            "setsid sh -c \"echo \\$\\$ > left.pid; exec sleep 1000\" & while [ ! -s left.pid ]; do sleep 0.01; done; exit 0"
+            "setsid sh -c \"echo \\$\\$ > left.pid; exec sleep 1000 <&- >&- 2>&-\" & while [ ! -s left.pid ]; do sleep 0.01; done; exit 0"
         ),
         "0"
     );
