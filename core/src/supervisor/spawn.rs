@@ -2,10 +2,17 @@
 //! shell would split them, but never run through a shell), its executable (found as the C#
 //! Quaestor finds it), its own process group, and its output, line by line, into the log.
 //!
-//! So that a member does not outlive a supervisor killed with SIGKILL, the supervisor can
-//! start it through a shim ([`exec_member`], behind a hidden `quaestor` subcommand) that asks
-//! Linux for a parent-death signal and then becomes the member (execve keeps the request).
-//! This keeps the crate free of `unsafe` (a `pre_exec` hook would need it).
+//! So that nothing a member starts outlives a supervisor killed with SIGKILL, the supervisor
+//! can start it through a guard ([`guard_member`], behind a hidden `quaestor` subcommand): a
+//! small process per member that gets a parent-death signal, is a child subreaper (orphaned
+//! descendants, also those that called `setsid()`, become its children), starts the member
+//! in a process group whose id is the guard's pid, leaves that group itself, and exits with
+//! the member's status (the same code, or the member's terminating signal raised on itself).
+//! When the supervisor dies it ends the member's group and every descendant (SIGTERM, then
+//! SIGKILL after [`GUARD_GRACE`]). The member itself is started through [`exec_member`]
+//! (asks for a parent-death signal, then becomes the program: execve keeps the request), so
+//! that it dies even if its guard is killed with SIGKILL. This keeps the crate free of
+//! `unsafe` (a `pre_exec` hook would need it).
 
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
@@ -13,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -306,8 +314,9 @@ fn tidy_json(line: &str) -> Option<(Option<tracing::Level>, std::borrow::Cow<'_,
 /// How to start members.
 #[derive(Clone)]
 pub struct Spawner {
-    /// Start members through `SHIM exec-member -- PROGRAM ARGS` (the quaestor binary), so that
-    /// they get a parent-death signal; `None` starts them directly.
+    /// Start members through `SHIM exec-member -- PROGRAM ARGS` (the quaestor binary: the
+    /// guard of [`guard_member`]), so that nothing they start outlives the supervisor; `None`
+    /// starts them directly.
     pub shim: Option<PathBuf>,
     pub sink: LineSink,
 }
@@ -320,12 +329,15 @@ impl std::fmt::Debug for Spawner {
     }
 }
 
-/// The hidden subcommand of the quaestor binary that [`exec_member`] serves.
+/// The hidden subcommand of the quaestor binary that [`guard_member`] (and, with
+/// [`SHIM_EXEC_FLAG`], [`exec_member`]) serves.
 pub const SHIM_SUBCOMMAND: &str = "exec-member";
 
 impl Spawner {
     /// Starts `command` in a process group of its own; `tag` (e.g. `Worker[2]`) names it in
-    /// the log. `parent_death` asks for a parent-death signal (needs a shim).
+    /// the log. `parent_death` starts it through the guard (needs a shim): the child (its pid,
+    /// its exit status) is then the guard, whose pid is the id of the member's group and
+    /// whose status is the member's.
     pub fn spawn(
         &self,
         command: &MemberCommand,
@@ -403,13 +415,15 @@ fn forward(
     });
 }
 
-/// Sends `signal` to the process group led by `pid` (every process the member started too).
+/// Sends `signal` to the process group whose id is `pid`: every process of the member's group.
+/// For a member started directly, `pid` is the member's; for one started through the guard,
+/// `pid` is the guard's, which is the id of the member's group (the guard is not in it).
 pub fn signal_group(pid: u32, signal: Signal) -> nix::Result<()> {
     killpg(Pid::from_raw(pid as i32), signal)
 }
 
-/// The shim: asks for SIGKILL when the supervisor (`parent`) dies, then becomes `program`.
-/// Returns only on failure.
+/// Asks for SIGKILL when `parent` (the guard, or the supervisor) dies, then becomes
+/// `program`. Returns only on failure.
 pub fn exec_member(program: &OsStr, args: &[&OsStr], parent: u32) -> Result<Infallible, String> {
     #[cfg(target_os = "linux")]
     {
@@ -428,8 +442,298 @@ pub fn exec_member(program: &OsStr, args: &[&OsStr], parent: u32) -> Result<Infa
     for arg in args {
         argv.push(to_c(arg)?);
     }
+    // A clean signal mask for the program (the guard blocks the signals it waits for, and a
+    // mask survives fork and exec).
+    nix::sys::signal::SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| format!("cannot clear the signal mask: {e}"))?;
     nix::unistd::execvp(&program_c, &argv)
         .map_err(|e| format!("cannot start {}: {e}", program.to_string_lossy()))
+}
+
+/// How long the guard of a member whose supervisor died waits between SIGTERM and SIGKILL
+/// to the member's processes.
+pub const GUARD_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the guard waits between SIGTERM and SIGKILL to what a member that exited left
+/// running (its group, and descendants that left the group).
+pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// The flag of [`SHIM_SUBCOMMAND`] with which the guard starts the member itself: become
+/// the program at once ([`exec_member`]) instead of guarding it.
+pub const SHIM_EXEC_FLAG: &str = "--exec";
+
+/// The guard (the default of [`SHIM_SUBCOMMAND`]): starts `program` (through `shim
+/// exec-member --exec`, so that it gets a parent-death signal of its own) and stays with it,
+/// until it exits, to
+/// - keep its descendants: it is a child subreaper, so orphans (also those that called
+///   `setsid()`) become its children;
+/// - give it a process group whose id is the guard's pid (what the supervisor knows, so that
+///   [`signal_group`] reaches the member's group), and then leave that group for the
+///   supervisor's, so that a SIGKILL to the member's group leaves the guard alive to end
+///   what escaped the group;
+/// - not be stopped by SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2 (blocked and
+///   dropped): being in the supervisor's group, it gets what a terminal or `kill -- -PGID`
+///   sends the supervisor, which then stops (or reloads) its members itself. Signals for
+///   the member go to its group (`kill -- -PID`, [`signal_group`]), not to the guard;
+/// - end every descendant once the member exits (SIGTERM, SIGKILL after [`LEFTOVER_GRACE`]),
+///   and exit with the member's status: its exit code, or its terminating signal raised on
+///   the guard itself;
+/// - when the supervisor (`parent`) dies (parent-death signal, and a check of the parent
+///   pid every second), end the member's group and every descendant (SIGTERM, SIGKILL after
+///   [`GUARD_GRACE`]), reap them and exit.
+///
+/// Returns only if the member cannot be started. Elsewhere than on Linux, this is
+/// [`exec_member`].
+pub fn guard_member(
+    shim: &Path,
+    program: &OsStr,
+    args: &[&OsStr],
+    parent: u32,
+) -> Result<Infallible, String> {
+    #[cfg(target_os = "linux")]
+    {
+        guard::run(shim, program, args, parent)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = shim;
+        exec_member(program, args, parent)
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod guard {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::ffi::OsStr;
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use nix::errno::Errno;
+    use nix::sys::prctl;
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::signal::{SigSet, Signal, kill, killpg, raise};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    use nix::unistd::{Pid, alarm, getpgid, getpgrp, getpid, getppid, setpgid};
+
+    use super::{GUARD_GRACE, LEFTOVER_GRACE, SHIM_EXEC_FLAG, SHIM_SUBCOMMAND};
+
+    /// The parent-death signal, and the tick that checks the parent pid (never forwarded).
+    const TICK: Signal = Signal::SIGALRM;
+    /// Meant for the supervisor (the guard is in its group): blocked and dropped.
+    const DROPPED: [Signal; 6] = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ];
+
+    struct Guard {
+        me: Pid,
+        member: Pid,
+        /// Whether the guard left the member's group (else the group holds the guard too).
+        outside: bool,
+        status: Option<WaitStatus>,
+    }
+
+    pub(super) fn run(
+        shim: &Path,
+        program: &OsStr,
+        args: &[&OsStr],
+        parent: u32,
+    ) -> Result<Infallible, String> {
+        let parent = Pid::from_raw(parent as i32);
+        let mut mask = SigSet::empty();
+        for signal in DROPPED.iter().chain(&[Signal::SIGCHLD, TICK]) {
+            mask.add(*signal);
+        }
+        // Blocked, not ignored: the member's shim (`exec_member`) clears the mask before it
+        // becomes the program, while an ignored signal would stay ignored in it.
+        mask.thread_block()
+            .map_err(|e| format!("cannot block signals: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| format!("cannot read signals: {e}"))?;
+        prctl::set_pdeathsig(TICK)
+            .map_err(|e| format!("cannot ask for a parent-death signal: {e}"))?;
+        // The supervisor may have died before the request: then nobody would signal us.
+        if getppid() != parent {
+            return Err("the supervisor is gone".to_owned());
+        }
+        prctl::set_child_subreaper(true)
+            .map_err(|e| format!("cannot become a child subreaper: {e}"))?;
+        let me = getpid();
+        // The member's group is the one whose id is the guard's pid.
+        if getpgrp() != me {
+            setpgid(me, me).map_err(|e| format!("cannot make a process group: {e}"))?;
+        }
+        let child = std::process::Command::new(shim)
+            .arg(SHIM_SUBCOMMAND)
+            .arg(SHIM_EXEC_FLAG)
+            .arg("--parent")
+            .arg(me.to_string())
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .process_group(me.as_raw())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.to_string_lossy()))?;
+        let member = Pid::from_raw(child.id() as i32);
+        // Out of the member's group, into the supervisor's: a SIGKILL to the member's group
+        // leaves the guard to end what left the group.
+        let outside = getpgid(Some(parent))
+            .and_then(|group| setpgid(me, group))
+            .is_ok();
+        let mut guard = Guard {
+            me,
+            member,
+            outside,
+            status: None,
+        };
+        alarm::set(1);
+        loop {
+            let info = match signals.read_signal() {
+                Ok(Some(info)) => info,
+                Ok(None) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    // Cannot wait for signals any more: end the member rather than lose it.
+                    eprintln!("quaestor exec-member: cannot read signals: {e}");
+                    guard.end_all(GUARD_GRACE);
+                    guard.exit();
+                }
+            };
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => {
+                    guard.reap();
+                    if guard.status.is_some() {
+                        guard.end_all(LEFTOVER_GRACE);
+                        guard.exit();
+                    }
+                }
+                Ok(TICK) => {
+                    if getppid() != parent {
+                        guard.end_all(GUARD_GRACE);
+                        guard.exit();
+                    }
+                    alarm::set(1);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    impl Guard {
+        /// Reaps every child that exited; keeps the member's status.
+        fn reap(&mut self) {
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => return,
+                    Ok(status) => {
+                        if status.pid() == Some(self.member) {
+                            self.status = Some(status);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Whether the guard has no descendant left, reaped or not.
+        fn alone(&mut self) -> bool {
+            self.reap();
+            descendants(self.me).is_empty()
+        }
+
+        /// Ends the member's group and every descendant: `signal` first, SIGKILL after
+        /// `grace`; returns once all are reaped (or, for processes SIGKILL cannot end, after
+        /// a last 10 s).
+        fn end_all(&mut self, grace: Duration) {
+            self.send(Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if self.alone() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                self.send(Signal::SIGKILL);
+                if self.alone() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        fn send(&self, signal: Signal) {
+            if self.outside {
+                let _ = killpg(self.me, signal);
+            }
+            for pid in descendants(self.me) {
+                let _ = kill(pid, signal);
+            }
+        }
+
+        /// Exits as the member did: its code, or its terminating signal.
+        fn exit(&self) -> ! {
+            match self.status {
+                Some(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                Some(WaitStatus::Signaled(_, signal, _)) => {
+                    // The member may have dumped core: the guard must not too.
+                    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+                    let mut set = SigSet::empty();
+                    set.add(signal);
+                    let _ = set.thread_unblock();
+                    let _ = raise(signal);
+                    // Ignored here (SIGPIPE, say): the shell's convention.
+                    std::process::exit(128 + signal as i32)
+                }
+                // Never seen to exit (ended after the supervisor died, not reaped in time).
+                _ => std::process::exit(128 + Signal::SIGKILL as i32),
+            }
+        }
+    }
+
+    /// Every process whose chain of parents leads to `root` (zombies too).
+    fn descendants(root: Pid) -> Vec<Pid> {
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `PID (COMM) STATE PPID ...`: COMM may hold anything, the last `)` ends it.
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+        let mut found = Vec::new();
+        let mut next = vec![root.as_raw()];
+        while let Some(pid) = next.pop() {
+            for &child in children.get(&pid).into_iter().flatten() {
+                found.push(Pid::from_raw(child));
+                next.push(child);
+            }
+        }
+        found
+    }
 }
 
 #[cfg(test)]
