@@ -3,24 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use quaestor_core::supervisor::control::ClusterReport;
 use quaestor_test_support::{
-    ChildProcess, Finished, OutputLines, Worker, free_port, free_ports, process_running,
-    quaestor_bin, run, spawn_listening, spawn_reading, wait_for,
+    ChildProcess, OutputLines, Worker, free_port, free_ports, process_running, spawn_listening,
+    spawn_reading, wait_for,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn bin() -> PathBuf {
-    quaestor_bin(env!("CARGO_BIN_EXE_quaestor"))
-}
-
-fn quaestor(args: &[&str]) -> Finished {
-    run(&bin(), args, TIMEOUT)
-}
+mod common;
+use common::{TIMEOUT, bin, quaestor, start_logged, try_status};
 
 /// A cluster config: `count` reference workers on ephemeral ports, the balancer on a free port.
 fn write_config(dir: &Path, count: u32) -> PathBuf {
@@ -175,42 +167,9 @@ fn a_key_value_store_agent_is_the_clusters_etcd() {
 
 // ---- reload and status ---------------------------------------------------------------------
 
-/// `quaestor cluster` with its stdout echoed and its log (stderr) to read.
-fn start_logged(config: &Path, socket: &Path) -> (ChildProcess, OutputLines) {
-    let mut command = std::process::Command::new(bin());
-    command
-        .args(["cluster", "--config"])
-        .arg(config)
-        .arg("--control")
-        .arg(socket)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut process = ChildProcess::spawn("quaestor cluster", command);
-    OutputLines::of(&mut process).drain();
-    let log = OutputLines::of_stderr(&mut process);
-    (process, log)
-}
-
 /// The running cluster's status, as `quaestor cluster status --json` gives it.
 fn status(socket: &Path) -> ClusterReport {
     try_status(socket).expect("the cluster answers")
-}
-
-/// The status, or None while no cluster answers at `socket` (exit 2).
-fn try_status(socket: &Path) -> Option<ClusterReport> {
-    let out = quaestor(&[
-        "cluster",
-        "status",
-        "--json",
-        "--control",
-        socket.to_str().expect("utf-8"),
-    ]);
-    if out.code == Some(2) {
-        return None;
-    }
-    assert_eq!(out.code, Some(0), "{out:?}");
-    Some(serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout)))
 }
 
 /// Waits until every member in the status is Ready and their tags are `tags`; returns the

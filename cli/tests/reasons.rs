@@ -4,39 +4,13 @@
 //! its next retry.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use quaestor_core::supervisor::control::{ClusterReport, MemberReport};
-use quaestor_test_support::{
-    ChildProcess, Finished, OutputLines, process_running, quaestor_bin, run, wait_for,
-};
+use quaestor_core::supervisor::control::MemberReport;
+use quaestor_test_support::{process_running, wait_for};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn bin() -> PathBuf {
-    quaestor_bin(env!("CARGO_BIN_EXE_quaestor"))
-}
-
-fn quaestor(args: &[&str]) -> Finished {
-    run(&bin(), args, TIMEOUT)
-}
-
-/// The status, or None while no cluster answers at `socket`.
-fn try_status(socket: &Path) -> Option<ClusterReport> {
-    let out = quaestor(&[
-        "cluster",
-        "status",
-        "--json",
-        "--control",
-        socket.to_str().expect("utf-8"),
-    ]);
-    if out.code == Some(2) {
-        return None;
-    }
-    assert_eq!(out.code, Some(0), "{out:?}");
-    Some(serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout)))
-}
+mod common;
+use common::{TIMEOUT, bin, quaestor, start_logged, try_status};
 
 /// Waits until member `tag` satisfies `done`; returns its report.
 fn member_when(
@@ -71,22 +45,6 @@ fn worker(name: &str, extra_args: &str) -> String {
         &format!("worker --host {{HostName}} --port {{Port}} --service {name} {extra_args}"),
         "",
     )
-}
-
-fn start_logged(config: &Path, socket: &Path) -> (ChildProcess, OutputLines) {
-    let mut command = std::process::Command::new(bin());
-    command
-        .args(["cluster", "--config"])
-        .arg(config)
-        .arg("--control")
-        .arg(socket)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut process = ChildProcess::spawn("quaestor cluster", command);
-    OutputLines::of(&mut process).drain();
-    let log = OutputLines::of_stderr(&mut process);
-    (process, log)
 }
 
 #[test]
