@@ -74,8 +74,8 @@ fn every_stop_is_logged_and_shown_with_its_reason() {
         Signal::SIGKILL,
     )
     .expect("kill");
-    // SIGSTOP to another's process group (the pid `status` shows is its guard's, the group's
-    // id): it stops answering its health checks.
+    // SIGSTOP to another's process group (the pid `status` shows is the group's id): it stops
+    // answering its health checks.
     let frozen = member_when(&socket, "Frozen[0]", "Ready", |m| m.state == "Ready");
     let frozen_pid = frozen.pid.expect("ready: a pid");
     nix::sys::signal::killpg(

@@ -578,11 +578,14 @@ async fn perform(
     child: &mut Option<Child>,
     status: &watch::Sender<MemberStatus>,
 ) -> Option<Event> {
-    let pid = child.as_ref().and_then(Child::id);
+    // The member's own pid (its group's id), while its process runs.
+    let pid = child.as_ref().and(status.borrow().pid);
     match action {
         Action::Spawn => match spawner.spawn(&spec.command, &spec.tag, spec.die_with_supervisor) {
             Ok(spawned) => {
-                let pid = spawned.id().unwrap_or_default();
+                let pid = spawner
+                    .member_pid(&spawned, spec.die_with_supervisor)
+                    .await;
                 tracing::info!(member = %spec.tag, pid, "member started");
                 *child = Some(spawned);
                 status.send_modify(|s| {

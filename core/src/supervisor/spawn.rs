@@ -6,7 +6,7 @@
 //! can start it through a guard ([`guard_member`], behind a hidden `quaestor` subcommand): a
 //! small process per member that gets a parent-death signal, is a child subreaper (orphaned
 //! descendants, also those that called `setsid()`, become its children), starts the member
-//! in a process group whose id is the guard's pid, leaves that group itself, and exits with
+//! as the leader of a process group of its own (the guard is not in it), and exits with
 //! the member's status (the same code, or the member's terminating signal raised on itself).
 //! When the supervisor dies it ends the member's group and every descendant (SIGTERM, then
 //! SIGKILL after [`GUARD_GRACE`]). The member itself is started through [`exec_member`]
@@ -335,9 +335,9 @@ pub const SHIM_SUBCOMMAND: &str = "exec-member";
 
 impl Spawner {
     /// Starts `command` in a process group of its own; `tag` (e.g. `Worker[2]`) names it in
-    /// the log. `parent_death` starts it through the guard (needs a shim): the child (its pid,
-    /// its exit status) is then the guard, whose pid is the id of the member's group and
-    /// whose status is the member's.
+    /// the log. `parent_death` starts it through the guard (needs a shim): the child (its exit
+    /// status) is then the guard, whose status is the member's; the member's own pid, the id
+    /// of its group, is [`Spawner::member_pid`].
     pub fn spawn(
         &self,
         command: &MemberCommand,
@@ -398,6 +398,28 @@ impl Spawner {
         }
         Ok(child)
     }
+
+    /// The member's own pid (its group's id) for `child` as [`Spawner::spawn`] made it with
+    /// `parent_death`: through the guard, the guard's first child, looked up for up to 2 s
+    /// while the guard starts it (else the guard's pid); otherwise the child's.
+    pub async fn member_pid(&self, child: &Child, parent_death: bool) -> u32 {
+        let pid = child.id().unwrap_or_default();
+        if !(parent_death && self.shim.is_some()) || pid == 0 {
+            return pid;
+        }
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let first = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok());
+            if let Some(member) = first {
+                return member;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        pid
+    }
 }
 
 fn forward(
@@ -415,9 +437,8 @@ fn forward(
     });
 }
 
-/// Sends `signal` to the process group whose id is `pid`: every process of the member's group.
-/// For a member started directly, `pid` is the member's; for one started through the guard,
-/// `pid` is the guard's, which is the id of the member's group (the guard is not in it).
+/// Sends `signal` to the process group whose id is `pid`: every process of the member's group
+/// (`pid` is the member's own, [`Spawner::member_pid`]; the guard is not in its group).
 pub fn signal_group(pid: u32, signal: Signal) -> nix::Result<()> {
     killpg(Pid::from_raw(pid as i32), signal)
 }
@@ -468,14 +489,14 @@ pub const SHIM_EXEC_FLAG: &str = "--exec";
 /// until it exits, to
 /// - keep its descendants: it is a child subreaper, so orphans (also those that called
 ///   `setsid()`) become its children;
-/// - give it a process group whose id is the guard's pid (what the supervisor knows, so that
-///   [`signal_group`] reaches the member's group), and then leave that group for the
-///   supervisor's, so that a SIGKILL to the member's group leaves the guard alive to end
-///   what escaped the group;
+/// - start it as the leader of a process group of its own (the member's pid, which the
+///   supervisor finds with [`Spawner::member_pid`] and shows, is the group's id, so that
+///   [`signal_group`] reaches the member's group) while the guard stays in a group of its
+///   own, so that a SIGKILL to the member's group leaves the guard alive to end what escaped
+///   the group;
 /// - not be stopped by SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2 (blocked and
-///   dropped): being in the supervisor's group, it gets what a terminal or `kill -- -PGID`
-///   sends the supervisor, which then stops (or reloads) its members itself. Signals for
-///   the member go to its group (`kill -- -PID`, [`signal_group`]), not to the guard;
+///   dropped): signals for the member go to its group (`kill -- -PID`, [`signal_group`]),
+///   not to the guard;
 /// - end every descendant once the member exits (SIGTERM, SIGKILL after [`LEFTOVER_GRACE`]),
 ///   and exit with the member's status: its exit code, or its terminating signal raised on
 ///   the guard itself;
@@ -517,7 +538,7 @@ mod guard {
     use nix::sys::signal::{SigSet, Signal, kill, killpg, raise};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    use nix::unistd::{Pid, alarm, getpgid, getpgrp, getpid, getppid, setpgid};
+    use nix::unistd::{Pid, alarm, getpid, getppid};
 
     use super::{GUARD_GRACE, LEFTOVER_GRACE, SHIM_EXEC_FLAG, SHIM_SUBCOMMAND};
 
@@ -537,7 +558,6 @@ mod guard {
         me: Pid,
         member: Pid,
         /// Whether the guard left the member's group (else the group holds the guard too).
-        outside: bool,
         status: Option<WaitStatus>,
     }
 
@@ -567,10 +587,6 @@ mod guard {
         prctl::set_child_subreaper(true)
             .map_err(|e| format!("cannot become a child subreaper: {e}"))?;
         let me = getpid();
-        // The member's group is the one whose id is the guard's pid.
-        if getpgrp() != me {
-            setpgid(me, me).map_err(|e| format!("cannot make a process group: {e}"))?;
-        }
         let child = std::process::Command::new(shim)
             .arg(SHIM_SUBCOMMAND)
             .arg(SHIM_EXEC_FLAG)
@@ -579,19 +595,16 @@ mod guard {
             .arg("--")
             .arg(program)
             .args(args)
-            .process_group(me.as_raw())
+            // The member leads a group of its own (its pid is the group's id, as the
+            // supervisor's status shows it); the guard stays out of it, so that a SIGKILL to
+            // the member's group leaves the guard to end what left the group.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", program.to_string_lossy()))?;
         let member = Pid::from_raw(child.id() as i32);
-        // Out of the member's group, into the supervisor's: a SIGKILL to the member's group
-        // leaves the guard to end what left the group.
-        let outside = getpgid(Some(parent))
-            .and_then(|group| setpgid(me, group))
-            .is_ok();
         let mut guard = Guard {
             me,
             member,
-            outside,
             status: None,
         };
         alarm::set(1);
@@ -670,9 +683,7 @@ mod guard {
         }
 
         fn send(&self, signal: Signal) {
-            if self.outside {
-                let _ = killpg(self.me, signal);
-            }
+            let _ = killpg(self.member, signal);
             for pid in descendants(self.me) {
                 let _ = kill(pid, signal);
             }
