@@ -583,9 +583,7 @@ async fn perform(
     match action {
         Action::Spawn => match spawner.spawn(&spec.command, &spec.tag, spec.die_with_supervisor) {
             Ok(spawned) => {
-                let pid = spawner
-                    .member_pid(&spawned, spec.die_with_supervisor)
-                    .await;
+                let pid = spawner.member_pid(&spawned, spec.die_with_supervisor).await;
                 tracing::info!(member = %spec.tag, pid, "member started");
                 *child = Some(spawned);
                 status.send_modify(|s| {
