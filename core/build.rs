@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "quaestor/push/load_push.proto",
     "quaestor/example/work.proto",
     "grpc/lb/v1/load_balancer.proto",
+    "xds/service/orca/v3/orca.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -30,6 +30,25 @@ pub mod grpclb {
     tonic::include_proto!("grpc.lb.v1");
 }
 
+/// `package xds.data.orca.v3` and `xds.service.orca.v3`: ORCA load reports (gRFC A51), nested
+/// as their packages are (the generated code refers across them by relative paths).
+pub mod xds {
+    pub mod data {
+        pub mod orca {
+            pub mod v3 {
+                tonic::include_proto!("xds.data.orca.v3");
+            }
+        }
+    }
+    pub mod service {
+        pub mod orca {
+            pub mod v3 {
+                tonic::include_proto!("xds.service.orca.v3");
+            }
+        }
+    }
+}
+
 /// The standard `grpc.health.v1` types (from tonic-health).
 pub use tonic_health::pb as health;
 

@@ -254,6 +254,7 @@ async fn reflection_lists_exactly_the_served_services() {
         "Quaestor.LoadReporting.LoadReportingGrpc",
         "quaestor.push.v1.LoadPush",
         "Quaestor.ProcessAdministration.ProcessAdministrationGrpc",
+        "xds.service.orca.v3.OpenRcaService",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ]
@@ -566,4 +567,72 @@ async fn graceful_stop_lets_calls_in_flight_finish_within_the_grace_period() {
         ),
         "cut off by the server, not by a client deadline: {cut:?}"
     );
+}
+
+/// ORCA out of band (`xds.service.orca.v3.OpenRcaService`): a report at once with the load as
+/// the reporter knows it, then one per interval (at least the 1 s floor) with the request
+/// rate since the report before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orca_reports_stream_the_load_at_the_interval_asked() {
+    use quaestor_core::proto::xds::service::orca::v3::OrcaLoadReportRequest;
+    use quaestor_core::proto::xds::service::orca::v3::open_rca_service_client::OpenRcaServiceClient;
+
+    let reporter = Reporter::new();
+    let load = reporter.add_service("Worker", 4).expect("add");
+    load.set_server_utilization(Some(0.25));
+    load.set_memory_usage_percent(Some(40.0));
+    load.set_known_load_rate(1.5);
+    load.start_request();
+    load.start_request();
+    let (server, target) = serve(&reporter).await;
+    let channel = target.connect().await.expect("connect");
+    let mut orca = OpenRcaServiceClient::new(channel);
+    let mut reports = orca
+        .stream_core_metrics(OrcaLoadReportRequest {
+            // Below the floor: reports come at the floor.
+            report_interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            request_cost_names: Vec::new(),
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let first = tokio::time::timeout(TIMEOUT, reports.next())
+        .await
+        .expect("a first report at once")
+        .expect("open")
+        .expect("report");
+    assert_eq!(first.cpu_utilization, 0.25);
+    assert_eq!(first.mem_utilization, 0.4);
+    assert_eq!(first.application_utilization, 0.5);
+    assert_eq!(first.rps_fractional, 0.0, "no rate before a second report");
+    assert_eq!(first.named_metrics["current_requests"], 2.0);
+    assert_eq!(first.named_metrics["capacity"], 4.0);
+    assert_eq!(first.named_metrics["known_load_rate"], 1.5);
+    assert_eq!(first.named_metrics["Worker.current_requests"], 2.0);
+
+    for _ in 0..6 {
+        load.start_request();
+        load.end_request();
+    }
+    let second = tokio::time::timeout(TIMEOUT, reports.next())
+        .await
+        .expect("a second report")
+        .expect("open")
+        .expect("report");
+    assert!(
+        second.rps_fractional > 0.0,
+        "six requests since the first report: {second:?}"
+    );
+    assert_eq!(second.named_metrics["current_requests"], 2.0);
+
+    // A graceful stop ends the stream (the server does not wait for it).
+    server.shutdown().await.expect("stopped");
+    let end = tokio::time::timeout(TIMEOUT, async {
+        while let Some(Ok(_)) = reports.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the ORCA stream ended with the server");
 }

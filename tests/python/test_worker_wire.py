@@ -166,6 +166,7 @@ def test_reflection_lists_the_worker_services(start_worker):
         "quaestor.example.Work",
         "quaestor.push.v1.LoadPush",
         "Quaestor.ProcessAdministration.ProcessAdministrationGrpc",
+        "xds.service.orca.v3.OpenRcaService",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -7,6 +7,7 @@
 //! - standalone, on a port of its own: [`Reporter::server`] then `bind` / `spawn`.
 
 pub mod admin;
+pub mod orca;
 pub mod push;
 
 use std::collections::HashMap;
@@ -154,6 +155,7 @@ impl Reporter {
         routes.add_service(self.load_reporting_service());
         routes.add_service(self.load_push_service());
         routes.add_service(self.process_admin_service());
+        routes.add_service(self.orca_service());
     }
 
     /// A server with health, load reporting, load push, process administration and
@@ -163,6 +165,12 @@ impl Reporter {
             .add_service(self.load_reporting_service())
             .add_service(self.load_push_service())
             .add_service(self.process_admin_service())
+            .add_service(self.orca_service())
+    }
+
+    /// `xds.service.orca.v3.OpenRcaService` over the reporter's services (see [`orca`]).
+    pub fn orca_service(&self) -> orca::OpenRcaServiceServerOf {
+        orca::OrcaService::new(Arc::clone(&self.loads), self.health.clone()).into_server()
     }
 
     /// Serves health and load on `addr` (port 0: any free port) in the background.
