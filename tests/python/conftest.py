@@ -32,6 +32,8 @@ PROTOS = [
     ("quaestor/load_reporting.proto", "quaestor.load_reporting"),
     ("quaestor/service_discovery.proto", "quaestor.service_discovery"),
     ("quaestor/example/work.proto", "quaestor.example.work"),
+    ("xds/data/orca/v3/orca_load_report.proto", "xds.data.orca.v3.orca_load_report"),
+    ("xds/service/orca/v3/orca.proto", "xds.service.orca.v3.orca"),
 ]
 
 # How long a worker may take to print its `listening on` line.

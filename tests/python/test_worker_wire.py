@@ -146,6 +146,28 @@ def test_report_load_shows_busy_and_known_load_rate(protos, start_worker):
     assert load.server_stats.request_capacity == 4  # the default
 
 
+def test_orca_reports_the_load_to_a_stock_grpc_client(protos, start_worker):
+    # ORCA out of band, as a gRPC client with the weighted_round_robin policy reads it.
+    worker = start_worker("--busy", "2", "--load-rate", "0.5")
+    stub = protos.orca_pb2_grpc.OpenRcaServiceStub(worker.channel)
+    request = protos.orca_pb2.OrcaLoadReportRequest()
+    request.report_interval.FromMilliseconds(1000)
+    reports = stub.StreamCoreMetrics(request, timeout=RPC_TIMEOUT)
+    try:
+        first = next(reports)
+        assert first.named_metrics["current_requests"] == 2
+        assert first.named_metrics["capacity"] == 4
+        assert first.named_metrics["known_load_rate"] == 0.5
+        assert first.named_metrics["Worker.current_requests"] == 2
+        assert first.application_utilization == 0.5
+        assert 0 <= first.mem_utilization <= 1 and first.cpu_utilization >= 0
+        second = next(reports)  # the next, one interval later
+        assert second.named_metrics["current_requests"] == 2
+        assert second.rps_fractional >= 0
+    finally:
+        reports.cancel()
+
+
 def test_report_load_of_an_unknown_service_is_out_of_range(protos, start_worker):
     worker = start_worker()
 
