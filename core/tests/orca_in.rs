@@ -138,6 +138,13 @@ async fn backends_with_only_orca_are_ranked_by_their_utilization() {
     );
     assert_eq!(load.server_utilization, 0.5);
     assert_eq!(busy_state.load.map(|l| l.current_requests), Some(90));
+    // grpclb's weights come from the same load: the idle one weighs more.
+    let weights: std::collections::HashMap<u16, u32> = balancer
+        .weighted("", "Worker")
+        .into_iter()
+        .map(|(l, w)| (l.port, w))
+        .collect();
+    assert!(weights[&i] > weights[&b], "weights {weights:?}");
     assert_eq!(
         ports(&balancer.discover_top("", "Worker", 1).await.expect("top")),
         [i]
