@@ -5,6 +5,8 @@ the package, service, message and field names a C# or Python peer relies on.
 """
 
 import asyncio
+import collections
+import json
 
 import grpc
 import pytest
@@ -290,6 +292,32 @@ def test_per_call_orca_trailer_reports_the_load_as_the_call_ends(protos, start_w
     )
     assert answer.server_stats.request_capacity == 4
     assert per_call_report(protos, trailers) is None, trailers
+
+
+def test_grpcio_weighted_round_robin_follows_the_per_call_reports(protos, start_worker):
+    # grpcio reads the trailer itself: its weighted_round_robin policy, with per-call reports
+    # (no out-of-band stream), weighs each worker by rps_fractional / application_utilization
+    # and sends most calls to the one of lower utilization. Without the trailer it stays a
+    # plain round robin (every other call to each worker).
+    light = start_worker("--busy", "1", "--orca-per-call")  # 0.25
+    heavy = start_worker("--busy", "3", "--orca-per-call")  # 0.75
+    policy = {"enableOobLoadReport": False, "blackoutPeriod": "0s", "weightUpdatePeriod": "0.1s"}
+    options = [
+        ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"weighted_round_robin": policy}]})),
+        # The target names two addresses; one host name for the :authority header.
+        ("grpc.default_authority", "localhost"),
+    ]
+    with grpc.insecure_channel(f"ipv4:{light.address},{heavy.address}", options=options) as channel:
+        work = protos.work_pb2_grpc.WorkStub(channel)
+        last = collections.deque(maxlen=100)
+
+        def mostly_light():
+            for _ in range(50):  # a probe of 50 calls: wait_for pauses between probes
+                last.append(work.DoWork(protos.work_pb2.WorkRequest(), timeout=RPC_TIMEOUT).worker)
+            return last.count(light.address) >= 80 or None
+
+        wait_for("80 of 100 calls in a row to the less loaded worker", CONDITION_TIMEOUT, mostly_light)
+        assert set(last) <= {light.address, heavy.address}
 
 
 def test_no_per_call_orca_trailer_unless_asked(protos, start_worker):
