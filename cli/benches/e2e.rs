@@ -45,7 +45,7 @@ use quaestor_core::proto::example::WorkRequest;
 use quaestor_core::proto::example::work_client::WorkClient;
 use quaestor_core::proto::service_discovery::DiscoverServicesRequest;
 use quaestor_core::proto::service_discovery::service_discovery_grpc_client::ServiceDiscoveryGrpcClient;
-use quaestor_test_support::{ChildProcess, OutputLines, free_port, quaestor_bin};
+use quaestor_test_support::{ChildProcess, OutputLines, free_port, go_build, quaestor_bin};
 use tonic::transport::{Channel, Endpoint};
 
 /// Requests a worker runs at once.
@@ -320,11 +320,11 @@ fn start_fleet(policies: &[Policy]) -> Fleet {
     );
 
     let (haproxy_process, haproxy) = start_haproxy(dir.path(), &workers);
-    let grpclb_client = build_go_client("grpclb-go", dir.path());
+    let grpclb_client = go_build("grpclb-go", dir.path());
     let xds_go_client = policies
         .iter()
         .any(|p| matches!(p.xds(), Some((XdsClient::Go, _))))
-        .then(|| build_go_client("xds-go", dir.path()));
+        .then(|| go_build("xds-go", dir.path()));
     let xds_bootstrap = dir.path().join("xds-bootstrap.json");
     let bootstrap = Command::new(bin())
         .args(["xds", "bootstrap", "--server", &balancer.to_string()])
@@ -389,21 +389,6 @@ fn haproxy_bin() -> PathBuf {
         "haproxy not found (install it: scripts/setup.sh --bench, or apt-get install haproxy)"
     );
     bin
-}
-
-/// Builds the grpc-go client of tests/NAME into `dir`.
-fn build_go_client(name: &str, dir: &Path) -> PathBuf {
-    let source = repository().join("tests").join(name);
-    let binary = dir.join(name);
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(&source)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `go` (the grpc-go clients need Go): {e}"));
-    assert!(built.success(), "go build of {} failed", source.display());
-    binary
 }
 
 fn repository() -> PathBuf {

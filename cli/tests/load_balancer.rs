@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use quaestor_test_support::etcd::EtcdCluster;
 use quaestor_test_support::{
-    Finished, TestPki, Worker, quaestor_bin, run, spawn_listening, spawn_reading,
+    Finished, TestPki, Worker, go_build, quaestor_bin, run, spawn_listening, spawn_reading,
     spawn_registration, spawn_worker, wait_for,
 };
 
@@ -294,28 +294,12 @@ fn tls_and_mutual_tls() {
     );
 }
 
-/// Builds the stock grpc-go client of tests/grpclb-go (its modules are fetched by
-/// scripts/setup.sh); fails if Go is missing.
-fn build_go_client(out: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/grpclb-go");
-    let binary = out.join("grpclb-client");
-    let built = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(&source)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `go` (install Go; the grpclb test needs it): {e}"));
-    assert!(built.success(), "go build of {} failed", source.display());
-    binary
-}
-
 /// A grpc-go client with the grpclb policy and no quaestor code balances over the workers
 /// through `quaestor load-balancer`, and moves off a worker that turns NOT_SERVING.
 #[test]
 fn a_grpc_go_grpclb_client_balances_and_moves_off_a_not_serving_worker() {
     let dir = tempfile::tempdir().expect("dir");
-    let client_bin = build_go_client(dir.path());
+    let client_bin = go_build("grpclb-go", dir.path());
     let workers: Vec<Worker> = (0..3)
         .map(|_| spawn_worker(&bin(), &["--capacity", "4"]))
         .collect();

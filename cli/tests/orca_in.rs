@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use quaestor_core::client::Target;
 use quaestor_test_support::etcd::EtcdCluster;
-use quaestor_test_support::{Worker, quaestor_bin, spawn_listening, spawn_registration};
+use quaestor_test_support::{Worker, go_build, quaestor_bin, spawn_listening, spawn_registration};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -19,22 +19,6 @@ const GRPC_GO_REPORT_FLOOR: Duration = Duration::from_secs(30);
 
 fn bin() -> PathBuf {
     quaestor_bin(env!("CARGO_BIN_EXE_quaestor"))
-}
-
-/// Builds the stock grpc-go server of tests/orca-go (its modules are fetched by
-/// scripts/setup.sh); fails if Go is missing.
-fn build_orca_server(out: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/orca-go");
-    let binary = out.join("orca-server");
-    let built = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(&source)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `go` (install Go; the ORCA test needs it): {e}"));
-    assert!(built.success(), "go build of {} failed", source.display());
-    binary
 }
 
 /// A load-balancer config over the etcd registry, a load probe every 100 ms.
@@ -52,7 +36,7 @@ fn write_config(dir: &Path, etcd: &EtcdCluster) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_go_servers_with_orca_are_ranked_by_their_orca_load() {
     let dir = tempfile::tempdir().expect("dir");
-    let server_bin = build_orca_server(dir.path());
+    let server_bin = go_build("orca-go", dir.path());
     let etcd = EtcdCluster::single();
     // Busy (0.9, then 0.05 after SIGUSR1) and idle (0.1, then 1.0).
     let busy: Worker = spawn_listening(&server_bin, &["-utilization", "0.9", "-on-usr1", "0.05"]);

@@ -2,6 +2,8 @@
 //! it answers, how it refuses bad streams, and how it pushes changes, takes ACKs and NACKs
 //! and ignores stale nonces (the xDS state-of-the-world protocol as gRPC clients speak it).
 
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -18,7 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use quaestor_core::balancer::xds::{
-    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, LbPolicies, LbPolicy, XdsService,
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, LbPolicies, LbPolicy, Rewrite, XdsService,
 };
 use quaestor_core::balancer::{Balancer, BalancerOptions};
 use quaestor_core::registry::ServiceLocation;
@@ -409,4 +411,65 @@ async fn ads_pushes_changes_takes_nacks_and_ignores_stale_nonces() {
     registry.deregister(&late.location);
     registry.deregister(&other);
     lds.until(&names, |r| r.resources.is_empty()).await;
+}
+
+/// A stock client (grpc-go, tests/xds-go) refuses a malformed cluster (STATIC, with no
+/// endpoints: not a type gRPC takes) with a NACK carrying its reason, which the balancer keeps
+/// and logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_grpc_client_nacks_a_malformed_cluster() {
+    let pool = workers(1, 4).await;
+    let balancer = Balancer::start(registry_of(&pool), options());
+    let rewrite: Rewrite = Arc::new(|type_url, resource| {
+        if type_url == CLUSTER_TYPE {
+            let mut cluster = Cluster::decode(resource.value.as_slice()).expect("a cluster");
+            cluster.cluster_discovery_type = Some(
+                envoy_types::pb::envoy::config::cluster::v3::cluster::ClusterDiscoveryType::Type(
+                    envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType::Static
+                        as i32,
+                ),
+            );
+            cluster.eds_cluster_config = None;
+            resource.value = cluster.encode_to_vec();
+        }
+    });
+    let ads = XdsService::with_rewrite(balancer.clone(), HealthState::new(), Some(rewrite));
+    let server = balancer
+        .server_with(ads.clone())
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
+    let dir = tempfile::tempdir().expect("dir");
+    let client =
+        tokio::task::block_in_place(|| quaestor_test_support::go_build("xds-go", dir.path()));
+    let bootstrap = dir.path().join("bootstrap.json");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            r#"{{"xds_servers":[{{"server_uri":"{}","channel_creds":[{{"type":"insecure"}}],"server_features":["xds_v3"]}}],"node":{{"id":"nack-test"}}}}"#,
+            server.local_addr()
+        ),
+    )
+    .expect("write the bootstrap");
+    let mut command = Command::new(&client);
+    command
+        .args(["-target", "xds:///Worker"])
+        .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _client = quaestor_test_support::ChildProcess::spawn("xds-go", command);
+    let nack = quaestor_test_support::wait_for_async("the client's NACK", TIMEOUT, || async {
+        ads.nacks().into_iter().find(|n| n.type_url == CLUSTER_TYPE)
+    })
+    .await;
+    assert_eq!(nack.node_id, "nack-test");
+    assert!(
+        nack.message.to_lowercase().contains("static") || nack.message.contains("type"),
+        "the client's reason: {nack:?}"
+    );
+    assert!(
+        ads.nacks().iter().all(|n| n.type_url == CLUSTER_TYPE),
+        "only the malformed type is refused: {:?}",
+        ads.nacks()
+    );
 }

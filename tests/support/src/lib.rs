@@ -142,6 +142,28 @@ pub fn quaestor_bin(fallback: &str) -> PathBuf {
     std::env::var_os("QUAESTOR_BIN").map_or_else(|| PathBuf::from(fallback), PathBuf::from)
 }
 
+/// The repository's `tests/NAME` folder (a stock client or server of another gRPC stack).
+pub fn test_program_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+/// Builds the Go program of `tests/NAME` (a stock grpc-go client or server; its modules are
+/// fetched by scripts/setup.sh) into `out` and returns the binary. Fails, naming the program,
+/// if Go is missing or the build fails.
+pub fn go_build(name: &str, out: &Path) -> PathBuf {
+    let source = test_program_dir(name);
+    let binary = out.join(name);
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `go` (install Go; tests/{name} needs it): {e}"));
+    assert!(built.success(), "go build of {} failed", source.display());
+    binary
+}
+
 /// What a finished command printed and how it exited.
 #[derive(Debug)]
 pub struct Finished {
