@@ -104,6 +104,10 @@ public final class XdsClient {
           OUT.println("error " + status.getCode().name());
           System.err.println("call failed: " + status);
         }
+        if (OUT.checkError()) {
+          // Nobody reads the lines any more (a closed pipe): stop, as a Go client would.
+          System.exit(1);
+        }
         LockSupport.parkNanos(intervalNanos);
       }
     } finally {
