@@ -7,6 +7,11 @@
 //!   real `quaestor load-balancer` (a memory registry of Worker agents), then the call to the
 //!   worker it named;
 //! - `grpclb`: the stock grpc-go grpclb client of tests/grpclb-go, against the same balancer;
+//! - `xds-CLIENT-POLICY`: a stock xDS client (`go`: grpc-go, tests/xds-go; `grpcio`: Python's
+//!   C-core, tests/xds-clients; `java`: grpc-java, tests/xds-java) dialling
+//!   `xds:///xds-POLICY` through the same balancer's ADS, with that service's LB policy
+//!   (`rr` round_robin, `lr` least_request, `wrr` weighted_round_robin over ORCA, `pf`
+//!   pick_first); the workers serve one `xds-POLICY` service per policy beside `Worker`;
 //! - `haproxy`: HAProxy (Debian `haproxy`), `balance leastconn`, h2 on both sides, the proxy a
 //!   user would run instead.
 //!
@@ -19,8 +24,10 @@
 //!     cargo bench -p quaestor-cli --bench e2e -- [--seconds 30] [--rounds 2]
 //!         [--policy haproxy,discover-top,...] [--seed N] [--utilization 0.75] [--write FILE]
 //!
-//! Needs `haproxy` and `go` on the PATH (`scripts/setup.sh --bench` installs HAProxy). Every
-//! process it starts is killed (its process group, by pid) when it ends, fails or gets Ctrl-C.
+//! Needs `haproxy` and `go` on the PATH (`scripts/setup.sh --bench` installs HAProxy), and for
+//! the xDS rows the repository's `.venv` (grpcio; or `QUAESTOR_PYTHON`) and the grpc-java
+//! client's jar (built by `scripts/setup.sh`). Every process it starts is killed (its process
+//! group, by pid) when it ends, fails or gets Ctrl-C.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,6 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use quaestor_core::config::LbPolicy;
 use quaestor_core::proto::example::WorkRequest;
 use quaestor_core::proto::example::work_client::WorkClient;
 use quaestor_core::proto::service_discovery::DiscoverServicesRequest;
@@ -62,26 +70,88 @@ enum Policy {
     DiscoverTop,
     Grpclb,
     Haproxy,
+    XdsGoRr,
+    XdsGoLr,
+    XdsGoWrr,
+    XdsGoPf,
+    XdsGrpcioRr,
+    XdsGrpcioLr,
+    XdsGrpcioWrr,
+    XdsGrpcioPf,
+    XdsJavaRr,
+    XdsJavaLr,
+    XdsJavaWrr,
+    XdsJavaPf,
+}
+
+/// A stock xDS client of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum XdsClient {
+    Go,
+    Grpcio,
+    Java,
 }
 
 impl Policy {
-    const ALL: [Policy; 5] = [
+    /// What runs when `--policy` is not given: the five baselines and the xDS rows of the
+    /// issue (`--policy` names the others, e.g. for the table of which client honours which
+    /// LB policy).
+    const DEFAULT: [Policy; 10] = [
         Policy::Random,
         Policy::RoundRobin,
         Policy::DiscoverTop,
         Policy::Grpclb,
         Policy::Haproxy,
+        Policy::XdsGoLr,
+        Policy::XdsGoWrr,
+        Policy::XdsGrpcioRr,
+        Policy::XdsGrpcioWrr,
+        Policy::XdsJavaLr,
     ];
 
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Policy::Random => "random",
-            Policy::RoundRobin => "round robin",
-            Policy::DiscoverTop => "DiscoverTopServices(1) per call",
-            Policy::Grpclb => "grpclb (grpc-go)",
-            Policy::Haproxy => "HAProxy leastconn",
+            Policy::Random => "random".into(),
+            Policy::RoundRobin => "round robin".into(),
+            Policy::DiscoverTop => "DiscoverTopServices(1) per call".into(),
+            Policy::Grpclb => "grpclb (grpc-go)".into(),
+            Policy::Haproxy => "HAProxy leastconn".into(),
+            xds => {
+                let (client, lb) = xds.xds().expect("an xDS policy");
+                let client = match client {
+                    XdsClient::Go => "grpc-go",
+                    XdsClient::Grpcio => "grpcio",
+                    XdsClient::Java => "grpc-java",
+                };
+                format!("xDS {client} {lb}")
+            }
         }
     }
+
+    /// The client and LB policy of an xDS row.
+    fn xds(self) -> Option<(XdsClient, LbPolicy)> {
+        use LbPolicy::{LeastRequest, PickFirst, RoundRobin, WeightedRoundRobin};
+        Some(match self {
+            Policy::XdsGoRr => (XdsClient::Go, RoundRobin),
+            Policy::XdsGoLr => (XdsClient::Go, LeastRequest),
+            Policy::XdsGoWrr => (XdsClient::Go, WeightedRoundRobin),
+            Policy::XdsGoPf => (XdsClient::Go, PickFirst),
+            Policy::XdsGrpcioRr => (XdsClient::Grpcio, RoundRobin),
+            Policy::XdsGrpcioLr => (XdsClient::Grpcio, LeastRequest),
+            Policy::XdsGrpcioWrr => (XdsClient::Grpcio, WeightedRoundRobin),
+            Policy::XdsGrpcioPf => (XdsClient::Grpcio, PickFirst),
+            Policy::XdsJavaRr => (XdsClient::Java, RoundRobin),
+            Policy::XdsJavaLr => (XdsClient::Java, LeastRequest),
+            Policy::XdsJavaWrr => (XdsClient::Java, WeightedRoundRobin),
+            Policy::XdsJavaPf => (XdsClient::Java, PickFirst),
+            _ => return None,
+        })
+    }
+}
+
+/// The service the workers serve for xDS clients of one LB policy.
+fn xds_service(policy: LbPolicy) -> String {
+    format!("xds-{policy}")
 }
 
 #[derive(Debug, Parser)]
@@ -156,6 +226,10 @@ struct Fleet {
     _haproxy: ChildProcess,
     haproxy: SocketAddr,
     grpclb_client: PathBuf,
+    /// The grpc-go xDS client, built when an xDS row of grpc-go runs.
+    xds_go_client: Option<PathBuf>,
+    /// The bootstrap file naming the balancer.
+    xds_bootstrap: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -190,23 +264,32 @@ fn spawn_listening(program: &Path, args: &[&str]) -> (ChildProcess, SocketAddr) 
     (process, addr)
 }
 
-fn start_fleet() -> Fleet {
+fn start_fleet(policies: &[Policy]) -> Fleet {
     let dir = tempfile::tempdir().expect("temporary directory");
+    // `Worker` first: DoWork counts its calls there. The xDS services are the same workers
+    // under other names, each with its LB policy.
+    let services: Vec<String> = std::iter::once("Worker".to_owned())
+        .chain(LbPolicy::ALL.map(xds_service))
+        .collect();
     let workers: Vec<(ChildProcess, SocketAddr)> = SERVICE_MS
         .iter()
         .map(|ms| {
-            spawn_listening(
-                &bin(),
-                &[
-                    "worker",
-                    "--port",
-                    "0",
-                    "--work-ms",
-                    &ms.to_string(),
-                    "--max-concurrent",
-                    &K.to_string(),
-                ],
-            )
+            let mut args: Vec<String> = [
+                "worker",
+                "--port",
+                "0",
+                "--work-ms",
+                &ms.to_string(),
+                "--max-concurrent",
+                &K.to_string(),
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            for service in &services {
+                args.extend(["--service".to_owned(), service.clone()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn_listening(&bin(), &args)
         })
         .collect();
     let ports: Vec<String> = workers.iter().map(|(_, a)| a.port().to_string()).collect();
@@ -216,8 +299,12 @@ fn start_fleet() -> Fleet {
     std::fs::write(
         &config,
         format!(
-            "# written by cli/benches/e2e.rs\nloadBalancerConfig:\n  hostName: 127.0.0.1\n  port: 5150\nagents:\n  - agentType: Worker\n    hostName: 127.0.0.1\n    ports: [ {} ]\n    serviceNames: [ Worker ]\n",
-            ports.join(", ")
+            "# written by cli/benches/e2e.rs\nloadBalancerConfig:\n  hostName: 127.0.0.1\n  port: 5150\n  xdsLbPolicies:\n{}agents:\n  - agentType: Worker\n    hostName: 127.0.0.1\n    ports: [ {} ]\n    serviceNames: [ {} ]\n",
+            LbPolicy::ALL
+                .map(|p| format!("    {}: {p}\n", xds_service(p)))
+                .concat(),
+            ports.join(", "),
+            services.join(", ")
         ),
     )
     .expect("write the balancer config");
@@ -233,7 +320,18 @@ fn start_fleet() -> Fleet {
     );
 
     let (haproxy_process, haproxy) = start_haproxy(dir.path(), &workers);
-    let grpclb_client = build_grpclb_client(dir.path());
+    let grpclb_client = build_go_client("grpclb-go", dir.path());
+    let xds_go_client = policies
+        .iter()
+        .any(|p| matches!(p.xds(), Some((XdsClient::Go, _))))
+        .then(|| build_go_client("xds-go", dir.path()));
+    let xds_bootstrap = dir.path().join("xds-bootstrap.json");
+    let bootstrap = Command::new(bin())
+        .args(["xds", "bootstrap", "--server", &balancer.to_string()])
+        .output()
+        .expect("quaestor xds bootstrap");
+    assert!(bootstrap.status.success(), "quaestor xds bootstrap failed");
+    std::fs::write(&xds_bootstrap, bootstrap.stdout).expect("write the xDS bootstrap");
     Fleet {
         workers,
         _balancer: balancer_process,
@@ -241,6 +339,8 @@ fn start_fleet() -> Fleet {
         _haproxy: haproxy_process,
         haproxy,
         grpclb_client,
+        xds_go_client,
+        xds_bootstrap,
         dir,
     }
 }
@@ -291,19 +391,56 @@ fn haproxy_bin() -> PathBuf {
     bin
 }
 
-/// Builds the grpc-go client of tests/grpclb-go into `dir`.
-fn build_grpclb_client(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/grpclb-go");
-    let binary = dir.join("grpclb-client");
+/// Builds the grpc-go client of tests/NAME into `dir`.
+fn build_go_client(name: &str, dir: &Path) -> PathBuf {
+    let source = repository().join("tests").join(name);
+    let binary = dir.join(name);
     let built = Command::new("go")
         .args(["build", "-o"])
         .arg(&binary)
         .arg(".")
         .current_dir(&source)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run `go` (the grpclb policy needs Go): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run `go` (the grpc-go clients need Go): {e}"));
     assert!(built.success(), "go build of {} failed", source.display());
     binary
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The command that starts an xDS client of the bench (its flags follow).
+fn xds_command(fleet: &Fleet, client: XdsClient) -> Command {
+    let mut command = match client {
+        XdsClient::Go => Command::new(fleet.xds_go_client.as_ref().expect("built")),
+        XdsClient::Grpcio => {
+            let python = std::env::var_os("QUAESTOR_PYTHON")
+                .map_or_else(|| repository().join(".venv/bin/python"), PathBuf::from);
+            assert!(
+                python.exists(),
+                "{} not found: run `make test` (or scripts/setup.sh) for the venv with grpcio, \
+                 or set QUAESTOR_PYTHON",
+                python.display()
+            );
+            let mut command = Command::new(python);
+            command.arg(repository().join("tests/xds-clients/grpcio_client.py"));
+            command
+        }
+        XdsClient::Java => {
+            let jar = repository().join("tests/xds-java/target/xds-client.jar");
+            assert!(
+                jar.exists(),
+                "{} not found: scripts/setup.sh builds it",
+                jar.display()
+            );
+            let mut command = Command::new("java");
+            command.arg("-jar").arg(jar);
+            command
+        }
+    };
+    command.env("GRPC_XDS_BOOTSTRAP", &fleet.xds_bootstrap);
+    command
 }
 
 /// A connected channel to `addr`, retried until it answers a DoWork call (HAProxy starts
@@ -432,37 +569,43 @@ async fn replay(client: Arc<Client>, arrivals: &[Duration]) -> Vec<Outcome> {
     outcomes
 }
 
-/// Runs the grpc-go grpclb client over the schedule file (it warms up first) and waits for it
-/// without blocking the runtime, so that Ctrl-C still stops everything.
-async fn replay_grpclb(fleet: &Fleet, schedule_file: &Path, round: usize) -> Vec<Outcome> {
-    let out = fleet.dir.path().join(format!("grpclb-{round}.txt"));
-    let balancer = fleet.balancer.to_string();
-    let warmup = fleet.workers.len().to_string();
-    let mut command = Command::new(&fleet.grpclb_client);
+/// Runs an external client (`command`: the grpc-go grpclb client, or an xDS client, with
+/// its balancer's flags) over the schedule file (it warms up first, until `warmup` distinct
+/// workers answered) and waits for it without blocking the runtime, so that Ctrl-C still
+/// stops everything.
+async fn replay_external(
+    mut command: Command,
+    name: &str,
+    warmup: usize,
+    fleet: &Fleet,
+    schedule_file: &Path,
+    round: usize,
+) -> Vec<Outcome> {
+    let out = fleet.dir.path().join(format!("{name}-{round}.txt"));
     command
-        .args(["-balancer", &balancer, "-service", "Worker", "-schedule"])
+        .arg("-schedule")
         .arg(schedule_file)
         .arg("-out")
         .arg(&out)
-        .args(["-warmup", &warmup, "-deadline"])
+        .args(["-warmup", &warmup.to_string(), "-deadline"])
         .arg(format!("{}ms", DEADLINE.as_millis()))
         .stdout(Stdio::null());
-    let mut client = ChildProcess::spawn("grpclb-client", command);
+    let mut client = ChildProcess::spawn(name, command);
     let status = loop {
         if let Some(status) = client.child_mut().try_wait().expect("try_wait") {
             break status;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(status.success(), "the grpclb client failed: {status:?}");
-    let text = std::fs::read_to_string(&out).expect("the grpclb client's results");
+    assert!(status.success(), "the {name} client failed: {status:?}");
+    let text = std::fs::read_to_string(&out).expect("the client's results");
     text.lines()
         .map(|line| {
             let mut fields = line.split(' ');
             let (Some(us), Some(code), Some(worker)) =
                 (fields.next(), fields.next(), fields.next())
             else {
-                panic!("a bad line from the grpclb client: {line:?}");
+                panic!("a bad line from the {name} client: {line:?}");
             };
             let latency = Duration::from_micros(us.parse().expect("microseconds"));
             let code: i32 = code.parse().expect("a status code");
@@ -565,9 +708,29 @@ async fn run_policy(
         .enumerate()
         .map(|(i, (_, addr))| (addr.port(), i))
         .collect();
+    if let Some((client, lb)) = policy.xds() {
+        let mut command = xds_command(fleet, client);
+        command.args(["-target", &format!("xds:///{}", xds_service(lb))]);
+        // pick_first calls one worker only.
+        let warmup = if lb == LbPolicy::PickFirst {
+            1
+        } else {
+            fleet.workers.len()
+        };
+        let name = format!("xds-{client:?}-{lb}").to_lowercase();
+        return replay_external(command, &name, warmup, fleet, schedule_file, round).await;
+    }
     let picker = match policy {
         Policy::Grpclb => {
-            return replay_grpclb(fleet, schedule_file, round).await;
+            let mut command = Command::new(&fleet.grpclb_client);
+            command.args([
+                "-balancer",
+                &fleet.balancer.to_string(),
+                "-service",
+                "Worker",
+            ]);
+            let warmup = fleet.workers.len();
+            return replay_external(command, "grpclb", warmup, fleet, schedule_file, round).await;
         }
         Policy::Random => Picker::Random(std::sync::Mutex::new(fastrand::Rng::with_seed(
             seed ^ round as u64,
@@ -582,6 +745,7 @@ async fn run_policy(
             Picker::DiscoverTop(channel)
         }
         Policy::Haproxy => Picker::Haproxy(ready_channel(fleet.haproxy).await),
+        xds => unreachable!("{xds:?} is run by its client"),
     };
     let client = Arc::new(Client {
         picker,
@@ -608,7 +772,7 @@ fn row(name: &str, f: &Figures) -> String {
 
 async fn run(options: Options) {
     let policies: Vec<Policy> = if options.policy.is_empty() {
-        Policy::ALL.to_vec()
+        Policy::DEFAULT.to_vec()
     } else {
         let mut chosen = options.policy.clone();
         chosen.sort();
@@ -622,7 +786,7 @@ async fn run(options: Options) {
     let rate = capacity * options.utilization;
     let arrivals = schedule(options.seed, rate, options.seconds);
 
-    let fleet = tokio::task::block_in_place(start_fleet);
+    let fleet = tokio::task::block_in_place(|| start_fleet(&policies));
     let schedule_file = fleet.dir.path().join("schedule.txt");
     let mut text = String::with_capacity(arrivals.len() * 10);
     for at in &arrivals {

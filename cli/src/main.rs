@@ -50,7 +50,7 @@ enum Command {
         ("quaestor cluster status --config quaestor.config.yml", "its members, from the control socket"),
     ]))]
     Cluster(cmd::cluster::Args),
-    /// Run the balancer: discovery and grpclb over the registry of the C# load balancer config.
+    /// Run the balancer: discovery, grpclb and xDS over the registry of the C# load balancer config.
     #[command(after_help = examples(&[
         ("quaestor load-balancer --config quaestor.loadbalancer.config.yml", "serve discovery"),
         ("quaestor load-balancer --config-dir /etc/quaestor --port 0", "any free port"),
@@ -78,6 +78,9 @@ enum Command {
     /// List, follow or add registrations in etcd (the operator's view of the registry).
     #[command(subcommand)]
     Registry(cmd::registry::Command),
+    /// Help stock gRPC xDS clients (`xds:///SERVICE` targets) use a quaestor balancer.
+    #[command(subcommand)]
+    Xds(cmd::xds::Command),
 }
 
 /// An "Examples:" section for `--help`: each command line, then what it does.
@@ -143,6 +146,7 @@ fn main() -> std::process::ExitCode {
             Command::LoadBalancer(args) => cmd::load_balancer::run(args).await,
             Command::Cluster(args) => cmd::cluster::run(args).await,
             Command::Sidecar(args) => cmd::sidecar::run(args).await,
+            Command::Xds(command) => cmd::xds::run(command),
             Command::ExecMember(_) => unreachable!("handled before the runtime starts"),
         }
     });

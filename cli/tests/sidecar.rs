@@ -252,13 +252,16 @@ fn sidecars_serving_discovery_give_the_same_answers() {
 
 /// The sidecar mirrors its worker's load through setters, and pushes what it mirrors
 /// (quaestor.push.v1) on its control port: a call in flight at the worker and the worker
-/// turning NOT_SERVING reach a `WatchLoad` on the sidecar; SIGTERM ends the stream.
+/// turning NOT_SERVING reach a `WatchLoad` on the sidecar, and the call's start and end reach
+/// its ORCA stream (`application_utilization`); SIGTERM ends the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirrored_load_and_health_are_pushed() {
     use quaestor_core::proto::example::WorkRequest;
     use quaestor_core::proto::example::work_client::WorkClient;
     use quaestor_core::proto::push::WatchLoadRequest;
     use quaestor_core::proto::push::load_push_client::LoadPushClient;
+    use quaestor_core::proto::xds::service::orca::v3::OrcaLoadReportRequest;
+    use quaestor_core::proto::xds::service::orca::v3::open_rca_service_client::OpenRcaServiceClient;
 
     use quaestor_test_support::message_until;
 
@@ -298,7 +301,26 @@ async fn the_mirrored_load_and_health_are_pushed() {
         u.load.is_some_and(|l| l.current_requests == 1)
     })
     .await;
-    call.abort();
+    // ORCA on the control port says the same: one in flight of 6 (reports every second).
+    let mut reports = OpenRcaServiceClient::connect(format!("http://{}", side.control))
+        .await
+        .expect("connect")
+        .stream_core_metrics(OrcaLoadReportRequest::default())
+        .await
+        .expect("StreamCoreMetrics on the sidecar")
+        .into_inner();
+    let (busy, _) = message_until(&mut reports, TIMEOUT, "ORCA: the call in flight", |r| {
+        r.named_metrics.get("current_requests") == Some(&1.0)
+    })
+    .await;
+    assert_eq!(busy.application_utilization, 1.0 / 6.0);
+    call.abort(); // the client gives up: the worker ends the request
+    let (idle, _) = message_until(&mut reports, TIMEOUT, "ORCA: no call in flight", |r| {
+        r.named_metrics.get("current_requests") == Some(&0.0)
+    })
+    .await;
+    assert_eq!(idle.application_utilization, 0.0);
+    drop(reports);
 
     worker.process.signal(Signal::SIGUSR1); // NOT_SERVING
     message_until(&mut updates, TIMEOUT, "NOT_SERVING", |u| u.health == 2).await;

@@ -1174,3 +1174,39 @@ fn a_mistyped_agent_type_warns_with_a_suggestion() {
         mapped.warnings[0]
     );
 }
+
+#[test]
+fn xds_lb_policies_come_from_services_then_agents_then_the_default() {
+    use quaestor_core::config::LbPolicy;
+    let config = parse(
+        "loadBalancerConfig:\n  xdsLbPolicy: least_request\n  xdsLbPolicies:\n    Billing: pick_first\n\
+         agents:\n  - agentType: Worker\n    serviceNames: [ Worker, Billing ]\n    xdsLbPolicy: weighted_round_robin\n",
+    );
+    let balancer = config.load_balancer.clone().expect("loadBalancerConfig");
+    let policies = balancer.lb_policies(&config);
+    assert_eq!(policies.of("Billing"), LbPolicy::PickFirst);
+    assert_eq!(policies.of("Worker"), LbPolicy::WeightedRoundRobin);
+    assert_eq!(policies.of("Other"), LbPolicy::LeastRequest);
+    assert_eq!(
+        QuaestorConfig::parse("", "test.yml")
+            .expect("empty")
+            .load_balancer
+            .unwrap_or_default()
+            .xds_lb_policy,
+        LbPolicy::RoundRobin,
+        "round_robin by default"
+    );
+    assert_eq!(
+        error("loadBalancerConfig:\n  xdsLbPolicy: ring_hash\n"),
+        "test.yml:2:16: key `loadBalancerConfig.xdsLbPolicy`: expected one of \
+         round_robin, least_request, weighted_round_robin, pick_first, found `ring_hash`"
+    );
+    assert!(
+        error("loadBalancerConfig:\n  xdsLbPolicies:\n    Worker: fastest\n")
+            .starts_with("test.yml:3:13: key `loadBalancerConfig.xdsLbPolicies.Worker`"),
+    );
+    assert!(
+        error("loadBalancerConfig:\n  xdsLbPolicies: [ a ]\n")
+            .contains("expected a mapping of service names to LB policies"),
+    );
+}

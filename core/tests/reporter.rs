@@ -636,3 +636,94 @@ async fn orca_reports_stream_the_load_at_the_interval_asked() {
     .await;
     assert!(end.is_ok(), "the ORCA stream ended with the server");
 }
+
+/// The `endpoint-load-metrics-bin` trailer of a tonic answer, decoded.
+fn per_call_report(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Option<quaestor_core::proto::xds::data::orca::v3::OrcaLoadReport> {
+    use prost::Message;
+    let value = metadata.get_bin(quaestor_core::reporter::percall::TRAILER)?;
+    let bytes = value.to_bytes().expect("base64");
+    Some(quaestor_core::proto::xds::data::orca::v3::OrcaLoadReport::decode(bytes).expect("report"))
+}
+
+/// Per-call ORCA (gRFC A51): a service wrapped in the reporter's per-call layer answers with
+/// the `endpoint-load-metrics-bin` trailer, the load as the call ends (the call itself no
+/// longer counted, other calls in flight counted); error answers carry it too; the reporter's
+/// own services do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_call_orca_reports_ride_in_the_trailers_of_wrapped_services() {
+    let reporter = Reporter::new();
+    let load = reporter.add_service("Worker", 4).expect("add");
+    load.set_server_utilization(Some(0.125));
+    let server = reporter
+        .server()
+        .add_service(reporter.per_call_orca().wrap(WorkService::new(
+            reporter.clone(),
+            "Worker",
+            "test",
+        )))
+        .bind(loopback())
+        .await
+        .expect("bind loopback");
+    let target = Target::new(&server.local_addr().to_string(), None, TIMEOUT).expect("target");
+    let channel = target.connect().await.expect("connect");
+    let mut work = WorkClient::new(channel.clone());
+    let quick = || WorkRequest {
+        milliseconds: 0,
+        service_name: String::new(),
+    };
+
+    let answer = work.do_work(quick()).await.expect("DoWork");
+    assert_eq!(answer.get_ref().current_requests, 1, "counted while it ran");
+    // A unary answer's trailers are merged into its metadata by tonic.
+    let report = per_call_report(answer.metadata()).expect("the per-call trailer");
+    assert_eq!(report.named_metrics["current_requests"], 0.0);
+    assert_eq!(report.named_metrics["Worker.current_requests"], 0.0);
+    assert_eq!(report.named_metrics["capacity"], 4.0);
+    assert_eq!(report.application_utilization, 0.0);
+    assert_eq!(report.cpu_utilization, 0.125);
+    assert_eq!(report.rps_fractional, 0.0, "no rate in the first report");
+
+    // Another call in flight is counted.
+    let long = {
+        let mut work = work.clone();
+        tokio::spawn(async move {
+            work.do_work(WorkRequest {
+                milliseconds: 60_000,
+                service_name: String::new(),
+            })
+            .await
+        })
+    };
+    wait_for_async("the long call in flight", TIMEOUT, || async {
+        (load.current_requests() == 1).then_some(())
+    })
+    .await;
+    let answer = work.do_work(quick()).await.expect("DoWork");
+    let report = per_call_report(answer.metadata()).expect("the per-call trailer");
+    assert_eq!(report.named_metrics["current_requests"], 1.0);
+    assert_eq!(report.application_utilization, 0.25);
+    long.abort();
+
+    // An error (answered trailers-only) carries it too.
+    let failed = work
+        .do_work(WorkRequest {
+            milliseconds: 0,
+            service_name: "NoSuchService".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(failed.code(), Code::NotFound);
+    assert!(per_call_report(failed.metadata()).is_some(), "{failed:?}");
+
+    // The reporter's own services are not wrapped.
+    let health = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "Worker".into(),
+        })
+        .await
+        .expect("Check");
+    assert!(per_call_report(health.metadata()).is_none());
+    server.shutdown().await.expect("stopped");
+}

@@ -4,8 +4,15 @@ The stubs come from the repository's protos (see the `protos` fixture), so these
 the package, service, message and field names a C# or Python peer relies on.
 """
 
+import asyncio
+import collections
+import json
+
 import grpc
 import pytest
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -166,6 +173,158 @@ def test_orca_reports_the_load_to_a_stock_grpc_client(protos, start_worker):
         assert second.rps_fractional >= 0
     finally:
         reports.cancel()
+
+
+def report_where(reports, what, predicate):
+    """The first ORCA report of the stream `reports` that `predicate` accepts; the stream's
+    own deadline bounds the wait."""
+    seen = []
+    try:
+        for report in reports:
+            if predicate(report):
+                return report
+            seen.append(report.application_utilization)
+    except grpc.RpcError as error:
+        raise AssertionError(f"no report with {what} before {error.code()}; utilizations seen: {seen}")
+    raise AssertionError(f"the stream ended without a report with {what}; utilizations seen: {seen}")
+
+
+def test_orca_application_utilization_follows_the_calls_in_flight(protos, start_worker):
+    worker = start_worker("--capacity", "4")
+    stub = protos.orca_pb2_grpc.OpenRcaServiceStub(worker.channel)
+    reports = stub.StreamCoreMetrics(protos.orca_pb2.OrcaLoadReportRequest(), timeout=CONDITION_TIMEOUT)
+    try:
+        assert next(reports).application_utilization == 0
+        call = work_stub(protos, worker).DoWork.future(
+            protos.work_pb2.WorkRequest(milliseconds=60_000), timeout=CONDITION_TIMEOUT
+        )
+        busy = report_where(reports, "a call in flight", lambda r: r.named_metrics["current_requests"] == 1)
+        assert busy.application_utilization == 0.25
+        call.cancel()  # the worker ends the request when the client gives up
+        idle = report_where(reports, "no call in flight", lambda r: r.named_metrics["current_requests"] == 0)
+        assert idle.application_utilization == 0
+    finally:
+        reports.cancel()
+
+
+def per_call_report(protos, metadata):
+    """The OrcaLoadReport of the `endpoint-load-metrics-bin` entry of `metadata` (pairs of key
+    and value), or None."""
+    values = [value for key, value in metadata if key == "endpoint-load-metrics-bin"]
+    assert len(values) <= 1, metadata
+    return protos.orca_load_report_pb2.OrcaLoadReport.FromString(values[0]) if values else None
+
+
+def grpclib_call(worker, path, request, reply_type):
+    """One unary call by grpclib, a stock gRPC client that shows every trailer: the answer (or
+    the GRPCError) and the trailing metadata as (key, value) pairs. grpcio cannot be used
+    for this: its core takes `endpoint-load-metrics-bin` for its own load balancing policies
+    and leaves it out of the trailing metadata it shows the application."""
+
+    async def call():
+        channel = Channel(worker.host, worker.port)
+        try:
+            async with channel.request(
+                path, Cardinality.UNARY_UNARY, type(request), reply_type, timeout=RPC_TIMEOUT
+            ) as stream:
+                await stream.send_message(request, end=True)
+                try:
+                    answer = await stream.recv_message()
+                    await stream.recv_trailing_metadata()
+                except GRPCError as error:
+                    answer = error
+                return answer, list(stream.trailing_metadata.items())
+        finally:
+            channel.close()
+
+    return asyncio.run(call())
+
+
+def do_work(protos, worker, **fields):
+    return grpclib_call(
+        worker, "/quaestor.example.Work/DoWork", protos.work_pb2.WorkRequest(**fields), protos.work_pb2.WorkResponse
+    )
+
+
+def test_per_call_orca_trailer_reports_the_load_as_the_call_ends(protos, start_worker):
+    # gRFC A51 per-call reports: the load left when the call ends (the call itself no longer
+    # in flight, other calls still counted).
+    worker = start_worker("--busy", "1", "--orca-per-call")
+    answer, trailers = do_work(protos, worker, milliseconds=0)
+    assert answer.current_requests == 2  # inside the handler: the busy one and itself
+    report = per_call_report(protos, trailers)
+    assert report is not None, trailers
+    assert report.named_metrics["current_requests"] == 1
+    assert report.named_metrics["Worker.current_requests"] == 1
+    assert report.named_metrics["capacity"] == 4
+    assert report.application_utilization == 0.25
+    assert report.rps_fractional == 0  # no rate in the first report
+    assert 0 <= report.mem_utilization <= 1 and report.cpu_utilization >= 0
+
+    # With another call in flight (a grpcio one), the trailer counts it.
+    long_call = work_stub(protos, worker).DoWork.future(
+        protos.work_pb2.WorkRequest(milliseconds=60_000), timeout=RPC_TIMEOUT
+    )
+    try:
+        wait_for(
+            "the long call in flight",
+            CONDITION_TIMEOUT,
+            lambda: report_load(protos, worker).server_stats.current_requests == 2 or None,
+        )
+        _, trailers = do_work(protos, worker, milliseconds=0)
+        report = per_call_report(protos, trailers)
+        assert report.named_metrics["current_requests"] == 2
+        assert report.application_utilization == 0.5
+    finally:
+        long_call.cancel()
+
+    # An error answer (trailers only) carries the report too.
+    error, trailers = do_work(protos, worker, service_name="NoSuchService")
+    assert isinstance(error, GRPCError) and error.status == Status.NOT_FOUND, error
+    assert per_call_report(protos, trailers) is not None, trailers
+
+    # The reporter's own services carry no trailer.
+    answer, trailers = grpclib_call(
+        worker,
+        "/Quaestor.LoadReporting.LoadReportingGrpc/ReportLoad",
+        protos.load_reporting_pb2.LoadReportRequest(service_name="Worker"),
+        protos.load_reporting_pb2.LoadReportResponse,
+    )
+    assert answer.server_stats.request_capacity == 4
+    assert per_call_report(protos, trailers) is None, trailers
+
+
+def test_grpcio_weighted_round_robin_follows_the_per_call_reports(protos, start_worker):
+    # grpcio reads the trailer itself: its weighted_round_robin policy, with per-call reports
+    # (no out-of-band stream), weighs each worker by rps_fractional / application_utilization
+    # and sends most calls to the one of lower utilization. Without the trailer it stays a
+    # plain round robin (every other call to each worker).
+    light = start_worker("--busy", "1", "--orca-per-call")  # 0.25
+    heavy = start_worker("--busy", "3", "--orca-per-call")  # 0.75
+    policy = {"enableOobLoadReport": False, "blackoutPeriod": "0s", "weightUpdatePeriod": "0.1s"}
+    options = [
+        ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"weighted_round_robin": policy}]})),
+        # The target names two addresses; one host name for the :authority header.
+        ("grpc.default_authority", "localhost"),
+    ]
+    with grpc.insecure_channel(f"ipv4:{light.address},{heavy.address}", options=options) as channel:
+        work = protos.work_pb2_grpc.WorkStub(channel)
+        last = collections.deque(maxlen=100)
+
+        def mostly_light():
+            for _ in range(50):  # a probe of 50 calls: wait_for pauses between probes
+                last.append(work.DoWork(protos.work_pb2.WorkRequest(), timeout=RPC_TIMEOUT).worker)
+            return last.count(light.address) >= 80 or None
+
+        wait_for("80 of 100 calls in a row to the less loaded worker", CONDITION_TIMEOUT, mostly_light)
+        assert set(last) <= {light.address, heavy.address}
+
+
+def test_no_per_call_orca_trailer_unless_asked(protos, start_worker):
+    worker = start_worker()
+    answer, trailers = do_work(protos, worker)
+    assert answer.worker == worker.address
+    assert per_call_report(protos, trailers) is None, trailers
 
 
 def test_report_load_of_an_unknown_service_is_out_of_range(protos, start_worker):

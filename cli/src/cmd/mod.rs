@@ -9,6 +9,7 @@ pub mod load_balancer;
 pub mod registry;
 pub mod sidecar;
 pub mod worker;
+pub mod xds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,7 +3,8 @@
 //! `--unhealthy-after`, `--exit-after`, and SIGUSR1 (NOT_SERVING) / SIGUSR2 (SERVING).
 //! With `--work-ms` and `--max-concurrent` it is a worker of fixed service time and limited
 //! concurrency (calls beyond the limit wait in the worker and count as current requests), as
-//! the end-to-end balancing benchmark (cli/benches/e2e.rs) needs.
+//! the end-to-end balancing benchmark (cli/benches/e2e.rs) needs. With `--orca-per-call` its
+//! Work answers carry per-call ORCA reports.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,6 +86,10 @@ pub struct Args {
     /// CA (PEM) that client certificates must be signed by (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Send a per-call ORCA report (the `endpoint-load-metrics-bin` trailer, gRFC A51) with
+    /// every Work/DoWork answer: the load as the call ends, the call itself no longer counted.
+    #[arg(long)]
+    orca_per_call: bool,
     /// On SIGTERM/SIGINT, how long calls in flight may take to finish.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10s")]
     grace: Duration,
@@ -144,13 +149,20 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .local_addr()
         .map_err(|e| Failure::unexpected(format!("no local address: {e}")))?;
 
-    let server = reporter.server().add_service(WorkService::paced(
+    let work = WorkService::paced(
         reporter.clone(),
         &services[0],
         &local.to_string(),
         args.work_ms.map(|ms| Duration::from_millis(u64::from(ms))),
         args.max_concurrent.map(|k| k as usize),
-    ));
+    );
+    let server = if args.orca_per_call {
+        reporter
+            .server()
+            .add_service(reporter.per_call_orca().wrap(work))
+    } else {
+        reporter.server().add_service(work)
+    };
     let mut server = server
         .with_tls(tls)
         .with_grace_period(args.grace)

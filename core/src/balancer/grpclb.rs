@@ -196,18 +196,23 @@ async fn resolve(
     if let Some(known) = cache.get(&location.host) {
         return *known;
     }
-    let found = match tokio::net::lookup_host((location.host.as_str(), location.port)).await {
+    let found = lookup(location).await;
+    cache.insert(location.host.clone(), found);
+    found
+}
+
+/// Looks the location's host up (IPv4 preferred); `None`, with a warning, if it has none.
+pub(super) async fn lookup(location: &ServiceLocation) -> Option<IpAddr> {
+    match tokio::net::lookup_host((location.host.as_str(), location.port)).await {
         Ok(addresses) => {
             let all: Vec<IpAddr> = addresses.map(|a| a.ip()).collect();
             all.iter().find(|ip| ip.is_ipv4()).or(all.first()).copied()
         }
         Err(error) => {
-            tracing::warn!(host = %location.host, %error, "grpclb: cannot resolve a worker's host; leaving it out");
+            tracing::warn!(host = %location.host, %error, "cannot resolve a worker's host; leaving it out");
             None
         }
-    };
-    cache.insert(location.host.clone(), found);
-    found
+    }
 }
 
 /// `Worker:443` → `Worker`; `Worker` → `Worker`; an empty name → `None`.

@@ -8,6 +8,8 @@
 //! - [`ranking`]: the order of candidates; the C# Quaestor's by default.
 //! - [`discovery`]: `Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc` over a [`Balancer`].
 //! - [`grpclb`]: `grpc.lb.v1.LoadBalancer`, for stock gRPC clients with the grpclb policy.
+//! - [`xds`]: `envoy.service.discovery.v3.AggregatedDiscoveryService`, for stock gRPC clients
+//!   with an `xds:///SERVICE` target.
 //!
 //! Anti-herding, as the C# Quaestor does it: every location of a `discover_top` answer counts
 //! as one more request, on itself and on its host, until a load report taken late enough
@@ -26,6 +28,7 @@ mod probe;
 pub mod ranking;
 pub mod request_time;
 pub mod standings;
+pub mod xds;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -59,6 +62,8 @@ pub struct BalancerOptions {
     pub recently_used_timeout: Duration,
     /// How to check workers that serve TLS (`https` keys).
     pub client_tls: Option<ClientTls>,
+    /// The LB policy xDS clients are told to use, per service (`xdsLbPolicy`).
+    pub lb_policies: xds::LbPolicies,
 }
 
 impl Default for BalancerOptions {
@@ -68,6 +73,7 @@ impl Default for BalancerOptions {
             response_timeout: Duration::from_secs(2),
             recently_used_timeout: Duration::from_secs(5),
             client_tls: None,
+            lb_policies: xds::LbPolicies::default(),
         }
     }
 }
@@ -424,6 +430,56 @@ impl Balancer {
         weighted
     }
 
+    /// Every location of a service with its state for xDS and its weight (0 for one that is
+    /// not healthy or has no room; see [`Balancer::weighted`]).
+    pub fn endpoints(
+        &self,
+        scope: &str,
+        service: &str,
+    ) -> Vec<(ServiceLocation, xds::EndpointStatus, u32)> {
+        let weights: HashMap<ServiceLocation, u32> =
+            self.weighted(scope, service).into_iter().collect();
+        let now = Instant::now();
+        let liveness = self.liveness_window();
+        self.locations_of(scope, service)
+            .iter()
+            .map(|m| {
+                let status = m.with_state(|s| {
+                    if s.is_healthy(now, liveness) {
+                        xds::EndpointStatus::Healthy
+                    } else if s.health == Some(crate::server::health::ServingStatus::NotServing)
+                        && s.failures == 0
+                    {
+                        xds::EndpointStatus::Draining
+                    } else {
+                        xds::EndpointStatus::Unhealthy
+                    }
+                });
+                let weight = weights.get(&m.location).copied().unwrap_or(0);
+                (m.location.clone(), status, weight)
+            })
+            .collect()
+    }
+
+    /// Every (scope, service) with at least one location.
+    pub fn services(&self) -> std::collections::BTreeSet<(String, String)> {
+        let table = self
+            .inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        table
+            .locations
+            .values()
+            .map(|m| (m.location.scope.clone(), m.location.service.clone()))
+            .collect()
+    }
+
+    /// Whether a service has at least one location.
+    pub fn has_service(&self, scope: &str, service: &str) -> bool {
+        check_request(scope, service).is_ok() && !self.locations_of(scope, service).is_empty()
+    }
+
     /// What the balancer knows of every location of a service.
     pub fn status(&self, scope: &str, service: &str) -> Vec<LocationStatus> {
         let now = Instant::now();
@@ -460,19 +516,27 @@ impl Balancer {
         discovery::service(self.clone())
     }
 
-    /// A server with health (`""`, discovery (by its full and its short C# name) and grpclb
-    /// SERVING), discovery, grpclb and reflection.
+    /// A server with health (`""`, discovery (by its full and its short C# name), grpclb and
+    /// ADS SERVING), discovery, grpclb, xDS (ADS) and reflection.
     pub fn server(&self, health: HealthState) -> GrpcServer {
+        self.server_with(xds::XdsService::new(self.clone(), health.clone()))
+    }
+
+    /// [`Balancer::server`] with the given ADS service (see [`xds::XdsService::with_rewrite`]).
+    pub fn server_with(&self, ads: xds::XdsService) -> GrpcServer {
+        let health = ads.health().clone();
         for service in [
             discovery::SERVICE_NAME,
             discovery::SHORT_SERVICE_NAME,
             grpclb::SERVICE_NAME,
+            xds::SERVICE_NAME,
         ] {
             health.set(service, crate::server::health::ServingStatus::Serving);
         }
         GrpcServer::new(health.clone())
             .add_service(self.discovery_service())
             .add_service(grpclb::service(self.clone(), health))
+            .add_service(ads.into_server())
     }
 
     /// The locations of a service; the first time a service is asked for, waits (at most the

@@ -51,6 +51,10 @@ pub enum Feed {
     Pushed,
     /// Polled every probe interval (`ReportLoad`), the health followed separately.
     Polled,
+    /// Streamed as ORCA out-of-band reports (`xds.service.orca.v3.OpenRcaService`) by a
+    /// backend that does not serve `ReportLoad`: a report is current for as long as the stream
+    /// lives; health and liveness are followed separately (see [`super::probe`]).
+    Orca,
 }
 
 /// What the balancer knows of one location.
@@ -109,7 +113,9 @@ impl ProbeState {
         let load = self.load?;
         let reported = i64::from(load.current_requests);
         let reported = match self.feed {
-            Feed::Pushed => reported,
+            // A pushed report is current; an ORCA one is a level (utilization), not requests
+            // that end.
+            Feed::Pushed | Feed::Orca => reported,
             _ => {
                 let age = now.saturating_duration_since(load.sent_at);
                 self.request_time.still_running(reported, age)
@@ -179,6 +185,39 @@ impl ProbeState {
             _ => {}
         }
         self.load = report;
+    }
+
+    /// A polled `ReportLoad` that answered without load (sent at `sent_at`): the location is
+    /// alive; it has no load, unless an ORCA stream feeds it.
+    pub(super) fn polled_without_load(&mut self, sent_at: Instant) {
+        if self.feed != Feed::Orca {
+            return self.polled(sent_at, None);
+        }
+        let now = Instant::now();
+        self.last_answer = Some(now);
+        self.latency = Some(now.saturating_duration_since(sent_at));
+        self.failures = 0;
+    }
+
+    /// An ORCA report, as a load sample, arrived at `now`. It takes in the hand-outs it
+    /// can include; it says nothing of arrivals, so the request time stays as it was.
+    pub(super) fn orca(&mut self, sample: LoadSample, now: Instant) {
+        self.feed = Feed::Orca;
+        self.last_answer = Some(now);
+        self.failures = 0;
+        self.started = None;
+        self.take_in_handouts(now, 0);
+        self.load = Some(sample);
+    }
+
+    /// The ORCA stream ended: its last report is no longer current, and the location has no
+    /// load until a new stream reports.
+    pub(super) fn orca_ended(&mut self) {
+        if self.feed == Feed::Orca {
+            self.feed = Feed::Polled;
+            self.load = None;
+            self.handouts.clear();
+        }
     }
 
     /// A pushed update, arrived at `now`.

@@ -6,6 +6,23 @@
 //!   a location costs one stream and no timer here.
 //! - A worker that answers UNIMPLEMENTED (the C# ones) is followed as before: `Health.Watch`
 //!   (or `Check` polls where Watch is not served) and `ReportLoad` every probe interval.
+//! - A backend that answers UNIMPLEMENTED to `ReportLoad` too (a stock grpc-go or grpc-java
+//!   server with ORCA enabled) is asked for `xds.service.orca.v3.OpenRcaService/
+//!   StreamCoreMetrics` with the probe interval as `report_interval`, and its reports are its
+//!   load ([`Feed::Orca`](super::monitor::Feed::Orca)). Health is still followed as above, and
+//!   the `ReportLoad` polls go on as its liveness check (the server may report far less often
+//!   than asked: grpc-go never under 30 s). A broken stream leaves the location without load
+//!   until a new one reports; a backend serving neither stays without load.
+//!
+//! An ORCA report becomes a load sample ([`orca_sample`]) thus:
+//! - with quaestor's own named metrics (`NAME.current_requests` for the location's service,
+//!   else the worker's `current_requests`, with `capacity` and `known_load_rate` beside them),
+//!   those, exactly: such a backend ranks as its `ReportLoad` would;
+//! - else from utilization, `application_utilization` if above 0, else `cpu_utilization`, over
+//!   [`ORCA_CAPACITY`] synthetic slots: current requests = round(utilization × 100), load rate
+//!   unknown. Its utilization then compares with a quaestor worker's in-flight/capacity as
+//!   like with like (both 0 to 1, 1 = full), at a resolution of 1 %, and the hand-outs counted
+//!   on it (anti-herding) weigh 1 % each until a report takes them in.
 //!
 //! A broken stream or a silent worker marks the location unhealthy at once; it is tried again
 //! with backoff.
@@ -28,6 +45,9 @@ use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::proto::load_reporting::LoadReportRequest;
 use crate::proto::load_reporting::load_reporting_grpc_client::LoadReportingGrpcClient;
 use crate::proto::push::{LoadUpdate, WatchLoadRequest};
+use crate::proto::xds::data::orca::v3::OrcaLoadReport;
+use crate::proto::xds::service::orca::v3::OrcaLoadReportRequest;
+use crate::proto::xds::service::orca::v3::open_rca_service_client::OpenRcaServiceClient;
 use crate::server::health::ServingStatus;
 
 /// The gRPC path of quaestor's load push.
@@ -295,16 +315,46 @@ fn small_buffers() -> BufferSettings {
     BufferSettings::new(WATCH_BUFFER_BYTES, WATCH_YIELD_THRESHOLD)
 }
 
-/// Polls `ReportLoad` every probe interval. Any answer (even "no load for this service")
-/// shows the location is alive; no answer within the timeout counts as a failure, and the
-/// location is probed with backoff until it answers again.
+/// Polls `ReportLoad` every probe interval, and follows ORCA reports instead once it
+/// answers UNIMPLEMENTED. Any answer (even "no load for this service") shows the location is
+/// alive; no answer within the timeout counts as a failure, and the location is probed with
+/// backoff until it answers again.
 pub(super) async fn poll_load(
     monitored: std::sync::Weak<Monitored>,
     channel: Channel,
     options: BalancerOptions,
     changed: watch::Sender<u64>,
 ) {
+    let unimplemented = tokio::sync::Notify::new();
+    // Both end only when the location is gone (its task is then aborted) or, for ORCA, when
+    // the backend does not serve it either.
+    tokio::join!(
+        poll_report_load(
+            &monitored,
+            channel.clone(),
+            &options,
+            &changed,
+            &unimplemented
+        ),
+        async {
+            unimplemented.notified().await;
+            // Boxed: only backends without `ReportLoad` pay for the ORCA stream's state.
+            Box::pin(follow_orca(&monitored, channel, &options, &changed)).await;
+        },
+    );
+}
+
+/// The `ReportLoad` polls of [`poll_load`]; notifies `unimplemented` at the first
+/// UNIMPLEMENTED answer.
+async fn poll_report_load(
+    monitored: &std::sync::Weak<Monitored>,
+    channel: Channel,
+    options: &BalancerOptions,
+    changed: &watch::Sender<u64>,
+    unimplemented: &tokio::sync::Notify,
+) {
     let mut client = LoadReportingGrpcClient::new(channel);
+    let mut orca_asked = false;
     let Some(location) = monitored.upgrade().map(|m| m.location.clone()) else {
         return;
     };
@@ -331,16 +381,20 @@ pub(super) async fn poll_load(
                     server_utilization: stats.server_utilization,
                     sent_at,
                 };
-                m.update(&changed, |s| s.polled(sent_at, Some(sample)));
+                m.update(changed, |s| s.polled(sent_at, Some(sample)));
                 0
             }
             Ok(Err(status)) if answered_without_load(status.code()) => {
-                m.update(&changed, |s| s.polled(sent_at, None));
+                if status.code() == Code::Unimplemented && !orca_asked {
+                    orca_asked = true;
+                    unimplemented.notify_one();
+                }
+                m.update(changed, |s| s.polled_without_load(sent_at));
                 0
             }
             _ => {
                 let mut failures = 0;
-                m.update(&changed, |s| {
+                m.update(changed, |s| {
                     s.failures = s.failures.saturating_add(1);
                     failures = s.failures;
                 });
@@ -351,10 +405,118 @@ pub(super) async fn poll_load(
         let pause = if failures == 0 {
             options.probe_interval
         } else {
-            retry_delay(failures, &options)
+            retry_delay(failures, options)
         };
         tokio::time::sleep(pause).await;
     }
+}
+
+/// The synthetic capacity of a backend whose ORCA reports carry only utilization: 100 slots,
+/// so that its current requests are its utilization in per cent.
+pub(super) const ORCA_CAPACITY: i32 = 100;
+
+/// Follows `OpenRcaService.StreamCoreMetrics`, asking for a report every probe interval,
+/// reconnecting with backoff, until the location is gone or the backend turns out not to
+/// serve it. No silence limit: the server chooses its interval (at least the one asked for),
+/// and liveness is the `ReportLoad` polls' business.
+async fn follow_orca(
+    monitored: &std::sync::Weak<Monitored>,
+    channel: Channel,
+    options: &BalancerOptions,
+    changed: &watch::Sender<u64>,
+) {
+    let mut client = OpenRcaServiceClient::new(channel);
+    let Some(location) = monitored.upgrade().map(|m| m.location.clone()) else {
+        return;
+    };
+    let request = OrcaLoadReportRequest {
+        report_interval: prost_types::Duration::try_from(options.probe_interval).ok(),
+        request_cost_names: Vec::new(),
+    };
+    let mut failures = 0u32;
+    loop {
+        let sent_at = Instant::now();
+        let call = Box::pin(client.stream_core_metrics(request.clone()));
+        match tokio::time::timeout(options.response_timeout, call).await {
+            Ok(Ok(response)) => {
+                let mut stream = response.into_inner();
+                let mut first = true;
+                while let Some(Ok(report)) = stream.next().await {
+                    let Some(m) = monitored.upgrade() else { return };
+                    let now = Instant::now();
+                    m.update(changed, |s| {
+                        if first {
+                            s.latency = Some(now.saturating_duration_since(sent_at));
+                        }
+                        s.orca(orca_sample(&report, &location.service, now), now);
+                    });
+                    first = false;
+                    failures = 0;
+                }
+                // Ended or broken: the backend stopped, went away or restarts.
+                let Some(m) = monitored.upgrade() else { return };
+                m.update(changed, |s| s.orca_ended());
+            }
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                tracing::debug!(%location, "serves neither ReportLoad nor ORCA: no load");
+                return;
+            }
+            _ => {}
+        }
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(retry_delay(failures, options)).await;
+    }
+}
+
+/// The load sample of an ORCA report for `service`, received at `now` (see the module doc).
+pub(super) fn orca_sample(report: &OrcaLoadReport, service: &str, now: Instant) -> LoadSample {
+    let metrics = &report.named_metrics;
+    let own = format!("{service}.current_requests");
+    let prefix = if metrics.contains_key(&own) {
+        format!("{service}.")
+    } else {
+        String::new()
+    };
+    let metric = |name: &str| {
+        metrics
+            .get(&format!("{prefix}{name}"))
+            .copied()
+            .filter(|v| v.is_finite())
+    };
+    let cpu = finite_or_zero(report.cpu_utilization);
+    if let Some(current) = metric("current_requests") {
+        return LoadSample {
+            known_load_rate: metric("known_load_rate")
+                .filter(|rate| *rate >= 0.0)
+                .unwrap_or(-1.0),
+            capacity: metric("capacity").map_or(-1, |c| to_count(c).max(1)),
+            current_requests: to_count(current),
+            server_utilization: cpu,
+            sent_at: now,
+        };
+    }
+    let application = finite_or_zero(report.application_utilization);
+    let utilization = if application > 0.0 { application } else { cpu };
+    LoadSample {
+        known_load_rate: -1.0,
+        capacity: ORCA_CAPACITY,
+        current_requests: to_count(utilization * f64::from(ORCA_CAPACITY)),
+        server_utilization: cpu,
+        sent_at: now,
+    }
+}
+
+fn finite_or_zero(value: f64) -> f64 {
+    if value.is_finite() {
+        value.max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// A count from a reported figure: rounded, 0 to `i32::MAX`.
+fn to_count(value: f64) -> i32 {
+    value.round().clamp(0.0, f64::from(i32::MAX)) as i32
 }
 
 /// Answers from a live server that has no load to report for this service.
@@ -373,4 +535,76 @@ fn retry_delay(failures: u32, options: &BalancerOptions) -> Duration {
     Backoff::new(interval.saturating_mul(2), max)
         .with_jitter(0.25)
         .jittered(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::monitor::{Feed, ProbeState};
+
+    fn report(application: f64, cpu: f64, named: &[(&str, f64)]) -> OrcaLoadReport {
+        OrcaLoadReport {
+            application_utilization: application,
+            cpu_utilization: cpu,
+            named_metrics: named.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            ..OrcaLoadReport::default()
+        }
+    }
+
+    #[test]
+    fn utilization_maps_to_synthetic_slots() {
+        let now = Instant::now();
+        let load = |r: &OrcaLoadReport| {
+            let s = orca_sample(r, "Worker", now);
+            (s.current_requests, s.capacity, s.known_load_rate)
+        };
+        // Application utilization first; CPU when the application sets none.
+        assert_eq!(load(&report(0.3, 0.9, &[])), (30, 100, -1.0));
+        assert_eq!(load(&report(0.0, 0.456, &[])), (46, 100, -1.0));
+        // Over 1 stays over capacity; nonsense is 0.
+        assert_eq!(load(&report(1.5, 0.0, &[])), (150, 100, -1.0));
+        assert_eq!(load(&report(f64::NAN, -1.0, &[])), (0, 100, -1.0));
+        assert_eq!(
+            orca_sample(&report(0.1, 0.7, &[]), "Worker", now).server_utilization,
+            0.7
+        );
+    }
+
+    #[test]
+    fn quaestor_named_metrics_are_taken_exactly() {
+        let now = Instant::now();
+        let load = |r: &OrcaLoadReport| {
+            let s = orca_sample(r, "Worker", now);
+            (s.current_requests, s.capacity, s.known_load_rate)
+        };
+        let worker = [
+            ("current_requests", 5.0),
+            ("capacity", 12.0),
+            ("known_load_rate", 0.25),
+        ];
+        assert_eq!(load(&report(0.9, 0.9, &worker)), (5, 12, 0.25));
+        // The service's own figures before the worker's.
+        let mut both = worker.to_vec();
+        both.extend([("Worker.current_requests", 2.0), ("Worker.capacity", 4.0)]);
+        assert_eq!(load(&report(0.9, 0.9, &both)), (2, 4, -1.0));
+        // Capacity and rate unknown when not reported.
+        assert_eq!(
+            load(&report(0.0, 0.0, &[("current_requests", 3.0)])),
+            (3, -1, -1.0)
+        );
+    }
+
+    #[test]
+    fn a_poll_without_load_keeps_the_orca_load_until_the_stream_ends() {
+        let now = Instant::now();
+        let mut state = ProbeState::default();
+        state.orca(orca_sample(&report(0.4, 0.0, &[]), "Worker", now), now);
+        state.polled_without_load(now);
+        assert_eq!(state.feed, Feed::Orca);
+        assert_eq!(state.load.map(|l| l.current_requests), Some(40));
+        state.orca_ended();
+        assert_eq!(state.load, None);
+        state.polled_without_load(now);
+        assert_eq!((state.feed, state.load), (Feed::Polled, None));
+    }
 }

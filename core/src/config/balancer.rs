@@ -1,10 +1,12 @@
 //! What a configuration means for the balancer: its registry (the Worker agents, or an etcd:
 //! `clusterConfig.etcd` or a KeyValueStore agent's), its probing options and its TLS.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{AgentConfig, EtcdAccessConfig, LoadBalancerConfig, QuaestorConfig};
 use crate::balancer::BalancerOptions;
+use crate::balancer::xds::LbPolicies;
 use crate::registry::ServiceLocation;
 use crate::registry::etcd::EtcdOptions;
 use crate::tls::{ClientTls, ServerTls};
@@ -105,6 +107,25 @@ impl LoadBalancerConfig {
             response_timeout: self.service_response_timeout,
             recently_used_timeout: self.recently_used_timeout,
             client_tls,
+            lb_policies: self.lb_policies(config),
+        }
+    }
+
+    /// The LB policy of every service for xDS clients: `xdsLbPolicies`, then the `xdsLbPolicy`
+    /// of the first agent that serves it, then `xdsLbPolicy`.
+    pub fn lb_policies(&self, config: &QuaestorConfig) -> LbPolicies {
+        let mut services = HashMap::new();
+        for agent in &config.agents {
+            if let Some(policy) = agent.xds_lb_policy {
+                for service in agent.service_names.iter().flatten() {
+                    services.entry(service.clone()).or_insert(policy);
+                }
+            }
+        }
+        services.extend(self.xds_lb_policies.iter().cloned());
+        LbPolicies {
+            default: self.xds_lb_policy,
+            services,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
 use super::yaml::{Entry, Node, Value};
 use super::{
-    AgentConfig, ClusterConfig, EtcdAccessConfig, HealthCheckConfig, LoadBalancerConfig,
+    AgentConfig, ClusterConfig, EtcdAccessConfig, HealthCheckConfig, LbPolicy, LoadBalancerConfig,
     QuaestorConfig, RestartBackoffConfig, Secret, ShutdownAction, Signal,
 };
 
@@ -40,6 +40,8 @@ pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
     "workerCaFile",
     "workerCertFile",
     "workerKeyFile",
+    "xdsLbPolicy",
+    "xdsLbPolicies",
 ];
 
 pub(crate) const AGENT_KEYS: &[&str] = &[
@@ -62,6 +64,7 @@ pub(crate) const AGENT_KEYS: &[&str] = &[
     "healthCheck",
     "restartBackoff",
     "etcdOptions",
+    "xdsLbPolicy",
 ];
 
 pub(crate) const ETCD_OPTIONS_KEYS: &[&str] = &[
@@ -495,6 +498,8 @@ fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfi
                 );
             }
             "workerCaFile" => config.worker_ca_file = text(cx, value, &at)?,
+            "xdsLbPolicy" => set(&mut config.xds_lb_policy, lb_policy(cx, value, &at)?),
+            "xdsLbPolicies" => config.xds_lb_policies = lb_policies(cx, value, &at)?,
             "workerCertFile" => {
                 config.worker_cert_file = text(cx, value, &at)?;
                 cert_at = Some((entry.key_pos, at.clone()));
@@ -693,6 +698,7 @@ fn agent(
             "stopSignal" => set(&mut agent.stop_signal, stop_signal(cx, value, &at)?),
             "healthCheck" => agent.health_check = health_check(cx, value, &at)?,
             "restartBackoff" => agent.restart_backoff = restart_backoff(cx, value, &at)?,
+            "xdsLbPolicy" => agent.xds_lb_policy = lb_policy(cx, value, &at)?,
             _ => {
                 agent.etcd_options = etcd_access(cx, value, &at)?;
                 etcd_options_at = Some((entry.key_pos, at.clone()));
@@ -1099,6 +1105,48 @@ fn restart_backoff(
         }
     }
     Ok(config)
+}
+
+/// An xDS LB policy by name (`round_robin`, `least_request`, `weighted_round_robin`,
+/// `pick_first`).
+fn lb_policy(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<LbPolicy>, ConfigError> {
+    let choices = LbPolicy::ALL.map(LbPolicy::name).join(", ");
+    let Some(text) = scalar(cx, node, at, &choices)? else {
+        return Ok(None);
+    };
+    LbPolicy::from_name(text).map(Some).ok_or_else(|| {
+        cx.bad(
+            node,
+            at,
+            format!("expected one of {choices}, found `{text}`"),
+        )
+    })
+}
+
+/// `xdsLbPolicies`: a mapping from service name to LB policy.
+fn lb_policies(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<(String, LbPolicy)>, ConfigError> {
+    let entries = match &node.value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Map(entries) => entries,
+        _ => {
+            return Err(cx.bad(
+                node,
+                at,
+                format!(
+                    "expected a mapping of service names to LB policies, found {}",
+                    node.kind()
+                ),
+            ));
+        }
+    };
+    let mut policies = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let at = at.key(&entry.key);
+        if let Some(policy) = lb_policy(cx, &entry.value, &at)? {
+            policies.push((entry.key.clone(), policy));
+        }
+    }
+    Ok(policies)
 }
 
 /// `None` or `Kill`, in any case, or their numbers 0 and 1 (as .NET reads enums).

@@ -44,6 +44,7 @@ use std::time::Duration;
 
 pub use nix::sys::signal::Signal;
 
+pub use crate::balancer::xds::LbPolicy;
 pub use error::{ConfigError, ConfigWarning, KeyPath, Pos, Problem};
 
 /// The file every role looks for first.
@@ -174,6 +175,12 @@ pub struct LoadBalancerConfig {
     pub worker_cert_file: Option<String>,
     /// `workerKeyFile` (quaestor's own): its private key (PEM).
     pub worker_key_file: Option<String>,
+    /// `xdsLbPolicy` (quaestor's own; default `round_robin`): the LB policy xDS clients are
+    /// told to use for services that name none of their own.
+    pub xds_lb_policy: LbPolicy,
+    /// `xdsLbPolicies` (quaestor's own): the LB policy of named services, over the agents'
+    /// `xdsLbPolicy` and the default.
+    pub xds_lb_policies: Vec<(String, LbPolicy)>,
 }
 
 impl Default for LoadBalancerConfig {
@@ -190,6 +197,8 @@ impl Default for LoadBalancerConfig {
             worker_ca_file: None,
             worker_cert_file: None,
             worker_key_file: None,
+            xds_lb_policy: LbPolicy::RoundRobin,
+            xds_lb_policies: Vec::new(),
         }
     }
 }
@@ -256,6 +265,9 @@ pub struct AgentConfig {
     /// `etcdOptions` (quaestor's own; KeyValueStore agents only): TLS and credentials for
     /// the agent's etcd.
     pub etcd_options: EtcdAccessConfig,
+    /// `xdsLbPolicy` (quaestor's own): the LB policy xDS clients are told to use for this
+    /// agent's services (over `loadBalancerConfig.xdsLbPolicy`).
+    pub xds_lb_policy: Option<LbPolicy>,
 }
 
 /// An agent's `healthCheck`: when failed heartbeats lead to a restart.
@@ -319,6 +331,7 @@ impl AgentConfig {
             health_check: HealthCheckConfig::default(),
             restart_backoff: RestartBackoffConfig::default(),
             etcd_options: EtcdAccessConfig::default(),
+            xds_lb_policy: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod orca;
+pub mod percall;
 pub mod push;
 
 use std::collections::HashMap;
@@ -171,6 +172,12 @@ impl Reporter {
     /// `xds.service.orca.v3.OpenRcaService` over the reporter's services (see [`orca`]).
     pub fn orca_service(&self) -> orca::OpenRcaServiceServerOf {
         orca::OrcaService::new(Arc::clone(&self.loads), self.health.clone()).into_server()
+    }
+
+    /// A layer that adds the per-call ORCA report (the `endpoint-load-metrics-bin` trailer)
+    /// to the responses of the services it wraps (see [`percall`]); opt-in.
+    pub fn per_call_orca(&self) -> percall::PerCallLayer {
+        percall::PerCallLayer::new(Arc::clone(&self.loads))
     }
 
     /// Serves health and load on `addr` (port 0: any free port) in the background.

@@ -9,6 +9,9 @@
 //! - `rps_fractional`: requests started per second since the stream's previous report;
 //! - `named_metrics`: `current_requests`, `capacity` (of the services that know theirs) and
 //!   `known_load_rate` (the highest set), and the same per service as `NAME.current_requests`…
+//!
+//! The same report, taken as each call ends, can go back in that call's trailers too
+//! (per-call ORCA): see [`crate::reporter::percall`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -54,12 +57,16 @@ impl OrcaService {
 }
 
 /// What a report is made of, and what the next one compares with.
-struct Reading {
-    report: OrcaLoadReport,
-    started: u64,
+pub(crate) struct Reading {
+    pub(crate) report: OrcaLoadReport,
+    /// Requests started so far, every service together.
+    pub(crate) started: u64,
 }
 
-fn read(loads: &RwLock<HashMap<String, Arc<ServiceLoad>>>) -> Reading {
+/// The report of every service together as it stands now, without `rps_fractional` (a rate
+/// needs a reading before it), and the requests started so far, to compute it from. The
+/// per-call trailer is made of it too.
+pub(crate) fn read(loads: &RwLock<HashMap<String, Arc<ServiceLoad>>>) -> Reading {
     let loads: Vec<(String, Arc<ServiceLoad>)> = loads
         .read()
         .unwrap_or_else(PoisonError::into_inner)

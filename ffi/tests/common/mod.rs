@@ -205,6 +205,35 @@ fn load_field<T: std::str::FromStr>(port: u16, key: &str) -> Option<T> {
     number.parse().ok()
 }
 
+/// `application_utilization` of the first report of an ORCA stream
+/// (`xds.service.orca.v3.OpenRcaService/StreamCoreMetrics`, sent at once) from the worker on
+/// 127.0.0.1:PORT, read by a tonic client.
+pub fn orca_utilization(port: u16) -> f64 {
+    use quaestor_core::proto::xds::service::orca::v3::OrcaLoadReportRequest;
+    use quaestor_core::proto::xds::service::orca::v3::open_rca_service_client::OpenRcaServiceClient;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(TIMEOUT, async {
+            let mut orca = OpenRcaServiceClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .expect("connect");
+            let mut reports = orca
+                .stream_core_metrics(OrcaLoadReportRequest::default())
+                .await
+                .expect("StreamCoreMetrics")
+                .into_inner();
+            let report = reports.message().await.expect("a report").expect("open");
+            report.application_utilization
+        })
+        .await
+        .expect("an ORCA report within the timeout")
+    })
+}
+
 /// What `quaestor health 127.0.0.1:PORT Worker` exits with (0 SERVING, 1 NOT_SERVING).
 pub fn health(port: u16) -> Option<i32> {
     quaestor_test_support::run(
@@ -216,7 +245,7 @@ pub fn health(port: u16) -> Option<i32> {
 }
 
 /// The whole conversation every sample worker must hold: requests in flight show in the load
-/// report, health flips show in the health service, `quit` exits 0 and closes the port.
+/// report and in ORCA's application_utilization, health flips show in the health service, `quit` exits 0 and closes the port.
 pub fn drive_sample(mut worker: SampleWorker) {
     let port = worker.port;
     assert_eq!(health(port), Some(0), "SERVING at start");
@@ -224,8 +253,11 @@ pub fn drive_sample(mut worker: SampleWorker) {
     assert_eq!(worker.command("start"), 1);
     assert_eq!(worker.command("start"), 2);
     assert_eq!(current_requests(port), Some(2), "two requests in flight");
+    // ORCA's application_utilization: in flight over the capacity of 4.
+    assert_eq!(orca_utilization(port), 0.5, "two requests in flight, ORCA");
     assert_eq!(worker.command("end"), 1);
     assert_eq!(current_requests(port), Some(1));
+    assert_eq!(orca_utilization(port), 0.25, "one request in flight, ORCA");
     worker.command("not-serving");
     assert_eq!(health(port), Some(1), "NOT_SERVING");
     worker.command("serving");
@@ -246,6 +278,7 @@ pub fn drive_sample(mut worker: SampleWorker) {
         "measured again: {measured}"
     );
     assert_eq!(worker.command("end"), 0);
+    assert_eq!(orca_utilization(port), 0.0, "none in flight, ORCA");
     assert_eq!(worker.quit(), Some(0));
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -1,0 +1,92 @@
+"""ORCA out of band (xds.service.orca.v3.OpenRcaService/StreamCoreMetrics) from a Python
+reporter, as a stock grpcio client reads it: application_utilization follows the requests in
+flight (over the capacity)."""
+
+import importlib
+import importlib.resources
+import sys
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import grpc
+import pytest
+from grpc_tools import protoc
+
+from support import CHANGE_TIMEOUT, REPO_ROOT
+
+ORCA_PROTOS = ["xds/data/orca/v3/orca_load_report.proto", "xds/service/orca/v3/orca.proto"]
+
+
+@pytest.fixture(scope="module")
+def orca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """The grpcio modules of the cncf/xds ORCA protos in proto/ (`orca_pb2`, `orca_pb2_grpc`,
+    `orca_load_report_pb2`). Their package `xds` cannot be mistaken for the one under test."""
+    out = tmp_path_factory.mktemp("orca")
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"--proto_path={REPO_ROOT / 'proto'}",
+        f"--proto_path={well_known}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        *ORCA_PROTOS,
+    ]
+    if protoc.main(args) != 0:
+        pytest.fail("protoc failed on the ORCA protos (see stderr)", pytrace=False)
+    for folder in ["xds", "xds/data", "xds/data/orca", "xds/data/orca/v3", "xds/service", "xds/service/orca", "xds/service/orca/v3"]:
+        (out / folder / "__init__.py").touch()
+    sys.path.insert(0, str(out))
+    try:
+        yield SimpleNamespace(
+            orca_load_report_pb2=importlib.import_module("xds.data.orca.v3.orca_load_report_pb2"),
+            orca_pb2=importlib.import_module("xds.service.orca.v3.orca_pb2"),
+            orca_pb2_grpc=importlib.import_module("xds.service.orca.v3.orca_pb2_grpc"),
+        )
+    finally:
+        sys.path.remove(str(out))
+
+
+def report_where(reports: Iterator, what: str, done: Callable[[object], bool]):
+    """The first report that satisfies `done`; the call's deadline bounds the wait."""
+    for report in reports:
+        if done(report):
+            return report
+    raise AssertionError(f"the stream ended before {what}")
+
+
+def test_application_utilization_follows_the_requests_in_flight(orca, load, channel: grpc.Channel):
+    stub = orca.orca_pb2_grpc.OpenRcaServiceStub(channel)
+    reports = stub.StreamCoreMetrics(orca.orca_pb2.OrcaLoadReportRequest(), timeout=CHANGE_TIMEOUT)
+    try:
+        first = next(reports)
+        assert first.application_utilization == 0
+        assert first.named_metrics["capacity"] == 4
+        with load.request():
+            busy = report_where(reports, "a request in flight", lambda r: r.named_metrics["current_requests"] == 1)
+            assert busy.application_utilization == 0.25
+            assert busy.named_metrics["Worker.current_requests"] == 1
+        idle = report_where(reports, "no request in flight", lambda r: r.named_metrics["current_requests"] == 0)
+        assert idle.application_utilization == 0
+    finally:
+        reports.cancel()
+
+
+def test_each_new_stream_reports_the_load_at_once(orca, load, channel: grpc.Channel):
+    stub = orca.orca_pb2_grpc.OpenRcaServiceStub(channel)
+
+    def utilization() -> float:
+        reports = stub.StreamCoreMetrics(orca.orca_pb2.OrcaLoadReportRequest(), timeout=CHANGE_TIMEOUT)
+        try:
+            return next(reports).application_utilization
+        finally:
+            reports.cancel()
+
+    load.start_request()
+    load.start_request()
+    load.start_request()
+    assert utilization() == 0.75
+    load.end_request()
+    assert utilization() == 0.5
+    load.end_request()
+    load.end_request()
+    assert utilization() == 0
