@@ -239,7 +239,9 @@ class Process:
         while True:
             item = self.next_line(deadline - time.monotonic())
             if item is None:
-                raise AssertionError(f"no {what} within {timeout} s; stdout: {seen[-20:]}; stderr:\n{self.stderr_tail()}")
+                raise AssertionError(
+                    f"no {what} within {timeout} s; stdout: {seen[-20:]}; stderr:\n{self.stderr_tail()}"
+                )
             if accept(item[1]):
                 return item[1]
             seen.append(item[1])
