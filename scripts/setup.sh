@@ -5,6 +5,8 @@
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
 #        C, C++ and C# tests, python3-venv if missing
 #   pip: the Python test dependencies and maturin, into .venv inside the repository
+#   go/maven: the modules of the Go test clients, the grpc-java xDS client's jar
+#        (tests/xds-java/target/xds-client.jar; Maven and JDK 17 from apt if missing)
 # With --build, only what the build needs (no Go, no Python test dependencies).
 # With --bench, also what `make bench` needs: rsvg-convert (librsvg2-bin) for the PNG figure,
 # HAProxy for the end-to-end balancing benchmark (cli/benches/e2e.rs runs its own haproxy
@@ -63,6 +65,19 @@ if ! command -v go >/dev/null; then
 fi
 (cd tests/grpclb-go && go mod download)
 (cd tests/orca-go && go mod download)
+# The xDS wire tests (tests/python/test_xds_wire.py) build a stock grpc-go xDS client...
+(cd tests/xds-go && go mod download)
+# ... and run a stock grpc-java one, built here by Maven (JDK 17) into one jar, so that the
+# test itself needs no network. Rebuilt only when its sources are newer than the jar.
+java_missing=()
+command -v mvn >/dev/null || java_missing+=(maven)
+command -v javac >/dev/null || java_missing+=(openjdk-17-jdk-headless)
+if [ ${#java_missing[@]} -gt 0 ]; then apt_install "${java_missing[@]}"; fi
+jar=tests/xds-java/target/xds-client.jar
+if [ ! -f "$jar" ] || [ -n "$(find tests/xds-java/pom.xml tests/xds-java/src -newer "$jar" -print -quit)" ]; then
+  echo "setup: mvn package (tests/xds-java)" >&2
+  (cd tests/xds-java && mvn -q -B package -DskipTests)
+fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

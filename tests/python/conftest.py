@@ -7,14 +7,17 @@ in the repository. Workers are real `quaestor worker` processes taken from $QUAE
 
 import importlib
 import importlib.resources
+import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +26,7 @@ from typing import Callable, Iterator, List
 import grpc
 import pytest
 from grpc_tools import protoc
-from support import quaestor_bin_from_env
+from support import free_port, missing_tool, quaestor_bin_from_env, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO_ROOT / "proto"
@@ -200,3 +203,120 @@ def start_worker(start_server: Callable[..., Worker]) -> Callable[..., Worker]:
         return start_server("worker", "--port", "0", *args)
 
     return start
+
+
+@dataclass
+class Process:
+    """A child process whose stdout lines are read as they come, each with the time
+    (time.monotonic()) it was read; its stderr goes to a file, shown when a test fails."""
+
+    process: subprocess.Popen
+    stderr_path: Path
+    lines: "queue.Queue" = field(default_factory=queue.Queue)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def next_line(self, timeout: float):
+        """(time read, line) of the next stdout line, or None if none came within `timeout`.
+        Fails if the process ended first."""
+        try:
+            item = self.lines.get(timeout=max(timeout, 0))
+        except queue.Empty:
+            return None
+        if item is None:
+            raise AssertionError(
+                f"{self.process.args[0]} exited with code {self.process.wait(timeout=STOP_TIMEOUT)}; "
+                f"its stderr ends with:\n{self.stderr_tail()}"
+            )
+        return item
+
+    def wait_for_line(self, what: str, timeout: float, accept: Callable[[str], bool]) -> str:
+        """The first stdout line `accept` takes, within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        seen: List[str] = []
+        while True:
+            item = self.next_line(deadline - time.monotonic())
+            if item is None:
+                raise AssertionError(
+                    f"no {what} within {timeout} s; stdout: {seen[-20:]}; stderr:\n{self.stderr_tail()}"
+                )
+            if accept(item[1]):
+                return item[1]
+            seen.append(item[1])
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no stderr)"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; reaped either way."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT)
+
+
+def _read_timed_lines(stream, lines: "queue.Queue") -> None:
+    """Forwards (time.monotonic(), line) for each line of `stream`, then None at the end."""
+    with stream:
+        for line in stream:
+            lines.put((time.monotonic(), line.rstrip("\n")))
+    lines.put(None)
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Returns a function that starts `ARGS...` (with optional `env` and `cwd`) as a Process.
+    Every process started this way is stopped when the test ends."""
+    started: List[Process] = []
+
+    def start(*args: str, env=None, cwd=None) -> Process:
+        stderr_path = tmp_path / f"stderr-{len(started)}-{Path(args[0]).name}.log"
+        with open(stderr_path, "w") as stderr:
+            process = subprocess.Popen(
+                list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                text=True, env=env, cwd=cwd,
+            )
+        child = Process(process, stderr_path)
+        started.append(child)
+        threading.Thread(target=_read_timed_lines, args=(process.stdout, child.lines), daemon=True).start()
+        return child
+
+    yield start
+    for child in reversed(started):
+        child.stop()
+
+
+@pytest.fixture
+def etcd(start_process: Callable[..., Process], tmp_path: Path) -> str:
+    """A real single-member etcd on free ports; returns its client URL (http://127.0.0.1:PORT)."""
+    if shutil.which("etcd") is None:
+        missing_tool("etcd is not installed (scripts/setup.sh installs it)")
+    client, peer = free_port(), free_port()
+    url = f"http://127.0.0.1:{client}"
+    server = start_process(
+        "etcd", "--name", "wire", "--data-dir", str(tmp_path / "etcd"),
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-cluster", f"wire=http://127.0.0.1:{peer}",
+    )
+
+    def healthy():
+        if server.process.poll() is not None:
+            raise AssertionError(f"etcd exited with code {server.process.returncode}:\n{server.stderr_tail()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
+                return json.load(answer).get("health") == "true" or None
+        except (OSError, ValueError):
+            return None
+
+    wait_for("etcd to be healthy", LISTEN_TIMEOUT, healthy)
+    return url

@@ -1,6 +1,7 @@
 """Small helpers shared by the conftest and the tests (kept apart so that tests can import them)."""
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -51,3 +52,22 @@ def quaestor_bin_from_env() -> Path:
     if not path.is_file() or not os.access(path, os.X_OK):
         pytest.fail(f"QUAESTOR_BIN={value} is not an executable file", pytrace=False)
     return path
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true), where a missing tool fails a test instead of skipping it."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def missing_tool(message: str) -> None:
+    """Skips the test for a missing tool, or fails it under CI (never a silent skip there)."""
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: a missing tool fails the test)", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (bound to 127.0.0.1:0, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
