@@ -612,6 +612,8 @@ fn unknown_key_names_file_line_column_and_nearest_key() {
                 "workerCaFile",
                 "workerCertFile",
                 "workerKeyFile",
+                "xdsLbPolicy",
+                "xdsLbPolicies",
             ],
         })
     );

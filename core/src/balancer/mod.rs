@@ -463,11 +463,7 @@ impl Balancer {
 
     /// Every (scope, service) with at least one location.
     pub fn services(&self) -> std::collections::BTreeSet<(String, String)> {
-        let table = self
-            .inner
-            .table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let table = self.table();
         table
             .locations
             .values()
@@ -565,11 +561,7 @@ impl Balancer {
 
     fn locations_of(&self, scope: &str, service: &str) -> Vec<Arc<Monitored>> {
         let prefix = ServiceLocation::service_prefix(scope, service);
-        let table = self
-            .inner
-            .table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let table = self.table();
         table
             .locations
             .range(prefix.clone()..)
@@ -582,11 +574,7 @@ impl Balancer {
     fn rank(&self, candidates: &[Arc<Monitored>], now: Instant) -> Standings<Arc<Monitored>> {
         let window = self.inner.options.recently_used_timeout;
         let liveness = self.liveness_window();
-        let table = self
-            .inner
-            .table
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let table = self.table();
         let ranked = candidates
             .iter()
             .filter(|m| !m.is_stopped())
@@ -643,6 +631,14 @@ impl Balancer {
         });
         cached.last_used = Instant::now();
         Arc::clone(&cached.ranking)
+    }
+
+    /// The registry as last seen, for reading.
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A location that has not answered for this long is not healthy.

@@ -993,23 +993,28 @@ fn service_names(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<Vec<String
     Ok(Some(names))
 }
 
+/// The entries of a mapping of `what` (none for a key without value).
+fn mapping<'a>(
+    cx: &Cx,
+    node: &'a Node,
+    at: &KeyPath,
+    what: &str,
+) -> Result<&'a [Entry], ConfigError> {
+    match &node.value {
+        Value::Null => Ok(&[]),
+        Value::Map(entries) => Ok(entries),
+        _ => Err(cx.bad(
+            node,
+            at,
+            format!("expected a mapping of {what}, found {}", node.kind()),
+        )),
+    }
+}
+
 /// `environmentVariables`: name → any single value, passed as its text (`false`, `8`,
 /// `C:\Temp`); an empty value is the empty string. In file order.
 fn environment(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<(String, String)>, ConfigError> {
-    let entries = match &node.value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Map(entries) => entries,
-        _ => {
-            return Err(cx.bad(
-                node,
-                at,
-                format!(
-                    "expected a mapping of variable names to values, found {}",
-                    node.kind()
-                ),
-            ));
-        }
-    };
+    let entries = mapping(cx, node, at, "variable names to values")?;
     let mut variables = Vec::with_capacity(entries.len());
     for entry in entries {
         let at = at.key(&entry.key);
@@ -1125,20 +1130,7 @@ fn lb_policy(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Option<LbPolicy>, Con
 
 /// `xdsLbPolicies`: a mapping from service name to LB policy.
 fn lb_policies(cx: &Cx, node: &Node, at: &KeyPath) -> Result<Vec<(String, LbPolicy)>, ConfigError> {
-    let entries = match &node.value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Map(entries) => entries,
-        _ => {
-            return Err(cx.bad(
-                node,
-                at,
-                format!(
-                    "expected a mapping of service names to LB policies, found {}",
-                    node.kind()
-                ),
-            ));
-        }
-    };
+    let entries = mapping(cx, node, at, "service names to LB policies")?;
     let mut policies = Vec::with_capacity(entries.len());
     for entry in entries {
         let at = at.key(&entry.key);
