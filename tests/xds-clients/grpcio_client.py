@@ -23,8 +23,19 @@ import time
 import grpc
 
 METHOD = "/quaestor.example.Work/DoWork"
-# WorkRequest { milliseconds = 1 }
-REQUEST = bytes([0x08, 0x01])
+
+
+def work_request(target: str) -> bytes:
+    """WorkRequest { milliseconds = 1, service_name = the target's service }, so that the
+    call counts in the load of the service it was balanced for."""
+    name = target.rsplit("/", 1)[-1].encode()
+    if len(name) > 127:
+        raise SystemExit(f"service name too long: {name!r}")
+    return bytes([0x08, 0x01, 0x12, len(name)]) + name
+
+
+# The request of every call, set from -target in main.
+REQUEST = b""
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)(?P<unit>ns|us|µs|ms|s|m|h)")
@@ -143,6 +154,8 @@ def main() -> int:
     parser.add_argument("-out", help="with -schedule: where to write one line per call")
     parser.add_argument("-warmup", type=int, default=1, help="with -schedule: distinct workers that must answer first")
     args = parser.parse_args()
+    global REQUEST
+    REQUEST = work_request(args.target)
 
     with grpc.insecure_channel(args.target) as channel:
         # No serializers: the request and the response travel as bytes.

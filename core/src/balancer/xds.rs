@@ -13,7 +13,8 @@
 //!   ([`LbPolicy`]) under `wrr_locality`, falling back to `round_robin` for clients without
 //!   the chosen one;
 //! - **EDS**: every location, grouped by host (one locality each, weighted by the sum of its
-//!   locations' weights), with its health (HEALTHY; DRAINING when it answers NOT_SERVING;
+//!   locations' weights; under `round_robin`, one locality per location, weighted by its own
+//!   weight, so that round-robin clients spread by the balancer's weights), with its health (HEALTHY; DRAINING when it answers NOT_SERVING;
 //!   UNHEALTHY when it does not answer or was not probed yet) and a `load_balancing_weight`
 //!   from its expected service rate (see [`super::weights`]; 1 to [`super::MAX_WEIGHT`]).
 //!
@@ -74,7 +75,7 @@ pub const ENDPOINT_TYPE: &str =
 /// Changes closer together than this go out as one response.
 pub const COALESCE: Duration = Duration::from_millis(20);
 /// A change of endpoint weights alone goes out at most this often.
-pub const WEIGHTS_EVERY: Duration = Duration::from_millis(250);
+pub const WEIGHTS_EVERY: Duration = Duration::from_millis(20);
 /// NACKs kept for [`XdsService::nacks`], the newest last.
 const KEPT_NACKS: usize = 64;
 /// Host names are looked up again after this long.
@@ -582,13 +583,21 @@ impl AdsStream {
         }
         // The first answer waits for the first probes of the service, as discovery does.
         let _ = balancer.discover(scope, service, 0).await;
+        // Under round_robin, each location is a locality of its own, so that the locality
+        // weights (which every gRPC client honours) carry the balancer's weights.
+        let own_localities = balancer.options().lb_policies.of(service) == LbPolicy::RoundRobin;
         let mut localities: BTreeMap<String, Vec<endpoint::LbEndpoint>> = BTreeMap::new();
         for (location, status, weight) in balancer.endpoints(scope, service) {
             let Some(ip) = self.address(&location).await else {
                 continue;
             };
+            let locality = if own_localities {
+                format!("{}:{}", location.host, location.port)
+            } else {
+                location.host.clone()
+            };
             localities
-                .entry(location.host.clone())
+                .entry(locality)
                 .or_default()
                 .push(lb_endpoint(&location, ip, status, weight));
         }
@@ -638,7 +647,7 @@ impl Endpoints {
             cluster_name: name.to_owned(),
             endpoints: localities
                 .into_iter()
-                .map(|(host, lb_endpoints)| {
+                .map(|(sub_zone, lb_endpoints)| {
                     let weight: u32 = lb_endpoints
                         .iter()
                         .filter(|e| e.health_status == core::HealthStatus::Healthy as i32)
@@ -646,7 +655,7 @@ impl Endpoints {
                         .sum();
                     endpoint::LocalityLbEndpoints {
                         locality: Some(core::Locality {
-                            sub_zone: host,
+                            sub_zone,
                             ..Default::default()
                         }),
                         lb_endpoints,

@@ -67,8 +67,26 @@ public final class XdsClient {
           .setResponseMarshaller(BYTES)
           .build();
 
-  /** WorkRequest { milliseconds = 1 }. */
-  private static final byte[] REQUEST = {0x08, 0x01};
+  /** The request of every call, set from -target in main. */
+  private static byte[] request = {};
+
+  /**
+   * WorkRequest { milliseconds = 1, service_name = the target's service }, so that the call
+   * counts in the load of the service it was balanced for.
+   */
+  private static byte[] workRequest(String target) {
+    byte[] name = target.substring(target.lastIndexOf('/') + 1).getBytes(StandardCharsets.UTF_8);
+    if (name.length > 127) {
+      usage("service name too long: " + target);
+    }
+    byte[] message = new byte[4 + name.length];
+    message[0] = 0x08;
+    message[1] = 0x01;
+    message[2] = 0x12;
+    message[3] = (byte) name.length;
+    System.arraycopy(name, 0, message, 4, name.length);
+    return message;
+  }
 
   private static final PrintStream OUT = new PrintStream(System.out, true, StandardCharsets.UTF_8);
 
@@ -80,6 +98,7 @@ public final class XdsClient {
     if (target.isEmpty()) {
       usage("-target xds:///NAME is required");
     }
+    request = workRequest(target);
     long intervalNanos = parseDuration(flags.getOrDefault("interval", "20ms"));
     long deadlineNanos = parseDuration(flags.getOrDefault("deadline", "5s"));
     String schedule = flags.get("schedule");
@@ -118,7 +137,7 @@ public final class XdsClient {
   private static byte[] call(ManagedChannel channel, long deadlineNanos) {
     return ClientCalls.blockingUnaryCall(
         channel, DO_WORK, CallOptions.DEFAULT.withDeadlineAfter(deadlineNanos, TimeUnit.NANOSECONDS),
-        REQUEST);
+        request);
   }
 
   /** Warms up, then one call per arrival of `schedule`, every outcome written to `out`. */
@@ -171,7 +190,7 @@ public final class XdsClient {
           channel.newCall(
               DO_WORK,
               CallOptions.DEFAULT.withDeadlineAfter(deadlineNanos, TimeUnit.NANOSECONDS)),
-          REQUEST,
+          request,
           new StreamObserver<byte[]>() {
             private String worker = "-";
 
