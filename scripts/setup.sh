@@ -57,16 +57,15 @@ fi
 # the Go client and the Python test dependencies are for the tests.
 if [ "${1:-}" = --build ]; then exit 0; fi
 
-# The grpclb interoperability test builds a stock grpc-go client (tests/grpclb-go), the
-# ORCA-in test a stock grpc-go server with ORCA (tests/orca-go).
+# The grpclb interoperability test and the xDS wire tests (tests/python/test_xds_wire.py)
+# build a stock grpc-go client (tests/go-client), the ORCA-in test a stock grpc-go server
+# with ORCA (tests/orca-go)...
 if ! command -v go >/dev/null; then
-  echo "setup: go not found: install Go first (the grpclb test builds a grpc-go client)" >&2
+  echo "setup: go not found: install Go first (the grpclb and xDS tests build a grpc-go client)" >&2
   exit 1
 fi
-(cd tests/grpclb-go && go mod download)
+(cd tests/go-client && go mod download)
 (cd tests/orca-go && go mod download)
-# The xDS wire tests (tests/python/test_xds_wire.py) build a stock grpc-go xDS client...
-(cd tests/xds-go && go mod download)
 # ... and run a stock grpc-java one, built here by Maven (JDK 17) into one jar, so that the
 # test itself needs no network. Rebuilt only when its sources are newer than the jar.
 java_missing=()

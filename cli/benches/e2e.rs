@@ -6,8 +6,9 @@
 //! - `discover-top`: DiscoverTopServices(max_count = 1) per call, over a reused channel, to a
 //!   real `quaestor load-balancer` (a memory registry of Worker agents), then the call to the
 //!   worker it named;
-//! - `grpclb`: the stock grpc-go grpclb client of tests/grpclb-go, against the same balancer;
-//! - `xds-CLIENT-POLICY`: a stock xDS client (`go`: grpc-go, tests/xds-go; `grpcio`: Python's
+//! - `grpclb`: the stock grpc-go client of tests/go-client with the grpclb policy, against the
+//!   same balancer;
+//! - `xds-CLIENT-POLICY`: a stock xDS client (`go`: grpc-go, tests/go-client; `grpcio`: Python's
 //!   C-core, tests/xds-clients; `java`: grpc-java, tests/xds-java) dialling
 //!   `xds:///xds-POLICY` through the same balancer's ADS, with that service's LB policy
 //!   (`rr` round_robin, `lr` least_request, `wrr` weighted_round_robin over ORCA, `pf`
@@ -225,9 +226,8 @@ struct Fleet {
     balancer: SocketAddr,
     _haproxy: ChildProcess,
     haproxy: SocketAddr,
-    grpclb_client: PathBuf,
-    /// The grpc-go xDS client, built when an xDS row of grpc-go runs.
-    xds_go_client: Option<PathBuf>,
+    /// The stock grpc-go client (tests/go-client): the grpclb row and the xDS rows of grpc-go.
+    go_client: PathBuf,
     /// The bootstrap file naming the balancer.
     xds_bootstrap: PathBuf,
     dir: tempfile::TempDir,
@@ -264,7 +264,7 @@ fn spawn_listening(program: &Path, args: &[&str]) -> (ChildProcess, SocketAddr) 
     (process, addr)
 }
 
-fn start_fleet(policies: &[Policy]) -> Fleet {
+fn start_fleet() -> Fleet {
     let dir = tempfile::tempdir().expect("temporary directory");
     // `Worker` first: DoWork counts its calls there. The xDS services are the same workers
     // under other names, each with its LB policy.
@@ -320,11 +320,7 @@ fn start_fleet(policies: &[Policy]) -> Fleet {
     );
 
     let (haproxy_process, haproxy) = start_haproxy(dir.path(), &workers);
-    let grpclb_client = go_build("grpclb-go", dir.path());
-    let xds_go_client = policies
-        .iter()
-        .any(|p| matches!(p.xds(), Some((XdsClient::Go, _))))
-        .then(|| go_build("xds-go", dir.path()));
+    let go_client = go_build("go-client", dir.path());
     let xds_bootstrap = dir.path().join("xds-bootstrap.json");
     let bootstrap = Command::new(bin())
         .args(["xds", "bootstrap", "--server", &balancer.to_string()])
@@ -338,8 +334,7 @@ fn start_fleet(policies: &[Policy]) -> Fleet {
         balancer,
         _haproxy: haproxy_process,
         haproxy,
-        grpclb_client,
-        xds_go_client,
+        go_client,
         xds_bootstrap,
         dir,
     }
@@ -398,7 +393,7 @@ fn repository() -> PathBuf {
 /// The command that starts an xDS client of the bench (its flags follow).
 fn xds_command(fleet: &Fleet, client: XdsClient) -> Command {
     let mut command = match client {
-        XdsClient::Go => Command::new(fleet.xds_go_client.as_ref().expect("built")),
+        XdsClient::Go => Command::new(&fleet.go_client),
         XdsClient::Grpcio => {
             let python = std::env::var_os("QUAESTOR_PYTHON")
                 .map_or_else(|| repository().join(".venv/bin/python"), PathBuf::from);
@@ -707,7 +702,7 @@ async fn run_policy(
     }
     let picker = match policy {
         Policy::Grpclb => {
-            let mut command = Command::new(&fleet.grpclb_client);
+            let mut command = Command::new(&fleet.go_client);
             command.args([
                 "-balancer",
                 &fleet.balancer.to_string(),
@@ -771,7 +766,7 @@ async fn run(options: Options) {
     let rate = capacity * options.utilization;
     let arrivals = schedule(options.seed, rate, options.seconds);
 
-    let fleet = tokio::task::block_in_place(|| start_fleet(&policies));
+    let fleet = tokio::task::block_in_place(start_fleet);
     let schedule_file = fleet.dir.path().join("schedule.txt");
     let mut text = String::with_capacity(arrivals.len() * 10);
     for at in &arrivals {

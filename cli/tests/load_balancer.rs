@@ -299,7 +299,7 @@ fn tls_and_mutual_tls() {
 #[test]
 fn a_grpc_go_grpclb_client_balances_and_moves_off_a_not_serving_worker() {
     let dir = tempfile::tempdir().expect("dir");
-    let client_bin = go_build("grpclb-go", dir.path());
+    let client_bin = go_build("go-client", dir.path());
     let workers: Vec<Worker> = (0..3)
         .map(|_| spawn_worker(&bin(), &["--capacity", "4"]))
         .collect();

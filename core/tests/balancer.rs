@@ -20,14 +20,6 @@ use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn options() -> BalancerOptions {
-    BalancerOptions {
-        probe_interval: Duration::from_millis(100),
-        response_timeout: Duration::from_secs(1),
-        ..BalancerOptions::default()
-    }
-}
-
 /// Waits until `discover_top` (all, no hand-out counted twice matters here) gives `expected`.
 async fn until_top(balancer: &Balancer, what: &str, expected: impl Fn(&[u16]) -> bool) -> Vec<u16> {
     wait_for_async(what, TIMEOUT, || async {

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use quaestor_core::balancer::Balancer;
 use quaestor_core::balancer::monitor::Feed;
-use quaestor_core::balancer::{Balancer, BalancerOptions};
 use quaestor_core::proto::xds::data::orca::v3::OrcaLoadReport;
 use quaestor_core::proto::xds::service::orca::v3::OrcaLoadReportRequest;
 use quaestor_core::proto::xds::service::orca::v3::open_rca_service_server::{
@@ -22,15 +22,10 @@ use quaestor_test_support::wait_for_async;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+mod common;
+use common::options;
 
-fn options() -> BalancerOptions {
-    BalancerOptions {
-        probe_interval: Duration::from_millis(100),
-        response_timeout: Duration::from_secs(1),
-        ..BalancerOptions::default()
-    }
-}
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An ORCA service that reports `application_utilization` (and a CPU figure) every interval
 /// asked for, as a stock server with ORCA enabled does.

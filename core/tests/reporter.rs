@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use quaestor_core::client::{ClientError, Target};
-use quaestor_core::proto::example::WorkRequest;
 use quaestor_core::proto::example::work_client::WorkClient;
+use quaestor_core::proto::example::{WorkRequest, WorkResponse};
 use quaestor_core::proto::health::HealthCheckRequest;
 use quaestor_core::proto::health::health_client::HealthClient;
 use quaestor_core::reporter::Reporter;
@@ -16,9 +16,10 @@ use quaestor_core::tls::{ClientTls, ServerTls, TlsError};
 use quaestor_demo::WorkService;
 use quaestor_test_support::{TestPki, wait_for_async};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::Code;
 use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +47,18 @@ async fn next_status(
     Some(ServingStatus::try_from(message.expect("Watch message").status).expect("known status"))
 }
 
+/// A DoWork call of 60 s on a task of its own: a request in flight until the task is aborted.
+fn long_call(work: &WorkClient<Channel>) -> JoinHandle<Result<Response<WorkResponse>, Status>> {
+    let mut work = work.clone();
+    tokio::spawn(async move {
+        work.do_work(WorkRequest {
+            milliseconds: 60_000,
+            service_name: String::new(),
+        })
+        .await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_report_follows_requests_in_flight() {
     let reporter = Reporter::new();
@@ -55,18 +68,7 @@ async fn load_report_follows_requests_in_flight() {
     let channel = target.connect().await.expect("connect");
 
     let mut work = WorkClient::new(channel.clone());
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let mut work = work.clone();
-            tokio::spawn(async move {
-                work.do_work(WorkRequest {
-                    milliseconds: 60_000,
-                    service_name: String::new(),
-                })
-                .await
-            })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| long_call(&work)).collect();
     let report = wait_for_async("3 calls in the load report", TIMEOUT, || async {
         let report = target
             .report_load(channel.clone(), "", "Worker")
@@ -686,16 +688,7 @@ async fn per_call_orca_reports_ride_in_the_trailers_of_wrapped_services() {
     assert_eq!(report.rps_fractional, 0.0, "no rate in the first report");
 
     // Another call in flight is counted.
-    let long = {
-        let mut work = work.clone();
-        tokio::spawn(async move {
-            work.do_work(WorkRequest {
-                milliseconds: 60_000,
-                service_name: String::new(),
-            })
-            .await
-        })
-    };
+    let long = long_call(&work);
     wait_for_async("the long call in flight", TIMEOUT, || async {
         (load.current_requests() == 1).then_some(())
     })

@@ -36,16 +36,15 @@ use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// [`common::options`], with `least_request` for `Worker`.
 fn options() -> BalancerOptions {
     let mut lb_policies = LbPolicies::default();
     lb_policies
         .services
         .insert("Worker".into(), LbPolicy::LeastRequest);
     BalancerOptions {
-        probe_interval: Duration::from_millis(100),
-        response_timeout: Duration::from_secs(1),
         lb_policies,
-        ..BalancerOptions::default()
+        ..common::options()
     }
 }
 
@@ -413,7 +412,7 @@ async fn ads_pushes_changes_takes_nacks_and_ignores_stale_nonces() {
     lds.until(&names, |r| r.resources.is_empty()).await;
 }
 
-/// A stock client (grpc-go, tests/xds-go) refuses a malformed cluster (STATIC, with no
+/// A stock client (grpc-go, tests/go-client) refuses a malformed cluster (STATIC, with no
 /// endpoints: not a type gRPC takes) with a NACK carrying its reason, which the balancer keeps
 /// and logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +440,7 @@ async fn a_stock_grpc_client_nacks_a_malformed_cluster() {
         .expect("serve");
     let dir = tempfile::tempdir().expect("dir");
     let client =
-        tokio::task::block_in_place(|| quaestor_test_support::go_build("xds-go", dir.path()));
+        tokio::task::block_in_place(|| quaestor_test_support::go_build("go-client", dir.path()));
     let bootstrap = dir.path().join("bootstrap.json");
     std::fs::write(
         &bootstrap,
@@ -457,7 +456,7 @@ async fn a_stock_grpc_client_nacks_a_malformed_cluster() {
         .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let _client = quaestor_test_support::ChildProcess::spawn("xds-go", command);
+    let _client = quaestor_test_support::ChildProcess::spawn("go-client", command);
     let nack = quaestor_test_support::wait_for_async("the client's NACK", TIMEOUT, || async {
         ads.nacks().into_iter().find(|n| n.type_url == CLUSTER_TYPE)
     })

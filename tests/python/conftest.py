@@ -6,7 +6,6 @@ in the repository. Workers are real `quaestor worker` processes taken from $QUAE
 """
 
 import importlib
-import importlib.resources
 import json
 import os
 import queue
@@ -25,8 +24,7 @@ from typing import Callable, Iterator, List
 
 import grpc
 import pytest
-from grpc_tools import protoc
-from support import free_port, missing_tool, quaestor_bin_from_env, wait_for
+from support import compile_protos, free_port, missing_tool, quaestor_bin_from_env, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO_ROOT / "proto"
@@ -54,25 +52,10 @@ def protos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     `service_discovery_pb2`, ..., `work_pb2`, `work_pb2_grpc`.
     """
     out_dir = tmp_path_factory.mktemp("generated")
-    # grpc_tools ships the well-known types (google/protobuf/*.proto) next to itself.
-    well_known = importlib.resources.files("grpc_tools") / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"--proto_path={PROTO_DIR}",
-        f"--proto_path={well_known}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *(proto for proto, _ in PROTOS),
-    ]
-    if protoc.main(args) != 0:
-        pytest.fail(f"protoc failed on {PROTO_DIR} (its errors are on stderr above)", pytrace=False)
-
     # The generated modules live in a package named `quaestor`, like the Python package of
     # this repository that may be installed in the same environment: made regular packages
-    # first on sys.path, they are the ones imported here.
-    for package in {Path(proto).parent for proto, _ in PROTOS}:
-        for folder in [package, *package.parents][:-1]:
-            (out_dir / folder / "__init__.py").touch()
+    # (by compile_protos) first on sys.path, they are the ones imported here.
+    compile_protos(PROTO_DIR, (proto for proto, _ in PROTOS), out_dir)
     sys.path.insert(0, str(out_dir))
     try:
         modules = {}
@@ -89,6 +72,19 @@ def protos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
 def quaestor_bin() -> Path:
     """The quaestor binary under test, from $QUAESTOR_BIN (required)."""
     return quaestor_bin_from_env()
+
+
+def _stop(process: subprocess.Popen) -> int:
+    """Stops `process` if it still runs (SIGTERM, then SIGKILL after STOP_TIMEOUT), reaps it
+    and returns its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+    return process.returncode
 
 
 @dataclass
@@ -119,14 +115,7 @@ class Worker:
         SIGKILL. Either way the process is reaped before this returns.
         """
         self.channel.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
-        return self.process.returncode
+        return _stop(self.process)
 
 
 def _read_lines(stream, lines: "queue.Queue") -> None:
@@ -254,13 +243,7 @@ class Process:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; reaped either way."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
+        _stop(self.process)
 
 
 def _read_timed_lines(stream, lines: "queue.Queue") -> None:

@@ -1,10 +1,11 @@
 """Small helpers shared by the conftest and the tests (kept apart so that tests can import them)."""
 
+import importlib.resources
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterable, Optional, TypeVar
 
 import pytest
 
@@ -71,3 +72,44 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def compile_protos(proto_dir: Path, protos: Iterable[str], out_dir: Path) -> None:
+    """Generates the grpcio modules (`_pb2`, `_pb2_grpc`) of `protos` (paths below
+    `proto_dir`) into `out_dir`, with the well-known types that grpc_tools ships, and makes
+    each of their folders a regular package. Fails the test if protoc fails."""
+    # Imported here: the package's suite loads this module too, and not all of it needs protoc.
+    from grpc_tools import protoc
+
+    protos = list(protos)
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"--proto_path={proto_dir}",
+        f"--proto_path={well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        pytest.fail(f"protoc failed on {protos} in {proto_dir} (its errors are on stderr above)", pytrace=False)
+    for package in {Path(proto).parent for proto in protos}:
+        for folder in [package, *package.parents][:-1]:
+            (out_dir / folder / "__init__.py").touch()
+
+
+def balancer_config(directory: Path, agent: str, settings: str = "") -> Path:
+    """Writes a C#-style quaestor.loadbalancer.config.yml into `directory` and returns it: the
+    balancer on 127.0.0.1, probing every 100 ms, with `settings` (more YAML lines under
+    `loadBalancerConfig:`) and one agent (`agent`: its YAML lines under `agents:`)."""
+    config = directory / "quaestor.loadbalancer.config.yml"
+    config.write_text(
+        "loadBalancerConfig:\n"
+        "  hostName: 127.0.0.1\n"
+        "  port: 5150\n"
+        "  probeIntervalMs: 100\n"
+        f"{settings}"
+        "agents:\n"
+        f"{agent}"
+    )
+    return config

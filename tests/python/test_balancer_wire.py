@@ -6,7 +6,7 @@ import subprocess
 
 import grpc
 
-from support import wait_for
+from support import balancer_config, wait_for
 
 RPC_TIMEOUT = 10.0
 CONDITION_TIMEOUT = 15.0
@@ -15,17 +15,12 @@ CONDITION_TIMEOUT = 15.0
 def start_balancer(start_server, tmp_path, workers):
     """`quaestor load-balancer` over a C#-style config whose Worker agent lists `workers`."""
     ports = ", ".join(str(w.port) for w in workers)
-    config = tmp_path / "quaestor.loadbalancer.config.yml"
-    config.write_text(
-        "loadBalancerConfig:\n"
-        "  hostName: 127.0.0.1\n"
-        "  port: 5150\n"
-        "  probeIntervalMs: 100\n"
-        "agents:\n"
+    config = balancer_config(
+        tmp_path,
         "  - agentType: Worker\n"
         "    hostName: 127.0.0.1\n"
         f"    ports: [ {ports} ]\n"
-        "    serviceNames: [ Worker ]\n"
+        "    serviceNames: [ Worker ]\n",
     )
     return start_server("load-balancer", "--config", str(config), "--port", "0")
 

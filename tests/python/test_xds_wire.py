@@ -1,7 +1,7 @@
 """Stock xDS clients (grpcio, grpc-go, grpc-java, no quaestor code in them) balance over real
 `quaestor worker`s registered in real etcd, through the ADS server of `quaestor load-balancer`.
 
-Each client is one of tests/xds-clients/grpcio_client.py, tests/xds-go and tests/xds-java:
+Each client is one of tests/xds-clients/grpcio_client.py, tests/go-client and tests/xds-java:
 with `-target xds:///Worker` and GRPC_XDS_BOOTSTRAP naming the balancer, it calls
 quaestor.example.Work/DoWork every 20 ms and prints `worker HOST:PORT` or `error CODE` for
 each call. One client process goes through every phase in order: the calls spread over the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support import missing_tool
+from support import balancer_config, missing_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The first answer: the JVM's start, the ADS exchange (LDS, RDS, CDS, EDS) and a connection.
@@ -49,13 +49,13 @@ CLIENTS = ["grpcio", "grpc-go", "grpc-java"]
 
 def _build_go(out_dir: Path) -> list:
     if shutil.which("go") is None:
-        missing_tool("go is not installed: the grpc-go xDS client (tests/xds-go) needs it")
-    binary = out_dir / "xds-go-client"
+        missing_tool("go is not installed: the grpc-go client (tests/go-client) needs it")
+    binary = out_dir / "go-client"
     built = subprocess.run(
-        ["go", "build", "-o", str(binary), "."], cwd=REPO_ROOT / "tests/xds-go",
+        ["go", "build", "-o", str(binary), "."], cwd=REPO_ROOT / "tests/go-client",
         capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
     )
-    assert built.returncode == 0, f"go build of tests/xds-go failed:\n{built.stderr}"
+    assert built.returncode == 0, f"go build of tests/go-client failed:\n{built.stderr}"
     return [str(binary)]
 
 
@@ -85,7 +85,7 @@ def xds_client(request, tmp_path_factory) -> tuple:
     if name == "grpcio":
         return name, [sys.executable, str(REPO_ROOT / "tests/xds-clients/grpcio_client.py")]
     if name == "grpc-go":
-        return name, _build_go(tmp_path_factory.mktemp("xds-go"))
+        return name, _build_go(tmp_path_factory.mktemp("go-client"))
     return name, _build_java()
 
 
@@ -106,17 +106,12 @@ def bootstrap(quaestor_bin: Path, balancer, path: Path) -> Path:
 def start_balancer(start_server, tmp_path: Path, etcd: str):
     """`quaestor load-balancer` whose registry is `etcd`, probing every 100 ms."""
     port = etcd.rsplit(":", 1)[1]
-    config = tmp_path / "quaestor.loadbalancer.config.yml"
-    config.write_text(
-        "loadBalancerConfig:\n"
-        "  hostName: 127.0.0.1\n"
-        "  port: 5150\n"
-        "  probeIntervalMs: 100\n"
-        "  serviceResponseTimeoutSeconds: 1\n"
-        "agents:\n"
+    config = balancer_config(
+        tmp_path,
         "  - agentType: KeyValueStore\n"
         "    hostName: 127.0.0.1\n"
-        f"    ports: [ {port} ]\n"
+        f"    ports: [ {port} ]\n",
+        settings="  serviceResponseTimeoutSeconds: 1\n",
     )
     return start_server("load-balancer", "--config", str(config), "--port", "0")
 
@@ -154,16 +149,13 @@ class Calls:
     def until(self, what: str, timeout: float, done) -> None:
         """Reads calls until `done(at, worker)` is true, within `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out after {timeout} s waiting for {what}; errors so far: {self.errors[-5:]}; "
-                    f"client stderr:\n{self.client.stderr_tail()}"
-                )
-            call = self.next(remaining)
-            if call is not None and done(*call):
+        while (call := self.next(deadline - time.monotonic())) is not None:
+            if done(*call):
                 return
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what}; errors so far: {self.errors[-5:]}; "
+            f"client stderr:\n{self.client.stderr_tail()}"
+        )
 
 
 def test_a_stock_xds_client_follows_health_and_registrations(

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A stock Python grpcio (gRPC C-core) client that balances with xDS over a quaestor
-balancer, with no quaestor code and no generated code: the same interface as tests/xds-go.
+balancer, with no quaestor code and no generated code: the same interface as tests/go-client.
 
 It calls quaestor.example.Work/DoWork on `-target xds:///NAME` (grpc reads the bootstrap file
 naming the balancer from the GRPC_XDS_BOOTSTRAP environment variable) in a loop and prints,

@@ -9,7 +9,6 @@ folder `wire/` first, so the modules are `wire.load_reporting_pb2` and so on.
 """
 
 import importlib
-import importlib.resources
 import json
 import os
 import re
@@ -22,10 +21,9 @@ from types import SimpleNamespace
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_tools import protoc
 
 import quaestor
-from support import REPO_ROOT, Child, Etcd, Pki, wire_support
+from support import REPO_ROOT, Child, Etcd, Pki, compile_protos, wire_support
 
 PROTO_DIR = REPO_ROOT / "proto"
 PROTOS = [
@@ -55,21 +53,10 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
             pytest.fail(f"{proto} imports other protos: copy those into {WIRE}/ as well", pytrace=False)
         (sources / Path(proto).name).write_text(text)
     out = root / "out"
-    (out / WIRE).mkdir(parents=True)
-    # A regular package, so that no other `wire` on sys.path can shadow it.
-    (out / WIRE / "__init__.py").write_text("")
-    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    out.mkdir()
     names = [f"{WIRE}/{Path(proto).name}" for proto in PROTOS]
-    args = [
-        "grpc_tools.protoc",
-        f"--proto_path={root / 'src'}",
-        f"--proto_path={well_known}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        *names,
-    ]
-    if protoc.main(args) != 0:
-        pytest.fail(f"protoc failed on the protos of {PROTO_DIR} (see stderr)", pytrace=False)
+    # `wire` made a regular package, so that no other `wire` on sys.path can shadow it.
+    compile_protos(root / "src", names, out)
     sys.path.insert(0, str(out))
     try:
         modules = {}

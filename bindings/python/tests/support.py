@@ -45,6 +45,7 @@ def _load_wire_support() -> ModuleType:
 
 wire_support = _load_wire_support()
 wait_for = wire_support.wait_for
+compile_protos = wire_support.compile_protos
 
 
 def free_ports(count: int) -> list[int]:

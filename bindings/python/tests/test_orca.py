@@ -3,16 +3,14 @@ reporter, as a stock grpcio client reads it: application_utilization follows the
 flight (over the capacity)."""
 
 import importlib
-import importlib.resources
 import sys
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import grpc
 import pytest
-from grpc_tools import protoc
 
-from support import CHANGE_TIMEOUT, REPO_ROOT
+from support import CHANGE_TIMEOUT, REPO_ROOT, compile_protos
 
 ORCA_PROTOS = ["xds/data/orca/v3/orca_load_report.proto", "xds/service/orca/v3/orca.proto"]
 
@@ -22,19 +20,7 @@ def orca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """The grpcio modules of the cncf/xds ORCA protos in proto/ (`orca_pb2`, `orca_pb2_grpc`,
     `orca_load_report_pb2`). Their package `xds` cannot be mistaken for the one under test."""
     out = tmp_path_factory.mktemp("orca")
-    well_known = importlib.resources.files("grpc_tools") / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"--proto_path={REPO_ROOT / 'proto'}",
-        f"--proto_path={well_known}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        *ORCA_PROTOS,
-    ]
-    if protoc.main(args) != 0:
-        pytest.fail("protoc failed on the ORCA protos (see stderr)", pytrace=False)
-    for folder in ["xds", "xds/data", "xds/data/orca", "xds/data/orca/v3", "xds/service", "xds/service/orca", "xds/service/orca/v3"]:
-        (out / folder / "__init__.py").touch()
+    compile_protos(REPO_ROOT / "proto", ORCA_PROTOS, out)
     sys.path.insert(0, str(out))
     try:
         yield SimpleNamespace(

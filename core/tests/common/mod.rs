@@ -1,13 +1,13 @@
-//! Fixtures shared by the balancer's integration tests (`balancer.rs`, `csharp_discovery.rs`):
-//! in-process workers with real reporters on ports of their own, a balancer served on port 0,
-//! and discovery calls over real gRPC.
+//! Fixtures shared by the balancer's integration tests (`balancer.rs`, `csharp_discovery.rs`,
+//! `orca_in.rs`, `xds.rs`): in-process workers with real reporters on ports of their own, the
+//! balancer's options, a balancer served on port 0, and discovery calls over real gRPC.
 // Each test crate uses its own part of these helpers.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use quaestor_core::balancer::Balancer;
+use quaestor_core::balancer::{Balancer, BalancerOptions};
 use quaestor_core::load::ServiceLoad;
 use quaestor_core::proto::service_discovery::service_discovery_grpc_client::ServiceDiscoveryGrpcClient;
 use quaestor_core::proto::service_discovery::{DiscoverServicesRequest, ServiceLocationMsg};
@@ -19,6 +19,16 @@ use quaestor_core::server::health::HealthState;
 
 /// The most one discovery call may take: the first waits for the first probes.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The balancer's options in these tests: a load probe every 100 ms, a 1 s response timeout,
+/// defaults otherwise.
+pub fn options() -> BalancerOptions {
+    BalancerOptions {
+        probe_interval: Duration::from_millis(100),
+        response_timeout: Duration::from_secs(1),
+        ..BalancerOptions::default()
+    }
+}
 
 pub type DiscoveryClient = ServiceDiscoveryGrpcClient<tonic::transport::Channel>;
 

@@ -1,5 +1,5 @@
 // A stock grpc-java client that balances with xDS over a quaestor balancer, with no quaestor
-// code and no generated code: the same interface as tests/xds-go and tests/grpclb-go.
+// code and no generated code: the same interface as tests/go-client.
 //
 // It calls quaestor.example.Work/DoWork on `-target xds:///NAME` (the bootstrap file comes
 // from the GRPC_XDS_BOOTSTRAP environment variable, as grpc reads it) in a loop and prints,

@@ -1,9 +1,18 @@
-// Command grpclb-client is a stock grpc-go client that balances with the standard grpclb
-// policy over a quaestor balancer, with no quaestor code. It calls
-// quaestor.example.Work/DoWork in a loop and prints, for each call, the worker that answered
-// ("worker HOST:PORT") or the error ("error CODE"), until it is killed.
+// Command go-client is a stock grpc-go client that balances over a quaestor balancer, with no
+// quaestor code and no generated code, through one of the two protocols stock gRPC clients
+// speak to it:
 //
-// With -schedule FILE it is instead the grpclb policy of the end-to-end balancing benchmark
+//   - grpclb, with -balancer HOST:PORT [-service NAME]: the balancer's address reaches the
+//     grpclb policy through a manual resolver, as grpclb resolvers pass it, and the service
+//     config selects the grpclb policy and names the service to ask for;
+//   - xDS, with -target xds:///NAME: grpc reads the bootstrap file naming the balancer (its ADS
+//     server) from the GRPC_XDS_BOOTSTRAP environment variable.
+//
+// It calls quaestor.example.Work/DoWork in a loop and prints, for each call, the worker that
+// answered ("worker HOST:PORT") or the error ("error CODE", the canonical status name, e.g.
+// UNAVAILABLE, with the details on stderr), until it is killed.
+//
+// With -schedule FILE it is instead a client of the end-to-end balancing benchmark
 // (cli/benches/e2e.rs): it calls until -warmup distinct workers have answered, prints
 // "ready", then replays the open-loop arrival schedule of FILE (one arrival a line, in
 // microseconds from the start) with one call per arrival, whatever is still in flight, and
@@ -11,8 +20,8 @@
 // scheduled arrival, CODE the gRPC status code as a number (0 = OK), WORKER "-" when the
 // call failed.
 //
-// The balancer's address reaches grpclb through a manual resolver, as grpclb resolvers pass
-// it; the service config selects the grpclb policy and names the service to ask for.
+// In xDS mode, tests/xds-java and tests/xds-clients/grpcio_client.py take the same flags and
+// print the same lines.
 package main
 
 import (
@@ -26,15 +35,19 @@ import (
 	"sync"
 	"time"
 
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/balancer/grpclb"
+	_ "google.golang.org/grpc/balancer/grpclb" // the grpclb policy
 	grpclbstate "google.golang.org/grpc/balancer/grpclb/state"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
+	_ "google.golang.org/grpc/xds" // the xds resolver and the xDS balancers
 	"google.golang.org/protobuf/encoding/protowire"
 )
+
+const usage = "usage: go-client (-balancer HOST:PORT [-service NAME] | -target xds:///NAME) [-schedule FILE -out FILE]"
 
 // rawCodec hands bytes through unchanged: the two messages are encoded by hand below, so
 // the client needs no generated code.
@@ -48,28 +61,21 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 func main() {
-	balancer := flag.String("balancer", "", "host:port of the quaestor balancer")
-	service := flag.String("service", "Worker", "the service to balance over")
+	balancer := flag.String("balancer", "", "grpclb: host:port of the quaestor balancer")
+	service := flag.String("service", "Worker", "grpclb: the service to balance over")
+	target := flag.String("target", "", "xDS: xds:///NAME, the listener to ask the management server for (bootstrap in $GRPC_XDS_BOOTSTRAP)")
 	interval := flag.Duration("interval", 20*time.Millisecond, "pause between two calls")
 	schedule := flag.String("schedule", "", "replay this arrival schedule (microseconds, one a line) instead of calling in a loop")
 	out := flag.String("out", "", "with -schedule: where to write one line per call")
 	warmup := flag.Int("warmup", 1, "with -schedule: distinct workers that must answer before the replay")
 	deadline := flag.Duration("deadline", 5*time.Second, "deadline of each call")
 	flag.Parse()
-	if *balancer == "" {
-		fmt.Fprintln(os.Stderr, "usage: grpclb-client -balancer HOST:PORT [-service NAME]")
+	if (*balancer == "") == (*target == "") {
+		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(64)
 	}
 
-	r := manual.NewBuilderWithScheme("quaestor")
-	r.InitialState(grpclbstate.Set(resolver.State{}, &grpclbstate.State{
-		BalancerAddresses: []resolver.Address{{Addr: *balancer, ServerName: "quaestor-balancer"}},
-	}))
-	config := fmt.Sprintf(`{"loadBalancingConfig":[{"grpclb":{"serviceName":%q}}]}`, *service)
-	conn, err := grpc.NewClient("quaestor:///"+*service,
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(config))
+	conn, err := dial(*balancer, *service, *target)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot create the client:", err)
 		os.Exit(1)
@@ -102,12 +108,31 @@ func main() {
 	for {
 		worker, err := call()
 		if err != nil {
-			fmt.Println("error", status.Code(err))
+			fmt.Println("error", rpccode.Code_name[int32(status.Code(err))])
+			fmt.Fprintln(os.Stderr, "call failed:", err)
 		} else {
 			fmt.Println("worker", worker)
 		}
 		time.Sleep(*interval)
 	}
+}
+
+// dial makes the channel: grpclb over the balancer at `balancer` for `service` when
+// `balancer` is set, else xDS on `target`.
+func dial(balancer, service, target string) (*grpc.ClientConn, error) {
+	credentials := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if balancer == "" {
+		return grpc.NewClient(target, credentials)
+	}
+	r := manual.NewBuilderWithScheme("quaestor")
+	r.InitialState(grpclbstate.Set(resolver.State{}, &grpclbstate.State{
+		BalancerAddresses: []resolver.Address{{Addr: balancer, ServerName: "quaestor-balancer"}},
+	}))
+	config := fmt.Sprintf(`{"loadBalancingConfig":[{"grpclb":{"serviceName":%q}}]}`, service)
+	return grpc.NewClient("quaestor:///"+service,
+		grpc.WithResolvers(r),
+		credentials,
+		grpc.WithDefaultServiceConfig(config))
 }
 
 // replay warms up until `warmup` distinct workers answered (at most 60 s), then makes one

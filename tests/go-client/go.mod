@@ -1,4 +1,4 @@
-module quaestor.test/xds-client
+module quaestor.test/go-client
 
 go 1.26.0
 
