@@ -82,8 +82,14 @@ func main() {
 	}
 	defer conn.Close()
 
-	// WorkRequest { milliseconds = 1 }
+	// WorkRequest { milliseconds = 1, service_name = the service balanced over }, so that the
+	// call counts in the load of that service.
+	name := *service
+	if *target != "" {
+		name = (*target)[strings.LastIndex(*target, "/")+1:]
+	}
 	request := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
+	request = protowire.AppendString(protowire.AppendTag(request, 2, protowire.BytesType), name)
 	call := func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), *deadline)
 		defer cancel()
