@@ -198,11 +198,19 @@ def test_orca_application_utilization_follows_the_calls_in_flight(protos, start_
         call = work_stub(protos, worker).DoWork.future(
             protos.work_pb2.WorkRequest(milliseconds=60_000), timeout=CONDITION_TIMEOUT
         )
-        busy = report_where(reports, "a call in flight", lambda r: r.named_metrics["current_requests"] == 1)
-        assert busy.application_utilization == 0.25
+        # application_utilization is the mean over a report's interval: a whole interval
+        # with the call in flight, then one without.
+        report_where(
+            reports,
+            "a call in flight for an interval",
+            lambda r: r.named_metrics["current_requests"] == 1 and r.application_utilization == 0.25,
+        )
         call.cancel()  # the worker ends the request when the client gives up
-        idle = report_where(reports, "no call in flight", lambda r: r.named_metrics["current_requests"] == 0)
-        assert idle.application_utilization == 0
+        report_where(
+            reports,
+            "no call in flight for an interval",
+            lambda r: r.named_metrics["current_requests"] == 0 and r.application_utilization == 0,
+        )
     finally:
         reports.cancel()
 

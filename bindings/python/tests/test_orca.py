@@ -48,11 +48,19 @@ def test_application_utilization_follows_the_requests_in_flight(orca, load, chan
         assert first.application_utilization == 0
         assert first.named_metrics["capacity"] == 4
         with load.request():
-            busy = report_where(reports, "a request in flight", lambda r: r.named_metrics["current_requests"] == 1)
-            assert busy.application_utilization == 0.25
+            # application_utilization is the mean over a report's interval: wait for a whole
+            # interval with the request in flight, then one without.
+            busy = report_where(
+                reports,
+                "a request in flight for an interval",
+                lambda r: r.named_metrics["current_requests"] == 1 and r.application_utilization == 0.25,
+            )
             assert busy.named_metrics["Worker.current_requests"] == 1
-        idle = report_where(reports, "no request in flight", lambda r: r.named_metrics["current_requests"] == 0)
-        assert idle.application_utilization == 0
+        report_where(
+            reports,
+            "no request in flight for an interval",
+            lambda r: r.named_metrics["current_requests"] == 0 and r.application_utilization == 0,
+        )
     finally:
         reports.cancel()
 

@@ -5,7 +5,9 @@
 //! One report at once, then one every `report_interval` (at least [`MIN_REPORT_INTERVAL`]):
 //! - `cpu_utilization`: the process's CPU use (as `ReportLoad` measures it, or as set);
 //! - `mem_utilization`: the host's memory in use, 0 to 1;
-//! - `application_utilization`: requests in flight over capacity, every service together;
+//! - `application_utilization`: requests in flight over capacity, every service together; in a
+//!   stream, their mean over the interval (sampled 20 times), in a per-call report the
+//!   number at the call's end;
 //! - `rps_fractional`: requests started per second since the stream's previous report;
 //! - `named_metrics`: `current_requests`, `capacity` (of the services that know theirs) and
 //!   `known_load_rate` (the highest set), and the same per service as `NAME.current_requests`…
@@ -112,6 +114,41 @@ pub(crate) fn read(loads: &RwLock<HashMap<String, Arc<ServiceLoad>>>) -> Reading
     Reading { report, started }
 }
 
+/// Samples of the requests in flight per report of a stream: its `application_utilization` is
+/// their mean.
+const SAMPLES_PER_REPORT: u32 = 20;
+
+/// Requests in flight now, every service together (cheap: no /proc reads).
+fn current_requests(loads: &RwLock<HashMap<String, Arc<ServiceLoad>>>) -> f64 {
+    loads
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .map(|load| f64::from(load.current_requests()))
+        .sum()
+}
+
+/// A running mean.
+#[derive(Debug, Default)]
+struct Mean {
+    sum: f64,
+    count: u32,
+}
+
+impl Mean {
+    fn add(&mut self, value: f64) {
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// The mean since the last take, if anything was added.
+    fn take(&mut self) -> Option<f64> {
+        let mean = (self.count > 0).then(|| self.sum / f64::from(self.count));
+        *self = Mean::default();
+        mean
+    }
+}
+
 /// The interval a request asks for, at least the floor.
 fn interval(request: &OrcaLoadReportRequest) -> Duration {
     let asked = request
@@ -142,10 +179,17 @@ impl OpenRcaService for OrcaService {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut samples = tokio::time::interval(every / SAMPLES_PER_REPORT);
+            samples.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            let mut in_flight = Mean::default();
             let mut previous: Option<(u64, Instant)> = None;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
+                    _ = samples.tick() => {
+                        in_flight.add(current_requests(&loads));
+                        continue;
+                    }
                     () = tx.closed() => return,
                     () = health.stopped() => return,
                 }
@@ -161,6 +205,15 @@ impl OpenRcaService for OrcaService {
                     }
                 }
                 previous = Some((started, now));
+                // Utilization over the interval, not at its last instant: a client that
+                // weighs by rate ÷ utilization (weighted_round_robin) needs both over the same
+                // time.
+                if let (Some(mean), Some(capacity)) = (
+                    in_flight.take(),
+                    report.named_metrics.get("capacity").copied(),
+                ) {
+                    report.application_utilization = mean / capacity;
+                }
                 if tx.send(Ok(report)).await.is_err() {
                     return;
                 }
