@@ -63,6 +63,28 @@ fn sigterm_stops_gracefully_with_0() {
     );
 }
 
+/// A signal sent the moment the worker announces its port is handled, not met by the default
+/// action: SIGUSR1 turns it NOT_SERVING (it keeps running), SIGTERM stops it with 0. (The
+/// handlers were once installed after the announcement, and a fast test killed the worker.)
+#[test]
+fn signals_sent_as_soon_as_the_port_is_announced_are_handled() {
+    for _ in 0..5 {
+        let worker = spawn_worker(&bin(), &[]);
+        worker.process.signal(Signal::SIGUSR1);
+        let addr = worker.addr.to_string();
+        let out = quaestor(&["health", &addr]);
+        assert_eq!(
+            (out.code, out.stdout.trim()),
+            (Some(1), "NOT_SERVING"),
+            "{out:?}"
+        );
+        let mut worker = spawn_worker(&bin(), &[]);
+        worker.process.signal(Signal::SIGTERM);
+        let status = worker.process.wait_exit(TIMEOUT);
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}
+
 #[test]
 fn port_in_use_fails_with_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

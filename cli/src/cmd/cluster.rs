@@ -245,6 +245,11 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
             .collect::<Vec<_>>()
     };
     let (members, members_rx) = watch::channel(all_members(&cluster));
+    // Watched before anything is announced: a signal sent as soon as a line is read must not
+    // meet the default action (which ends the process).
+    let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(Failure::unexpected)?;
     let announcer = tokio::spawn(quaestor_core::supervisor::ready::announce(
         members_rx.clone(),
     ));
@@ -260,9 +265,6 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
         ))
     });
 
-    let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(Failure::unexpected)?;
     let mut file_check = tokio::time::interval(FILE_CHECK);
     file_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = fingerprint(&config.path);

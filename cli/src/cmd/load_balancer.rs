@@ -31,12 +31,15 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<Exit, Failure> {
     let config = args.config.load(LOAD_BALANCER_FILE)?;
     let balancer = start_balancer(&config).await?;
-    let mut server = serve(&balancer, &config, args.host, args.port).await?;
+    // Watched before `serve` announces the port: a signal sent as soon as the line is read
+    // must not meet the default action (which ends the process).
     let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
+    let mut server = serve(&balancer, &config, args.host, args.port).await?;
     let systemd = crate::notify::ServerNotifier::ready("serving discovery");
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
         ended = server.wait() => return Err(Failure::unexpected(match ended {
             Ok(()) => "the server stopped by itself".to_owned(),
             Err(e) => e.to_string(),

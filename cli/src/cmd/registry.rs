@@ -5,7 +5,7 @@ use std::time::Duration;
 use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::{RegistryReader, RegistryView, ServiceLocation};
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{EtcdArgs, etcd_failure, parse_duration};
 use crate::exit::{Exit, Failure};
@@ -97,8 +97,7 @@ async fn watch(args: ListArgs) -> Result<Exit, Failure> {
     let mut views = registry.subscribe();
     let mut shown: Vec<ServiceLocation> = Vec::new();
     let mut was_stale = false;
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
+    let (mut terminate, mut interrupt) = stop_signals()?;
     loop {
         let view = views.borrow_and_update().clone();
         let now: Vec<ServiceLocation> = selected(&view, &args).cloned().collect();
@@ -120,7 +119,7 @@ async fn watch(args: ListArgs) -> Result<Exit, Failure> {
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return Ok(Exit::Ok) },
             _ = terminate.recv() => return Ok(Exit::Ok),
-            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+            _ = interrupt.recv() => return Ok(Exit::Ok),
         }
     }
 }
@@ -138,17 +137,29 @@ async fn register(args: RegisterArgs) -> Result<Exit, Failure> {
     let registrar = EtcdRegistrar::connect(options)
         .await
         .map_err(etcd_failure)?;
+    // Watched before the line below: a signal sent as soon as it is read must not meet the
+    // default action (which ends the process and leaves the key until its lease expires).
+    let (mut terminate, mut interrupt) = stop_signals()?;
     registrar.register(&location).await.map_err(etcd_failure)?;
     crate::output::line(format_args!("registered {location}"));
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
     tokio::select! {
         _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
     }
     registrar.stop().await.map_err(etcd_failure)?;
     tracing::info!(%location, "deregistered");
     Ok(Exit::Ok)
+}
+
+/// SIGTERM and SIGINT, watched.
+fn stop_signals() -> Result<(Signal, Signal), Failure> {
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| Failure::unexpected(format!("cannot watch {name}: {e}")))
+    };
+    Ok((
+        watch(SignalKind::terminate(), "SIGTERM")?,
+        watch(SignalKind::interrupt(), "SIGINT")?,
+    ))
 }
 
 fn selected<'a>(

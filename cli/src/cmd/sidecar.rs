@@ -114,6 +114,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .server()
         .spawn(listener)
         .map_err(Failure::usage)?;
+    let mut signals = Signals::watch()?;
     crate::output::announce(format_args!("listening on {control}"));
 
     let etcd = if args.etcd.is_empty() {
@@ -192,7 +193,7 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         "serving health and load of {}",
         args.service
     ));
-    wait_for_stop(&child_pid).await?;
+    wait_for_stop(&mut signals, &child_pid).await?;
     systemd.stopping();
     // Withdraw first, then stop the worker, then the servers.
     let _ = stop_tx.send(true);
@@ -216,21 +217,38 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     })
 }
 
+/// The signals the sidecar handles, watched from its start: one sent as soon as the sidecar
+/// announces its port must not meet its default action (which ends the process).
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
+    user2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> Result<Self, Failure> {
+        let watch = |kind| signal(kind).map_err(Failure::unexpected);
+        Ok(Signals {
+            terminate: watch(SignalKind::terminate())?,
+            interrupt: watch(SignalKind::interrupt())?,
+            hangup: watch(SignalKind::hangup())?,
+            user1: watch(SignalKind::user_defined1())?,
+            user2: watch(SignalKind::user_defined2())?,
+        })
+    }
+}
+
 /// Waits for SIGTERM or SIGINT; SIGHUP, SIGUSR1 and SIGUSR2 go on to the started worker.
-async fn wait_for_stop(child_pid: &AtomicU32) -> Result<(), Failure> {
-    let watch = |kind| signal(kind).map_err(Failure::unexpected);
-    let mut terminate = watch(SignalKind::terminate())?;
-    let mut interrupt = watch(SignalKind::interrupt())?;
-    let mut hangup = watch(SignalKind::hangup())?;
-    let mut user1 = watch(SignalKind::user_defined1())?;
-    let mut user2 = watch(SignalKind::user_defined2())?;
+async fn wait_for_stop(signals: &mut Signals, child_pid: &AtomicU32) -> Result<(), Failure> {
     loop {
         let forward = tokio::select! {
-            _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
-            _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
-            _ = hangup.recv() => Signal::SIGHUP,
-            _ = user1.recv() => Signal::SIGUSR1,
-            _ = user2.recv() => Signal::SIGUSR2,
+            _ = signals.terminate.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
+            _ = signals.interrupt.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            _ = signals.hangup.recv() => Signal::SIGHUP,
+            _ = signals.user1.recv() => Signal::SIGUSR1,
+            _ = signals.user2.recv() => Signal::SIGUSR2,
         };
         let pid = child_pid.load(Ordering::Relaxed);
         if pid != 0 {

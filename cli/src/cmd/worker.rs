@@ -168,6 +168,30 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .with_grace_period(args.grace)
         .spawn(listener)
         .map_err(Failure::usage)?;
+    // The signals are watched before the line below: a signal sent as soon as it is read must
+    // not meet the default action (which ends the process).
+    // SIGUSR1 / SIGUSR2: turn every service NOT_SERVING / SERVING, e.g. to watch a balancer
+    // move traffic away and back.
+    for (kind, serving) in [
+        (SignalKind::user_defined1(), false),
+        (SignalKind::user_defined2(), true),
+    ] {
+        let mut flips =
+            signal(kind).map_err(|e| Failure::unexpected(format!("cannot watch {kind:?}: {e}")))?;
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            while flips.recv().await.is_some() {
+                tracing::warn!(serving, "health flipped by signal");
+                reporter.set_all_serving(serving);
+            }
+        });
+    }
+
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::unexpected(format!("cannot watch SIGINT: {e}")))?;
+
     // Tests and scripts wait for this line; logs go to stderr.
     crate::output::announce(format_args!("listening on {local}"));
     tracing::info!(%local, ?services, capacity, work_ms = args.work_ms,
@@ -190,28 +214,9 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         });
     }
 
-    // SIGUSR1 / SIGUSR2: turn every service NOT_SERVING / SERVING, e.g. to watch a balancer
-    // move traffic away and back.
-    for (kind, serving) in [
-        (SignalKind::user_defined1(), false),
-        (SignalKind::user_defined2(), true),
-    ] {
-        let mut flips =
-            signal(kind).map_err(|e| Failure::unexpected(format!("cannot watch {kind:?}: {e}")))?;
-        let reporter = reporter.clone();
-        tokio::spawn(async move {
-            while flips.recv().await.is_some() {
-                tracing::warn!(serving, "health flipped by signal");
-                reporter.set_all_serving(serving);
-            }
-        });
-    }
-
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| Failure::unexpected(format!("cannot watch SIGTERM: {e}")))?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
         ended = server.wait() => {
             return match ended {
                 Ok(()) => Err(Failure::unexpected("the server stopped by itself")),
