@@ -49,9 +49,12 @@ pub async fn start(
         (None, (_, None)) => return Ok(None),
     };
     let addr = resolve(key, &host, port).await?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Failure::new(Exit::Failure, format!("cannot listen on {addr} (HTTP): {e}")))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        Failure::new(
+            Exit::Failure,
+            format!("cannot listen on {addr} (HTTP): {e}"),
+        )
+    })?;
     let server = HttpServer::new(source)
         .spawn(listener)
         .map_err(Failure::unexpected)?;

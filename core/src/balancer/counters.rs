@@ -51,8 +51,8 @@ pub const CODE_NAMES: [&str; 17] = [
 /// microseconds) to the first request of a service, which waits for its first probes (up to
 /// `serviceResponseTimeoutSeconds`).
 pub const LATENCY_BUCKETS: [f64; 15] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
 ];
 
 /// A histogram of durations over [`LATENCY_BUCKETS`], lock-free.
@@ -173,7 +173,10 @@ impl BalancerCounters {
 
     /// The hand-out counter of a service (made on first use).
     pub fn hand_out_counter(&self, scope: &str, service: &str) -> Arc<AtomicU64> {
-        let mut counters = self.hand_outs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counters = self
+            .hand_outs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
             counters
                 .entry((scope.to_owned(), service.to_owned()))
@@ -183,7 +186,10 @@ impl BalancerCounters {
 
     /// Hand-outs so far by (scope, service), sorted.
     pub fn hand_outs(&self) -> Vec<((String, String), u64)> {
-        let counters = self.hand_outs.lock().unwrap_or_else(PoisonError::into_inner);
+        let counters = self
+            .hand_outs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut all: Vec<_> = counters
             .iter()
             .map(|(key, count)| (key.clone(), count.load(Ordering::Relaxed)))

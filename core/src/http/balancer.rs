@@ -124,23 +124,24 @@ impl BalancerSource {
         let all = self.balancer.all_status();
         let readiness = readiness(&self.balancer, &all);
         let counters = self.balancer.counters();
-        let hand_outs: BTreeMap<(String, String), u64> =
-            counters.hand_outs().into_iter().collect();
+        let hand_outs: BTreeMap<(String, String), u64> = counters.hand_outs().into_iter().collect();
         let mut services: BTreeMap<(String, String), ServiceStatus> = BTreeMap::new();
         for status in &all {
             let key = (
                 status.location.scope.clone(),
                 status.location.service.clone(),
             );
-            let service = services.entry(key.clone()).or_insert_with(|| ServiceStatus {
-                scope: key.0.clone(),
-                service: key.1.clone(),
-                hand_outs: hand_outs.get(&key).copied().unwrap_or(0),
-                healthy: 0,
-                unhealthy: 0,
-                unknown: 0,
-                locations: Vec::new(),
-            });
+            let service = services
+                .entry(key.clone())
+                .or_insert_with(|| ServiceStatus {
+                    scope: key.0.clone(),
+                    service: key.1.clone(),
+                    hand_outs: hand_outs.get(&key).copied().unwrap_or(0),
+                    healthy: 0,
+                    unhealthy: 0,
+                    unknown: 0,
+                    locations: Vec::new(),
+                });
             let view = self.location_view(status, now);
             match view.health {
                 "healthy" => service.healthy += 1,

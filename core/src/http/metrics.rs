@@ -117,12 +117,14 @@ pub fn histograms<'a>(
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, histogram) in samples {
-        family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            histogram.sum,
-            histogram.count,
-            &histogram.buckets,
-            None,
-        )?;
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                histogram.sum,
+                histogram.count,
+                &histogram.buckets,
+                None,
+            )?;
     }
     Ok(())
 }
