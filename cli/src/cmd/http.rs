@@ -2,6 +2,7 @@
 //! listener of `quaestor_core::http` (today `load-balancer`).
 
 use quaestor_core::http::{HttpHandle, HttpServer, Source};
+use quaestor_core::tls::ServerTls;
 use tokio::net::TcpListener;
 
 use super::resolve;
@@ -35,12 +36,13 @@ pub fn parse_http(text: &str) -> Result<(String, u16), String> {
 }
 
 /// Binds the HTTP listener at `--http`, else at the config's `(host, port)` if a port is
-/// set, and serves `source` on it until the handle is shut down; prints
+/// set, and serves `source` on it (HTTPS with `tls`) until the handle is shut down; prints
 /// `http listening on ADDR`. None: no listener asked for.
 pub async fn start(
     args: &HttpArgs,
     configured: (Option<String>, Option<u16>),
     key: &str,
+    tls: Option<ServerTls>,
     source: impl Source,
 ) -> Result<Option<HttpHandle>, Failure> {
     let (host, port) = match (&args.http, configured) {
@@ -56,8 +58,9 @@ pub async fn start(
         )
     })?;
     let server = HttpServer::new(source)
+        .with_tls(tls)
         .spawn(listener)
-        .map_err(Failure::unexpected)?;
+        .map_err(Failure::usage)?;
     crate::output::announce(format_args!("http listening on {}", server.local_addr()));
     tracing::info!(local = %server.local_addr(), "http serving");
     Ok(Some(server))

@@ -38,8 +38,9 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
     let settings = config.load_balancer.clone().unwrap_or_default();
     let http = super::http::start(
         &args.http,
-        (settings.http_host_name, settings.http_port),
+        (settings.http_host_name.clone(), settings.http_port),
         "loadBalancerConfig.httpHostName",
+        settings.server_tls(&config),
         BalancerSource::new(balancer.clone(), backend),
     )
     .await?;

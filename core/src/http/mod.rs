@@ -10,15 +10,17 @@
 //!
 //! A role plugs in as a [`Source`]: its metrics (collected at scrape time), its status and
 //! its readiness. [`balancer::BalancerSource`] is the load balancer's; the process metrics
-//! (`process_*`, [`process`]) come with every source. Plain HTTP only for now: the
-//! listener does not serve TLS (a balancer configured with a certificate serves its gRPC
-//! side with it, its HTTP side without).
+//! (`process_*`, [`process`]) come with every source. With a [`ServerTls`] (the gRPC
+//! listener's), it serves HTTPS, with client certificates required under mutual TLS
+//! ([`tls`]).
 //!
 //! ```no_run
 //! # async fn demo(balancer: quaestor_core::balancer::Balancer) -> std::io::Result<()> {
 //! use quaestor_core::http::{HttpServer, balancer::BalancerSource};
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = HttpServer::new(BalancerSource::new(balancer, "memory")).spawn(listener)?;
+//! let server = HttpServer::new(BalancerSource::new(balancer, "memory"))
+//!     .spawn(listener)
+//!     .expect("serving");
 //! println!("http listening on {}", server.local_addr());
 //! server.shutdown().await;
 //! # Ok(())
@@ -28,6 +30,7 @@
 pub mod balancer;
 pub mod metrics;
 pub mod process;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +45,16 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::tls::{ServerTls, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot serve HTTP: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(#[from] TlsError),
+}
 
 /// Whether a role is ready to serve, and if not, why.
 pub type Readiness = Result<(), String>;
@@ -64,6 +77,7 @@ struct Shared {
 /// The HTTP endpoints of one process, ready to serve.
 pub struct HttpServer {
     shared: Arc<Shared>,
+    tls: Option<ServerTls>,
 }
 
 impl HttpServer {
@@ -77,7 +91,14 @@ impl HttpServer {
                 source: Box::new(source),
                 registry,
             }),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with these files (None: plain HTTP).
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The routes (for serving elsewhere, or for tests without a socket).
@@ -92,35 +113,49 @@ impl HttpServer {
     }
 
     /// Serves on `listener` in the background until [`HttpHandle::shutdown`].
-    pub fn spawn(self, listener: TcpListener) -> std::io::Result<HttpHandle> {
+    pub fn spawn(self, listener: TcpListener) -> Result<HttpHandle, HttpError> {
         self.spawn_until(listener, std::future::pending())
     }
 
     /// Serves on `listener` in the background until `stop` resolves (e.g. the gRPC side's
     /// `HealthState::stopped`) or [`HttpHandle::shutdown`]; requests in flight then finish.
+    /// TLS files are read now: a bad one is an error here, naming the file.
     pub fn spawn_until(
         self,
         listener: TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<HttpHandle> {
+    ) -> Result<HttpHandle, HttpError> {
         let local_addr = listener.local_addr()?;
         let token = CancellationToken::new();
         let stopping = token.clone();
-        let router = self.router();
-        let task = tokio::spawn(async move {
-            let stopped = async move {
-                tokio::select! {
-                    () = stopping.cancelled() => {}
-                    () = stop => {}
-                }
-            };
-            if let Err(error) = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::warn!(%error, "the HTTP listener failed");
+        let stopped = async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = stop => {}
             }
-        });
+        };
+        let router = self.router();
+        let task = match &self.tls {
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+                if let Err(error) = served {
+                    tracing::warn!(%error, "the HTTP listener failed");
+                }
+            }),
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls::server_config(tls)?)?;
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                    if let Err(error) = served {
+                        tracing::warn!(%error, "the HTTPS listener failed");
+                    }
+                })
+            }
+        };
         Ok(HttpHandle {
             local_addr,
             token,
