@@ -10,6 +10,8 @@
 //! - [`grpclb`]: `grpc.lb.v1.LoadBalancer`, for stock gRPC clients with the grpclb policy.
 //! - [`xds`]: `envoy.service.discovery.v3.AggregatedDiscoveryService`, for stock gRPC clients
 //!   with an `xds:///SERVICE` target.
+//! - [`counters`]: what it counts as it serves (requests, latency, streams, hand-outs), read
+//!   by [`crate::http`] for `/metrics`.
 //!
 //! Anti-herding, as the C# Quaestor does it: every location of a `discover_top` answer counts
 //! as one more request, on itself and on its host, until a load report taken late enough
