@@ -61,7 +61,7 @@ pub struct ServiceStatus {
     pub service: String,
     /// Locations handed out by `DiscoverTopServices` since the balancer started.
     pub hand_outs: u64,
-    /// Locations by [`LocationStatus::health`] (`healthy`, `unhealthy`, `unknown`).
+    /// Locations by [`LocationView::health`] (`healthy`, `unhealthy`, `unknown`).
     pub healthy: usize,
     pub unhealthy: usize,
     pub unknown: usize,
