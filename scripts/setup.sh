@@ -3,7 +3,8 @@
 # already there: so it is safe (and quick) to run before every test run.
 #   apt: protoc (the etcd-client crate's build script needs it), etcd (the registry tests
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
-#        C, C++ and C# tests, python3-venv if missing
+#        C, C++ and C# tests, promtool (Debian's prometheus) for the /metrics test,
+#        python3-venv if missing
 #   pip: the Python test dependencies and maturin, into .venv inside the repository
 #   go/maven: the modules of the Go test clients, the grpc-java xDS client's jar
 #        (tests/xds-java/target/xds-client.jar; Maven and JDK 17 from apt if missing)
@@ -42,6 +43,8 @@ command -v cc >/dev/null || missing+=(gcc)
 command -v c++ >/dev/null || missing+=(g++)
 command -v mcs >/dev/null || missing+=(mono-mcs)
 command -v mono >/dev/null || missing+=(mono-runtime)
+# The HTTP wire test (tests/python/test_http_wire.py) checks /metrics with promtool.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ "${1:-}" = --bench ]; then
   command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)

@@ -10,3 +10,5 @@ pub const ETCD_ENDPOINTS: &str = "QUAESTOR_ETCD";
 pub const ETCD_PASSWORD: &str = "QUAESTOR_ETCD_PASSWORD";
 /// The config file (`--config`).
 pub const CONFIG: &str = "QUAESTOR_CONFIG";
+/// `HOST:PORT` of the HTTP listener (`--http`: metrics, status, health).
+pub const HTTP: &str = "QUAESTOR_HTTP";

@@ -614,3 +614,68 @@ fn tls_workers_of_a_private_ca_are_probed_with_worker_ca_file() {
         "no client certificate"
     );
 }
+
+/// One HTTP/1.1 GET over a plain socket: the status line.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_owned())
+}
+
+/// `QUAESTOR_HTTP` (as `--http`) opens the HTTP listener, announced after gRPC's; it stops
+/// with the balancer (SIGTERM: exit 0, the port closed). A bad address is a usage error.
+#[test]
+fn the_http_listener_opens_from_the_environment_and_stops_with_the_balancer() {
+    let dir = tempfile::tempdir().expect("dir");
+    let worker = spawn_worker(&bin(), &[]);
+    let config = write_config(dir.path(), &worker_agent(std::slice::from_ref(&worker)));
+    let mut command = std::process::Command::new(bin());
+    command
+        .args(["load-balancer", "--config", config.to_str().expect("utf-8")])
+        .args(["--port", "0"])
+        .env("QUAESTOR_HTTP", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped());
+    let mut process = quaestor_test_support::ChildProcess::spawn("load-balancer", command);
+    let stdout = quaestor_test_support::OutputLines::of(&mut process);
+    stdout.expect("`listening on ADDR`", TIMEOUT, |line| {
+        line.strip_prefix("listening on ").map(|_| ())
+    });
+    let http: std::net::SocketAddr = stdout.expect("`http listening on ADDR`", TIMEOUT, |line| {
+        line.strip_prefix("http listening on ")?.trim().parse().ok()
+    });
+    assert!(http.ip().is_loopback());
+    assert_eq!(
+        http_status(http, "/healthz").expect("GET"),
+        "HTTP/1.1 200 OK"
+    );
+    wait_for("/readyz to answer 200", TIMEOUT, || {
+        (http_status(http, "/readyz").ok()? == "HTTP/1.1 200 OK").then_some(())
+    });
+    assert_eq!(
+        http_status(http, "/nowhere").expect("GET"),
+        "HTTP/1.1 404 Not Found"
+    );
+    process.signal(Signal::SIGTERM);
+    assert!(process.wait_exit(TIMEOUT).success());
+    assert!(
+        std::net::TcpStream::connect(http).is_err(),
+        "the HTTP port is closed once the balancer stopped"
+    );
+
+    let out = quaestor(&[
+        "load-balancer",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--http",
+        "localhost",
+    ]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(out.stderr.contains("HOST:PORT"), "{}", out.stderr);
+}

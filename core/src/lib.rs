@@ -12,6 +12,8 @@
 //! - [`tls`]: TLS settings shared by servers and clients.
 //! - [`sdk`]: the worker-facing API the C ABI and the Python module translate ([`sdk::Worker`],
 //!   [`sdk::DiscoveryClient`]); [`error`]: the [`error::ErrorKind`] of every failure.
+//! - [`http`]: the opt-in HTTP listener of a process: `/metrics`, `/status.json`, `/healthz`,
+//!   `/readyz`.
 //! - [`proto`]: the generated wire types (see DESIGN.md "Wire contracts").
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod load;
 pub mod proto;
 pub mod registry;

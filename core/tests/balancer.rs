@@ -436,7 +436,16 @@ mod grpclb {
                 break;
             }
         }
+        // The stream is counted (for metrics) as opened OK and open until the client leaves.
+        let counters = balancer.counters();
+        assert_eq!(counters.grpclb.by_code(), [("OK", 1)]);
+        assert_eq!(counters.grpclb.open(), 1);
         drop(requests);
+        drop(lists);
+        wait_for_async("the stream counted as closed", TIMEOUT, || async {
+            (counters.grpclb.open() == 0).then_some(())
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,6 +472,12 @@ mod grpclb {
             .await
             .expect_err("no service name");
         assert_eq!(error.code(), Code::InvalidArgument);
+        // Counted for metrics by the status of their opening; none stays open.
+        assert_eq!(
+            balancer.counters().grpclb.by_code(),
+            [("OK", 0), ("INVALID_ARGUMENT", 2)]
+        );
+        assert_eq!(balancer.counters().grpclb.open(), 0);
     }
     /// How a BalanceLoad stream ends up: the status it ends with, or its first server list.
     /// Whichever way the server refuses (at once, or as the stream's first item), it counts.

@@ -614,6 +614,8 @@ fn unknown_key_names_file_line_column_and_nearest_key() {
                 "workerKeyFile",
                 "xdsLbPolicy",
                 "xdsLbPolicies",
+                "httpHostName",
+                "httpPort",
             ],
         })
     );
@@ -1211,4 +1213,24 @@ fn xds_lb_policies_come_from_services_then_agents_then_the_default() {
         error("loadBalancerConfig:\n  xdsLbPolicies: [ a ]\n")
             .contains("expected a mapping of service names to LB policies"),
     );
+}
+
+#[test]
+fn the_http_listener_is_off_unless_a_port_is_given() {
+    let lb = parse("loadBalancerConfig:\n  port: 5150\n")
+        .load_balancer
+        .unwrap();
+    assert_eq!((lb.http_host_name, lb.http_port), (None, None));
+    let lb = parse("loadBalancerConfig:\n  httpHostName: 0.0.0.0\n  httpPort: 9150\n")
+        .load_balancer
+        .unwrap();
+    assert_eq!(lb.http_host_name.as_deref(), Some("0.0.0.0"));
+    assert_eq!(lb.http_port, Some(9150));
+    // 0: any free port.
+    let lb = parse("loadBalancerConfig:\n  httpPort: 0\n")
+        .load_balancer
+        .unwrap();
+    assert_eq!(lb.http_port, Some(0));
+    let message = error("loadBalancerConfig:\n  httpPort: 70000\n");
+    assert!(message.contains("httpPort"), "{message}");
 }

@@ -288,6 +288,15 @@ async fn ads_answers_what_exists_and_leaves_unknown_names_out() {
             .all(|(_, health, weight)| *health == HealthStatus::Healthy && *weight >= 1),
         "{found:?}"
     );
+    // Counted for metrics: opened OK, open until the client leaves.
+    let counters = balancer.counters();
+    assert_eq!(counters.ads.by_code(), [("OK", 1)]);
+    assert_eq!(counters.ads.open(), 1);
+    drop(ads);
+    quaestor_test_support::wait_for_async("the ADS stream counted as closed", TIMEOUT, || async {
+        (counters.ads.open() == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 
 use quaestor_core::balancer::Balancer;
 use quaestor_core::config::{LOAD_BALANCER_FILE, QuaestorConfig};
+use quaestor_core::http::balancer::BalancerSource;
 use quaestor_core::registry::RegistryReader;
 use quaestor_core::registry::etcd::EtcdRegistry;
 use quaestor_core::registry::memory::MemoryRegistry;
@@ -26,16 +27,27 @@ pub struct Args {
     /// Listen on this port instead of the config's port (0: any free port).
     #[arg(long)]
     port: Option<u16>,
+    #[command(flatten)]
+    http: super::http::HttpArgs,
 }
 
 pub async fn run(args: Args) -> Result<Exit, Failure> {
     let config = args.config.load(LOAD_BALANCER_FILE)?;
-    let balancer = start_balancer(&config).await?;
+    let (balancer, backend) = start_balancer(&config).await?;
     // Watched before `serve` announces the port: a signal sent as soon as the line is read
     // must not meet the default action (which ends the process).
     let mut terminate = signal(SignalKind::terminate()).map_err(Failure::unexpected)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Failure::unexpected)?;
     let mut server = serve(&balancer, &config, args.host, args.port).await?;
+    let settings = config.load_balancer.clone().unwrap_or_default();
+    let http = super::http::start(
+        &args.http,
+        (settings.http_host_name.clone(), settings.http_port),
+        "loadBalancerConfig.httpHostName",
+        settings.server_tls(&config),
+        BalancerSource::new(balancer.clone(), backend),
+    )
+    .await?;
     let systemd = crate::notify::ServerNotifier::ready("serving discovery");
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
@@ -46,7 +58,11 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         })),
     }
     systemd.stopping();
-    server.shutdown().await.map_err(Failure::unexpected)?;
+    let stopped = server.shutdown().await;
+    if let Some(http) = http {
+        http.shutdown().await;
+    }
+    stopped.map_err(Failure::unexpected)?;
     Ok(Exit::Ok)
 }
 
@@ -85,8 +101,9 @@ pub async fn serve(
 
 /// The etcd of a KeyValueStore agent (or `clusterConfig.etcd`), followed in the background;
 /// until it first answers, the Worker agents of the config (as the C# load balancer falls
-/// back when etcd is unreachable). Without an etcd, the Worker agents for good.
-async fn start_balancer(config: &QuaestorConfig) -> Result<Balancer, Failure> {
+/// back when etcd is unreachable). Without an etcd, the Worker agents for good. Also names
+/// the registry's backend (`etcd` or `memory`).
+async fn start_balancer(config: &QuaestorConfig) -> Result<(Balancer, &'static str), Failure> {
     let options = config
         .load_balancer
         .clone()
@@ -98,11 +115,11 @@ async fn start_balancer(config: &QuaestorConfig) -> Result<Balancer, Failure> {
             EtcdRegistry::start_with_fallback(etcd, workers).map_err(super::etcd_failure)?;
         // etcd up: serve its registry from the first answer; else do not wait long.
         registry.wait_loaded(super::FIRST_LOAD_WAIT).await;
-        return Ok(Balancer::start(registry, options));
+        return Ok((Balancer::start(registry, options), "etcd"));
     }
     tracing::info!(
         locations = workers.current().locations.len(),
         "registry: the config's Worker agents"
     );
-    Ok(Balancer::start(workers, options))
+    Ok((Balancer::start(workers, options), "memory"))
 }

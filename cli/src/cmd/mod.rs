@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod discover;
 pub mod exec_member;
 pub mod health;
+pub mod http;
 pub mod load;
 pub mod load_balancer;
 pub mod registry;

@@ -1,8 +1,11 @@
 //! `Quaestor.ServiceDiscovery.ServiceDiscoveryGrpc` over a [`Balancer`], exactly per the
 //! contract: an empty service name is INVALID_ARGUMENT, an unknown service an empty answer.
 
+use std::time::Instant;
+
 use tonic::{Request, Response, Status};
 
+use super::counters::DiscoveryMethod;
 use super::{Balancer, DiscoveryError};
 use crate::proto::service_discovery::service_discovery_grpc_server::{
     ServiceDiscoveryGrpc, ServiceDiscoveryGrpcServer,
@@ -36,24 +39,40 @@ impl ServiceDiscoveryGrpc for DiscoveryService {
         &self,
         request: Request<DiscoverServicesRequest>,
     ) -> Result<Response<DiscoverServicesResponse>, Status> {
+        let started = Instant::now();
         let r = request.into_inner();
-        answer(
+        let answer = answer(
             self.balancer
                 .discover(&r.scope, &r.service_name, r.max_count)
                 .await,
-        )
+        );
+        self.count(DiscoveryMethod::DiscoverServices, &answer, started);
+        answer
     }
 
     async fn discover_top_services(
         &self,
         request: Request<DiscoverServicesRequest>,
     ) -> Result<Response<DiscoverServicesResponse>, Status> {
+        let started = Instant::now();
         let r = request.into_inner();
-        answer(
+        let answer = answer(
             self.balancer
                 .discover_top(&r.scope, &r.service_name, r.max_count)
                 .await,
-        )
+        );
+        self.count(DiscoveryMethod::DiscoverTopServices, &answer, started);
+        answer
+    }
+}
+
+impl DiscoveryService {
+    /// Counts a request and its latency (its handling here; not the transport's).
+    fn count<T>(&self, method: DiscoveryMethod, answer: &Result<T, Status>, started: Instant) {
+        let code = answer.as_ref().map_or_else(|s| s.code() as i32, |_| 0);
+        self.balancer
+            .counters()
+            .discovery(method, code, started.elapsed());
     }
 }
 

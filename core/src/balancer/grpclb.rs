@@ -61,6 +61,19 @@ impl LoadBalancer for GrpclbService {
         &self,
         request: Request<Streaming<LoadBalanceRequest>>,
     ) -> Result<Response<Self::BalanceLoadStream>, Status> {
+        let opened = self.open(request).await;
+        let streams = &self.balancer.counters().grpclb;
+        streams.opened(opened.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
+        opened
+    }
+}
+
+impl GrpclbService {
+    /// Opens a BalanceLoad stream (counted by [`LoadBalancer::balance_load`]).
+    async fn open(
+        &self,
+        request: Request<Streaming<LoadBalanceRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
         let mut incoming = request.into_inner();
         let first = tokio::time::timeout(INITIAL_REQUEST_TIMEOUT, incoming.next())
             .await
@@ -89,7 +102,9 @@ impl LoadBalancer for GrpclbService {
         let (tx, rx) = mpsc::channel(4);
         let balancer = self.balancer.clone();
         let health = self.health.clone();
+        let open = self.balancer.counters().grpclb.track();
         tokio::spawn(async move {
+            let _open = open;
             let stopped = health.stopped();
             tokio::pin!(stopped);
             tokio::select! {

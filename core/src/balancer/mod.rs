@@ -10,6 +10,8 @@
 //! - [`grpclb`]: `grpc.lb.v1.LoadBalancer`, for stock gRPC clients with the grpclb policy.
 //! - [`xds`]: `envoy.service.discovery.v3.AggregatedDiscoveryService`, for stock gRPC clients
 //!   with an `xds:///SERVICE` target.
+//! - [`counters`]: what it counts as it serves (requests, latency, streams, hand-outs), read
+//!   by [`crate::http`] for `/metrics`.
 //!
 //! Anti-herding, as the C# Quaestor does it: every location of a `discover_top` answer counts
 //! as one more request, on itself and on its host, until a load report taken late enough
@@ -21,6 +23,7 @@
 //! [`MAX_CACHED_RANKINGS`] of them.
 
 pub mod connections;
+pub mod counters;
 pub mod discovery;
 pub mod grpclb;
 pub mod monitor;
@@ -31,6 +34,7 @@ pub mod standings;
 pub mod xds;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,7 @@ use crate::registry::{
 use crate::server::GrpcServer;
 use crate::server::health::HealthState;
 use crate::tls::ClientTls;
+use counters::BalancerCounters;
 use monitor::{Connections, Monitored, ProbeState};
 use ranking::{QuaestorRanking, Ranking};
 use standings::{HostLoad, Located, Standing, Standings};
@@ -118,6 +123,8 @@ struct Inner {
     /// counting a hand-out one step.
     rankings: Mutex<Rankings>,
     follower: Mutex<Option<JoinHandle<()>>>,
+    /// What it counts as it serves (for metrics).
+    counters: Arc<BalancerCounters>,
 }
 
 type Rankings = HashMap<(String, String), CachedRanking>;
@@ -140,6 +147,8 @@ struct ServiceRanking {
     rebuilding: bool,
     /// How long ranking it afresh took last time.
     cost: Duration,
+    /// The service's hand-outs so far (outlives the ranking: see [`BalancerCounters`]).
+    hand_outs: Arc<AtomicU64>,
 }
 
 /// Clears `rebuilding` if a request that was ranking afresh ends early (its caller went away).
@@ -262,6 +271,7 @@ impl Balancer {
             changes: watch::Sender::new(0),
             rankings: Mutex::new(HashMap::new()),
             follower: Mutex::new(None),
+            counters: Arc::default(),
         });
         let mut views = registry.subscribe();
         inner.apply(&views.borrow_and_update());
@@ -359,7 +369,7 @@ impl Balancer {
     fn hand_out(&self, ranking: &mut ServiceRanking, limit: Option<usize>) -> Vec<ServiceLocation> {
         let now = Instant::now();
         let window = self.inner.options.recently_used_timeout;
-        ranking
+        let chosen: Vec<ServiceLocation> = ranking
             .standings
             .hand_out_best(limit)
             .into_iter()
@@ -367,7 +377,11 @@ impl Balancer {
                 m.handed_out(now, window);
                 m.location.clone()
             })
-            .collect()
+            .collect();
+        ranking
+            .hand_outs
+            .fetch_add(chosen.len() as u64, Ordering::Relaxed);
+        chosen
     }
 
     /// The ranked healthy locations of a service, without counting a hand-out.
@@ -490,6 +504,30 @@ impl Balancer {
                 }
             })
             .collect()
+    }
+
+    /// What the balancer knows of every location, in registry key order.
+    pub fn all_status(&self) -> Vec<LocationStatus> {
+        let now = Instant::now();
+        let liveness = self.liveness_window();
+        let table = self.table();
+        table
+            .locations
+            .values()
+            .map(|m| {
+                let state = m.state();
+                LocationStatus {
+                    location: m.location.clone(),
+                    healthy: state.is_healthy(now, liveness),
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    /// What the balancer counted so far (requests, hand-outs, streams, registry updates).
+    pub fn counters(&self) -> &Arc<BalancerCounters> {
+        &self.inner.counters
     }
 
     /// Connections open to control endpoints (locations behind one endpoint share them).
@@ -626,6 +664,7 @@ impl Balancer {
                 standings: Standings::new(Arc::clone(&self.inner.ranking)),
                 rebuilding: false,
                 cost: Duration::ZERO,
+                hand_outs: self.inner.counters.hand_out_counter(scope, service),
             })),
             last_used: Instant::now(),
         });
@@ -731,6 +770,7 @@ impl Inner {
     /// Brings the monitors in line with the registry: new locations start being probed,
     /// departed ones stop, changed ones (e.g. a new control endpoint) start over.
     fn apply(&self, view: &RegistryView) {
+        self.counters.registry_applied(view.stale);
         let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
         let before = table.locations.len();
         // Services whose set of locations changed: their kept rankings go (they hold the

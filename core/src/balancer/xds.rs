@@ -317,7 +317,11 @@ impl AggregatedDiscoveryService for XdsService {
             tx,
         };
         let health = self.health.clone();
+        let counters = self.balancer.counters();
+        counters.ads.opened(0);
+        let open = counters.ads.track();
         tokio::spawn(async move {
+            let _open = open;
             let stopped = health.stopped();
             tokio::pin!(stopped);
             tokio::select! {

@@ -42,6 +42,8 @@ pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
     "workerKeyFile",
     "xdsLbPolicy",
     "xdsLbPolicies",
+    "httpHostName",
+    "httpPort",
 ];
 
 pub(crate) const AGENT_KEYS: &[&str] = &[
@@ -500,6 +502,11 @@ fn load_balancer(cx: &Cx, node: &Node, at: &KeyPath) -> Result<LoadBalancerConfi
             "workerCaFile" => config.worker_ca_file = text(cx, value, &at)?,
             "xdsLbPolicy" => set(&mut config.xds_lb_policy, lb_policy(cx, value, &at)?),
             "xdsLbPolicies" => config.xds_lb_policies = lb_policies(cx, value, &at)?,
+            "httpHostName" => config.http_host_name = text(cx, value, &at)?,
+            "httpPort" => {
+                config.http_port = integer(cx, value, &at, 0, 65_535)?
+                    .map(|port| u16::try_from(port).unwrap_or_default());
+            }
             "workerCertFile" => {
                 config.worker_cert_file = text(cx, value, &at)?;
                 cert_at = Some((entry.key_pos, at.clone()));

@@ -181,6 +181,12 @@ pub struct LoadBalancerConfig {
     /// `xdsLbPolicies` (quaestor's own): the LB policy of named services, over the agents'
     /// `xdsLbPolicy` and the default.
     pub xds_lb_policies: Vec<(String, LbPolicy)>,
+    /// `httpHostName` (quaestor's own; default `127.0.0.1`): the address of the HTTP listener
+    /// (metrics, status, health; see `quaestor_core::http`).
+    pub http_host_name: Option<String>,
+    /// `httpPort` (quaestor's own; 0–65535, 0: any free port): serve the HTTP listener on
+    /// this port. None: no HTTP listener (`--http` overrides both).
+    pub http_port: Option<u16>,
 }
 
 impl Default for LoadBalancerConfig {
@@ -199,6 +205,8 @@ impl Default for LoadBalancerConfig {
             worker_key_file: None,
             xds_lb_policy: LbPolicy::RoundRobin,
             xds_lb_policies: Vec::new(),
+            http_host_name: None,
+            http_port: None,
         }
     }
 }
