@@ -4,6 +4,7 @@
 #   apt: protoc (the etcd-client crate's build script needs it), etcd (the registry tests
 #        start real etcd servers), pkg-config, gcc/g++ and Mono (mcs, mono) for libquaestor's
 #        C, C++ and C# tests, promtool (Debian's prometheus) for the /metrics test,
+#        headless Chromium for the status page test,
 #        python3-venv if missing
 #   pip: the Python test dependencies and maturin, into .venv inside the repository
 #   go/maven: the modules of the Go test clients, the grpc-java xDS client's jar
@@ -45,6 +46,8 @@ command -v mcs >/dev/null || missing+=(mono-mcs)
 command -v mono >/dev/null || missing+=(mono-runtime)
 # The HTTP wire test (tests/python/test_http_wire.py) checks /metrics with promtool.
 command -v promtool >/dev/null || missing+=(prometheus)
+# The status page test (tests/python/test_status_page.py) renders the page in Chromium.
+command -v chromium >/dev/null || missing+=(chromium)
 if [ "${1:-}" = --bench ]; then
   command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)

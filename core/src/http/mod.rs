@@ -29,6 +29,7 @@
 
 pub mod balancer;
 pub mod metrics;
+pub mod page;
 pub mod process;
 pub mod tls;
 
@@ -108,6 +109,9 @@ impl HttpServer {
             .route("/status.json", get(status_page))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready_page))
+            .route("/", get(|| async { page::asset(page::INDEX) }))
+            .route("/page.js", get(|| async { page::asset(page::SCRIPT) }))
+            .route("/page.css", get(|| async { page::asset(page::STYLE) }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .with_state(Arc::clone(&self.shared))
     }
