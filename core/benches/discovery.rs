@@ -9,7 +9,11 @@
 //!   discovery logic);
 //! - the C# Quaestor's strategy: a second discovery server (`FanOutDiscovery` below) that asks
 //!   every location for its health and load on every query and ranks them then;
-//! - the process's VmRSS before each balancer is created and once it monitors every location.
+//! - the process's VmRSS before each balancer is created and once it monitors every location;
+//! - the cost of the HTTP side (issue 18): `DiscoverTopServices` again, interleaved with the
+//!   plain case, while the balancer's HTTP listener (`quaestor_core::http`, as `--http` runs
+//!   it) is scraped every second (`/metrics` and `/status.json`, a Prometheus server and an
+//!   open status page); the scraper polls only during that case's slices.
 //!
 //! ```text
 //! cargo bench -p quaestor-core --bench discovery [-- SECONDS_PER_CASE CONCURRENCY]
@@ -168,6 +172,7 @@ async fn main() -> Result<(), BoxError> {
 
     print_memory(&sizes);
     print_ratios(&sizes, &fan_out);
+    print_http_cost(&sizes);
     print_targets(&floor, &sizes, &fan_out);
     println!();
     println!("load average at the end: {}", load_average());
@@ -189,6 +194,9 @@ struct AtSize {
     reporters_rss_kib: u64,
     bare: Figures,
     top: Figures,
+    /// DiscoverTopServices while the HTTP side is scraped, and the scrapes that succeeded.
+    scraped: Figures,
+    scrapes: u64,
 }
 
 /// Starts a balancer over `count` locations, waits until it monitors every one of them,
@@ -220,7 +228,8 @@ async fn measure_balancer(
     let reporters_rss_kib = reporters_rss_kib();
 
     let channel = connect(server.local_addr()).await?;
-    let [bare, _, top] = interleaved(
+    let (http, scrapes) = start_scraper(&balancer).await?;
+    let [bare, _, top, scraped] = interleaved(
         settings,
         [
             (
@@ -234,10 +243,17 @@ async fn measure_balancer(
                 &channel,
             ),
             ("DiscoverTopServices, quaestor", Call::DiscoverTop, &channel),
+            (
+                "DiscoverTopServices, HTTP side scraped every second",
+                Call::DiscoverTopScraped,
+                &channel,
+            ),
         ],
         Some(count),
     )
     .await;
+    http.shutdown().await;
+    let scrapes = scrapes.load(std::sync::atomic::Ordering::Relaxed);
     let direct = measure_direct(settings.duration, &balancer).await?;
     report(
         "Balancer::discover_top called in-process, 1 caller, no RPC",
@@ -257,6 +273,8 @@ async fn measure_balancer(
         reporters_rss_kib,
         bare,
         top,
+        scraped,
+        scrapes,
     })
 }
 
@@ -430,6 +448,70 @@ enum Call {
     Health,
     /// `DiscoverTopServices` of `Worker`, max_count 1.
     DiscoverTop,
+    /// The same, while the HTTP listener is scraped every second ([`SCRAPING`]).
+    DiscoverTopScraped,
+}
+
+/// On while a [`Call::DiscoverTopScraped`] slice runs: the scraper polls only then.
+static SCRAPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How often the scraper polls (a Prometheus scrape interval, a status page's refresh).
+const SCRAPE_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves `balancer`'s HTTP side on a port of its own and polls `/metrics` and `/status.json`
+/// every [`SCRAPE_EVERY`] while [`SCRAPING`] is on; returns the server's handle and how many
+/// scrapes succeeded so far.
+async fn start_scraper(
+    balancer: &Balancer,
+) -> Result<
+    (
+        quaestor_core::http::HttpHandle,
+        Arc<std::sync::atomic::AtomicU64>,
+    ),
+    BoxError,
+> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = TcpListener::bind(localhost()).await?;
+    let addr = listener.local_addr()?;
+    let server = quaestor_core::http::HttpServer::new(
+        quaestor_core::http::balancer::BalancerSource::new(balancer.clone(), "memory"),
+    )
+    .spawn(listener)?;
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&scrapes);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SCRAPE_EVERY);
+        loop {
+            ticks.tick().await;
+            if !SCRAPING.load(Ordering::Relaxed) {
+                continue;
+            }
+            for path in ["/metrics", "/status.json"] {
+                if http_get(addr, path).await.is_ok() {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    Ok((server, scrapes))
+}
+
+/// The body of `GET path` (HTTP/1.1, one request per connection, as a scraper makes them).
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    if answer.starts_with(b"HTTP/1.1 200") {
+        Ok(answer)
+    } else {
+        Err(std::io::Error::other("not 200"))
+    }
 }
 
 impl Call {
@@ -437,7 +519,7 @@ impl Call {
         match self {
             Call::Echo => call_echo(channel).await,
             Call::Health => call_health(channel).await,
-            Call::DiscoverTop => call_discover_top(channel).await,
+            Call::DiscoverTop | Call::DiscoverTopScraped => call_discover_top(channel).await,
         }
     }
 }
@@ -624,6 +706,8 @@ impl Samples {
 /// Runs `call` from `concurrency` tasks, each starting calls until `duration` has passed.
 /// Every call must succeed.
 async fn measure(duration: Duration, concurrency: usize, channel: &Channel, call: Call) -> Samples {
+    let scraped = matches!(call, Call::DiscoverTopScraped);
+    SCRAPING.store(scraped, std::sync::atomic::Ordering::Relaxed);
     let cpu = CpuClock::start();
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -644,6 +728,7 @@ async fn measure(duration: Duration, concurrency: usize, channel: &Channel, call
     for task in tasks {
         latencies.extend(task.await.expect("caller task"));
     }
+    SCRAPING.store(false, std::sync::atomic::Ordering::Relaxed);
     Samples {
         latencies,
         seconds: start.elapsed().as_secs_f64(),
@@ -1044,6 +1129,31 @@ fn print_memory(sizes: &[AtSize]) {
             s.idle_cores.0,
             s.idle_cores.1,
             mb(s.reporters_rss_kib)
+        );
+    }
+}
+
+/// The HTTP side's cost: DiscoverTopServices scraped against not, at each size (issue 18:
+/// within 5 %).
+fn print_http_cost(sizes: &[AtSize]) {
+    println!();
+    println!(
+        "## The HTTP side's cost (/metrics and /status.json scraped every {} s, interleaved with the plain case)",
+        SCRAPE_EVERY.as_secs()
+    );
+    println!();
+    println!(
+        "| locations | scrapes | p50 scraped / plain | p99 scraped / plain | calls/s scraped / plain |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for s in sizes {
+        println!(
+            "| {} | {} | {:.3}x | {:.3}x | {:.3}x |",
+            s.count,
+            s.scrapes,
+            s.scraped.p50 / s.top.p50,
+            s.scraped.p99 / s.top.p99,
+            s.scraped.per_second / s.top.per_second
         );
     }
 }
