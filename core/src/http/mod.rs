@@ -11,7 +11,8 @@
 //!
 //! A role plugs in as a [`Source`]: its metrics (collected at scrape time), its status and
 //! its readiness. [`balancer::BalancerSource`] is the load balancer's,
-//! [`cluster::ClusterSource`] the cluster supervisor's; the process metrics
+//! [`cluster::ClusterSource`] the cluster supervisor's, [`sidecar::SidecarSource`] the
+//! sidecar's; the process metrics
 //! (`process_*`, [`process`]) come with every source. With a [`ServerTls`] (the gRPC
 //! listener's), it serves HTTPS, with client certificates required under mutual TLS
 //! ([`tls`]).
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod metrics;
 pub mod page;
 pub mod process;
+pub mod sidecar;
 pub mod tls;
 
 use std::future::Future;
