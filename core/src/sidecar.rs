@@ -6,13 +6,14 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tonic::Code;
 
+use crate::balancer::counters::LatencyHistogram;
 use crate::client::{ClientError, Target};
 use crate::load::ServiceLoad;
 use crate::registry::ServiceLocation;
@@ -81,6 +82,21 @@ pub struct Registration {
     pub location: ServiceLocation,
 }
 
+/// What the sidecar counts as it probes and registers (read by its HTTP listener).
+#[derive(Debug, Default)]
+pub struct SidecarCounters {
+    /// Probes that found the worker healthy.
+    pub probes_ok: AtomicU64,
+    /// Probes that found it unhealthy (or got no answer within the timeout).
+    pub probes_failed: AtomicU64,
+    /// How long each probe took.
+    pub probe_latency: LatencyHistogram,
+    /// Whether the worker is registered now (false without etcd).
+    pub registered: AtomicBool,
+    /// Registrations or withdrawals that failed (retried at the next probe).
+    pub registration_errors: AtomicU64,
+}
+
 /// One worker's sidecar: its reporter (serve it with [`Reporter::serve`]) and its probe loop
 /// ([`Sidecar::run`]).
 pub struct Sidecar {
@@ -89,6 +105,7 @@ pub struct Sidecar {
     load: Arc<ServiceLoad>,
     pid: Arc<AtomicU32>,
     healthy: watch::Sender<Option<bool>>,
+    counters: Arc<SidecarCounters>,
 }
 
 impl Sidecar {
@@ -103,6 +120,7 @@ impl Sidecar {
             load,
             pid: Arc::new(AtomicU32::new(0)),
             healthy: watch::channel(None).0,
+            counters: Arc::default(),
         })
     }
 
@@ -114,6 +132,16 @@ impl Sidecar {
     /// its own (0: none known).
     pub fn set_pid(&self, pid: Option<u32>) {
         self.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// What it watches and how.
+    pub fn options(&self) -> &SidecarOptions {
+        &self.options
+    }
+
+    /// Its probe and registration counts.
+    pub fn counters(&self) -> &SidecarCounters {
+        &self.counters
     }
 
     /// The worker's health as last probed (None before the first probe).
@@ -139,7 +167,15 @@ impl Sidecar {
         let mut cpu = CpuSampler::default();
         let mut registered = false;
         loop {
+            let started = Instant::now();
             let healthy = self.probe(target.as_ref()).await;
+            let counters = &self.counters;
+            counters.probe_latency.observe(started.elapsed());
+            if healthy {
+                counters.probes_ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.probes_failed.fetch_add(1, Ordering::Relaxed);
+            }
             if *self.healthy.borrow() != Some(healthy) {
                 tracing::info!(service = %self.options.service, healthy, "worker health");
                 self.reporter.set_all_serving(healthy);
@@ -161,9 +197,11 @@ impl Sidecar {
                     match outcome {
                         Ok(()) => {
                             registered = healthy;
+                            counters.registered.store(registered, Ordering::Relaxed);
                             tracing::info!(location = %registration.location, registered, "registration");
                         }
                         Err(error) => {
+                            counters.registration_errors.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%error, "registration not changed; retried at the next probe")
                         }
                     }
@@ -178,6 +216,7 @@ impl Sidecar {
             }
         }
         if let Some(registration) = registration {
+            self.counters.registered.store(false, Ordering::Relaxed);
             if let Err(error) = registration.registrar.stop().await {
                 tracing::warn!(%error, "the registration's lease was not revoked; it expires by itself");
             }

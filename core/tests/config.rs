@@ -1234,3 +1234,16 @@ fn the_http_listener_is_off_unless_a_port_is_given() {
     let message = error("loadBalancerConfig:\n  httpPort: 70000\n");
     assert!(message.contains("httpPort"), "{message}");
 }
+
+#[test]
+fn the_cluster_http_listener_is_off_unless_a_port_is_given() {
+    let cluster = parse("clusterConfig:\n  name: c\n").cluster.unwrap();
+    assert_eq!((cluster.http_host_name, cluster.http_port), (None, None));
+    let cluster = parse("clusterConfig:\n  httpHostName: 0.0.0.0\n  httpPort: 9151\n")
+        .cluster
+        .unwrap();
+    assert_eq!(cluster.http_host_name.as_deref(), Some("0.0.0.0"));
+    assert_eq!(cluster.http_port, Some(9151));
+    let message = error("clusterConfig:\n  httpPort: -1\n");
+    assert!(message.contains("clusterConfig.httpPort"), "{message}");
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use quaestor_core::balancer::Balancer;
 use quaestor_core::config::{CLUSTER_FILE, QuaestorConfig};
+use quaestor_core::http::cluster::ClusterSource;
 use quaestor_core::registry::RegistryReader;
 use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::memory::MemoryRegistry;
@@ -40,6 +41,8 @@ pub struct Args {
     command: Option<Command>,
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    http: super::http::HttpArgs,
 }
 
 /// The exit codes of the commands that talk to a running cluster.
@@ -155,11 +158,11 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         Some(Command::Drain(order)) => give_order(control::Command::Drain, order).await,
         Some(Command::Undrain(order)) => give_order(control::Command::Undrain, order).await,
         Some(Command::Logs(logs)) => show_logs(logs).await,
-        None => run_cluster(args.target).await,
+        None => run_cluster(args.target, args.http).await,
     }
 }
 
-async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
+async fn run_cluster(target: TargetArgs, http: super::http::HttpArgs) -> Result<Exit, Failure> {
     let mut config = target.config.load(CLUSTER_FILE)?;
     let quaestor_bin = std::env::current_exe().ok();
     let options = ClusterOptions {
@@ -254,8 +257,17 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
         members_rx.clone(),
     ));
     let systemd = crate::notify::ClusterNotifier::start(members.subscribe());
+    let name = config.cluster.as_ref().and_then(|c| c.name.clone());
+    let settings = config.cluster.clone().unwrap_or_default();
+    let http_server = super::http::start(
+        &http,
+        (settings.http_host_name, settings.http_port),
+        "clusterConfig.httpHostName",
+        None,
+        ClusterSource::new(name.clone(), config.path.clone(), members_rx.clone()),
+    )
+    .await?;
     let control_server = control_listener.map(|listener| {
-        let name = config.cluster.as_ref().and_then(|c| c.name.clone());
         tokio::spawn(control::serve(
             listener,
             name,
@@ -303,6 +315,9 @@ async fn run_cluster(target: TargetArgs) -> Result<Exit, Failure> {
     }
     if let Some(server) = balancer_server {
         server.shutdown().await.map_err(Failure::unexpected)?;
+    }
+    if let Some(server) = http_server {
+        server.shutdown().await;
     }
     if let Some(server) = control_server {
         server.abort();

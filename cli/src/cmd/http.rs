@@ -1,5 +1,5 @@
 //! `--http HOST:PORT` (env `QUAESTOR_HTTP`), shared by the roles that serve the HTTP
-//! listener of `quaestor_core::http` (today `load-balancer`).
+//! listener of `quaestor_core::http` (`load-balancer`, `cluster` and `sidecar`).
 
 use quaestor_core::http::{HttpHandle, HttpServer, Source};
 use quaestor_core::tls::ServerTls;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use quaestor_core::balancer::{Balancer, BalancerOptions};
 use quaestor_core::config::Signal;
+use quaestor_core::http::sidecar::SidecarSource;
 use quaestor_core::registry::ServiceLocation;
 use quaestor_core::registry::etcd::{EtcdRegistrar, EtcdRegistry};
 use quaestor_core::registry::memory::MemoryRegistry;
@@ -87,6 +88,8 @@ pub struct Args {
     /// Run the worker: `-- COMMAND ARGS...`, `{Port}` and `{HostName}` replaced.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
+    #[command(flatten)]
+    http: super::http::HttpArgs,
 }
 
 pub async fn run(args: Args) -> Result<Exit, Failure> {
@@ -161,6 +164,15 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         _ => None,
     };
 
+    let http_server = super::http::start(
+        &args.http,
+        (None, None),
+        "--http",
+        None,
+        SidecarSource::new(Arc::clone(&sidecar), registration.is_some()),
+    )
+    .await?;
+
     // Two stops, in this order: the probing (which withdraws the registration), the worker.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_worker_tx, stop_worker_rx) = watch::channel(false);
@@ -209,6 +221,9 @@ pub async fn run(args: Args) -> Result<Exit, Failure> {
         .map_err(Failure::unexpected)?;
     if let Some((_balancer, server)) = discovery_server {
         server.shutdown().await.map_err(Failure::unexpected)?;
+    }
+    if let Some(server) = http_server {
+        server.shutdown().await;
     }
     Ok(if code == 0 {
         Exit::Ok

@@ -26,6 +26,8 @@ pub(crate) const CLUSTER_KEYS: &[&str] = &[
     "memberMaxStartupRetries",
     "etcd",
     "etcdOptions",
+    "httpHostName",
+    "httpPort",
 ];
 
 pub(crate) const LOAD_BALANCER_KEYS: &[&str] = &[
@@ -349,6 +351,11 @@ fn cluster(cx: &Cx, node: &Node, at: &KeyPath) -> Result<ClusterConfig, ConfigEr
                 );
             }
             "etcd" => config.etcd = etcd_endpoints(cx, value, &at)?,
+            "httpHostName" => config.http_host_name = text(cx, value, &at)?,
+            "httpPort" => {
+                config.http_port = integer(cx, value, &at, 0, 65_535)?
+                    .map(|port| u16::try_from(port).unwrap_or_default());
+            }
             _ => config.etcd_options = etcd_access(cx, value, &at)?,
         }
     }

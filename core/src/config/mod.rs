@@ -93,6 +93,12 @@ pub struct ClusterConfig {
     pub etcd: Vec<String>,
     /// `etcdOptions` (quaestor's own): TLS and credentials for `etcd`.
     pub etcd_options: EtcdAccessConfig,
+    /// `httpHostName` (quaestor's own; default `127.0.0.1`): the address of the cluster's
+    /// HTTP listener (`/metrics`, `/status.json`, `/healthz`, `/readyz`).
+    pub http_host_name: Option<String>,
+    /// `httpPort` (quaestor's own; 0–65535, 0: any free port): serve the cluster's HTTP
+    /// listener on this port; none: no listener (unless `--http`).
+    pub http_port: Option<u16>,
 }
 
 /// `etcdOptions` (quaestor's own), under `clusterConfig` (for `clusterConfig.etcd`) or on a
@@ -140,6 +146,8 @@ impl Default for ClusterConfig {
             member_max_startup_retries: 25,
             etcd: Vec::new(),
             etcd_options: EtcdAccessConfig::default(),
+            http_host_name: None,
+            http_port: None,
         }
     }
 }

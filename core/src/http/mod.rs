@@ -3,13 +3,16 @@
 //!
 //! - `/metrics`: Prometheus text format (0.0.4), or OpenMetrics 1.0 when the `Accept` header
 //!   asks for `application/openmetrics-text` ([`metrics`]);
-//! - `/status.json`: the role's view as JSON (for the balancer, [`balancer::BalancerStatus`]);
+//! - `/status.json`: the role's view as JSON (for the balancer, [`balancer::BalancerStatus`];
+//!   for a cluster, [`cluster::ClusterStatus`]);
 //! - `/healthz`: 200 while the process runs;
 //! - `/readyz`: 200 when the role is ready, else 503 with the reason as text;
 //! - anything else: 404.
 //!
 //! A role plugs in as a [`Source`]: its metrics (collected at scrape time), its status and
-//! its readiness. [`balancer::BalancerSource`] is the load balancer's; the process metrics
+//! its readiness. [`balancer::BalancerSource`] is the load balancer's,
+//! [`cluster::ClusterSource`] the cluster supervisor's, [`sidecar::SidecarSource`] the
+//! sidecar's; the process metrics
 //! (`process_*`, [`process`]) come with every source. With a [`ServerTls`] (the gRPC
 //! listener's), it serves HTTPS, with client certificates required under mutual TLS
 //! ([`tls`]).
@@ -28,9 +31,11 @@
 //! ```
 
 pub mod balancer;
+pub mod cluster;
 pub mod metrics;
 pub mod page;
 pub mod process;
+pub mod sidecar;
 pub mod tls;
 
 use std::future::Future;
