@@ -105,3 +105,40 @@ def test_metrics_status_and_readiness_of_a_cluster(quaestor_bin, start_process, 
     assert sample_value(after, RESTARTS, f"{RESTARTS}_total", member="Worker[0]", reason="crash") == 0
     for reason in ("health", "recycle", "operator", "config"):
         assert sample_value(after, RESTARTS, f"{RESTARTS}_total", member="Worker[1]", reason=reason) == 0
+
+
+def test_members_output_and_the_cluster_page(quaestor_bin, start_process, tmp_path):
+    """`/members/NAME/log` serves a member's recent output (404 for a stranger), and the
+    status page, in headless Chromium, lists the members with their state, pid and a link to
+    their output."""
+    from test_status_page import Page  # Chromium and its DevTools session
+
+    config = cluster_config(tmp_path, quaestor_bin)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    cluster = start_process(str(quaestor_bin), "cluster", "--config", str(config),
+                            "--http", "127.0.0.1:0", env=env)
+    http = cluster.wait_for_line("`http listening on`", CONDITION_TIMEOUT,
+                                 lambda line: line.startswith("http listening on ")).split()[-1]
+    wait_for("/readyz to answer 200", CONDITION_TIMEOUT, lambda: get(http, "/readyz")[0] == 200 or None)
+    members = members_by_name(status_json(http))
+
+    # Every member prints `listening on ...` when it starts: that line is in its output.
+    status, content_type, text = wait_for(
+        "Worker[0]'s output", CONDITION_TIMEOUT,
+        lambda: (lambda a: a if a[0] == 200 and "listening on" in a[2] else None)(
+            get(http, "/members/Worker%5B0%5D/log")))
+    assert content_type.startswith("text/plain"), content_type
+    assert f"127.0.0.1:{members['Worker[0]']['port']}" in text, text
+    assert get(http, "/members/Nobody/log")[0] == 404
+
+    page = Page(start_process, tmp_path / "chromium-profile", f"http://{http}/")
+    try:
+        rows = wait_for("the page to list both members Ready", CONDITION_TIMEOUT, lambda: (
+            lambda r: r if {m: s for m, s, _, _ in r} == {"Worker[0]": "Ready", "Worker[1]": "Ready"} else None)(
+            page.evaluate("[...document.querySelectorAll('tr[data-member]')].map(r => "
+                          "[r.dataset.member, r.dataset.state, r.dataset.pid, r.querySelector('a').getAttribute('href')])")))
+        for member, _, pid, link in rows:
+            assert int(pid) == members[member]["pid"], (member, pid)
+            assert link == f"/members/{member.replace('[', '%5B').replace(']', '%5D')}/log", link
+    finally:
+        page.close()

@@ -264,7 +264,8 @@ async fn run_cluster(target: TargetArgs, http: super::http::HttpArgs) -> Result<
         (settings.http_host_name, settings.http_port),
         "clusterConfig.httpHostName",
         None,
-        ClusterSource::new(name.clone(), config.path.clone(), members_rx.clone()),
+        ClusterSource::new(name.clone(), config.path.clone(), members_rx.clone())
+            .with_logs(logs.clone()),
     )
     .await?;
     let control_server = control_listener.map(|listener| {

@@ -18,6 +18,7 @@ use super::metrics::{Labels, counters, gauge, gauges};
 use super::{Readiness, Source};
 use crate::supervisor::cluster::MemberView;
 use crate::supervisor::control::{self, MemberReport};
+use crate::supervisor::logbook::LogBook;
 use crate::supervisor::member::State;
 
 /// Every member state, as `status` names them (the `state` label's values).
@@ -65,6 +66,7 @@ pub struct ClusterSource {
     name: Option<String>,
     config: PathBuf,
     members: watch::Receiver<Vec<MemberView>>,
+    logs: Option<LogBook>,
 }
 
 impl ClusterSource {
@@ -78,7 +80,14 @@ impl ClusterSource {
             name,
             config,
             members,
+            logs: None,
         }
+    }
+
+    /// With `/members/NAME/log` served from the members' recent output.
+    pub fn with_logs(mut self, logs: LogBook) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// The status as `/status.json` serves it.
@@ -150,7 +159,26 @@ impl Source for ClusterSource {
     fn readiness(&self) -> Readiness {
         readiness(&self.snapshot().members)
     }
+
+    fn member_log(&self, member: &str) -> Option<String> {
+        let logs = self.logs.as_ref()?;
+        let known = self.snapshot().members.iter().any(|m| m.member == member);
+        if !known {
+            return None;
+        }
+        let mut text = String::new();
+        for line in logs.recent(&[member.to_owned()], MEMBER_LOG_LINES) {
+            text.push_str(line.stream.as_str());
+            text.push_str(": ");
+            text.push_str(&line.text);
+            text.push('\n');
+        }
+        Some(text)
+    }
 }
+
+/// Lines of a member's output `/members/NAME/log` shows, at most.
+pub const MEMBER_LOG_LINES: usize = 200;
 
 /// Encodes the cluster's metrics on every scrape.
 #[derive(Debug)]

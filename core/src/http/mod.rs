@@ -73,6 +73,11 @@ pub trait Source: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
     /// For `/readyz`.
     fn readiness(&self) -> Readiness;
+    /// The recent output of a member, for `/members/NAME/log` (text, oldest line first);
+    /// `None` for a name that is not a member (404). Roles without members have none.
+    fn member_log(&self, _member: &str) -> Option<String> {
+        None
+    }
 }
 
 struct Shared {
@@ -114,6 +119,7 @@ impl HttpServer {
             .route("/status.json", get(status_page))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready_page))
+            .route("/members/{member}/log", get(member_log_page))
             .route("/", get(|| async { page::asset(page::INDEX) }))
             .route("/page.js", get(|| async { page::asset(page::SCRIPT) }))
             .route("/page.css", get(|| async { page::asset(page::STYLE) }))
@@ -214,5 +220,16 @@ async fn ready_page(State(shared): State<Arc<Shared>>) -> Response {
     match shared.source.readiness() {
         Ok(()) => "ready\n".into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// `/members/NAME/log`: a member's recent output as text, or 404.
+async fn member_log_page(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(member): axum::extract::Path<String>,
+) -> Response {
+    match shared.source.member_log(&member) {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no member {member:?}\n")).into_response(),
     }
 }

@@ -60,16 +60,48 @@ function serviceSection(service) {
     el("div", { class: "wrap" }, el("table", {}, el("thead", {}, head), body)));
 }
 
+function memberRow(member) {
+  const state = member.state || "?";
+  const healthy = state === "Ready" ? "healthy" : (state === "Failed" || state === "BackingOff" ? "unhealthy" : "unknown");
+  const log = el("a", { href: `/members/${encodeURIComponent(member.member)}/log` }, "log");
+  return el("tr", { "data-member": member.member, "data-state": state, "data-pid": member.pid ?? "" },
+    el("td", {}, el("span", { class: `badge ${healthy}` }, state)),
+    el("td", {}, member.member),
+    el("td", { class: "num" }, member.pid ?? "–"),
+    el("td", { class: "num" }, member.port || "–"),
+    el("td", { class: "num" }, member.restarts ?? 0),
+    el("td", { class: "wide" }, member.last_reason || "–"),
+    el("td", { class: "num" }, member.uptime_seconds === null || member.uptime_seconds === undefined
+      ? "–" : `${number(member.uptime_seconds, 0)} s`),
+    el("td", {}, log),
+  );
+}
+
+function membersSection(members) {
+  const head = el("tr", {},
+    el("th", {}, "state"), el("th", {}, "member"), el("th", {}, "pid"), el("th", {}, "port"),
+    el("th", {}, "restarts"), el("th", { class: "wide" }, "last reason"), el("th", {}, "uptime"),
+    el("th", {}, "output"));
+  return el("section", { "data-members": members.length },
+    el("h2", {}, "members ", el("span", { class: "counts" },
+      `${members.filter((m) => m.state === "Ready").length} of ${members.length} ready`)),
+    el("div", { class: "wrap" }, el("table", {}, el("thead", {}, head),
+      el("tbody", {}, ...members.map(memberRow)))));
+}
+
 function render(status) {
   document.getElementById("role").textContent = status.role || "";
   const summary = document.getElementById("summary");
   const registry = status.registry || {};
   summary.className = status.ready ? "" : "stale";
-  summary.textContent = status.ready
-    ? `ready · registry ${registry.backend} (${registry.locations} locations${registry.up ? "" : ", stale"})`
-    : `not ready: ${status.notReadyReason || "?"}`;
+  const what = status.registry
+    ? ` · registry ${registry.backend} (${registry.locations} locations${registry.up ? "" : ", stale"})`
+    : (status.name ? ` · ${status.name}` : "");
+  summary.textContent = status.ready ? `ready${what}` : `not ready: ${status.notReadyReason || "?"}`;
   const services = document.getElementById("services");
-  services.replaceChildren(...(status.services || []).map(serviceSection));
+  const sections = (status.services || []).map(serviceSection);
+  if (Array.isArray(status.members)) sections.unshift(membersSection(status.members));
+  services.replaceChildren(...sections);
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
