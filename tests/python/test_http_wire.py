@@ -117,7 +117,7 @@ def test_metrics_status_and_health_of_a_balancer(protos, quaestor_bin, start_wor
                           status_json(http)))
     assert status["role"] == "load-balancer" and status["ready"] is True
     assert status["registry"] == {"backend": "memory", "up": True, "updates": status["registry"]["updates"],
-                                  "locations": 3}
+                                  "locations": 3, "revision": 0, "resyncs": 0}
     for location in status["services"][0]["locations"]:
         assert location["servingStatus"] == "SERVING"
         assert location["capacity"] == 4 and location["reportAgeSeconds"] >= 0
@@ -218,6 +218,7 @@ def start_etcd(start_process, tmp_path, client_port):
             return None
 
     wait_for("etcd to be healthy", CONDITION_TIMEOUT, healthy)
+    return server
 
 
 def test_readyz_is_503_until_the_registry_loads(quaestor_bin, start_process, tmp_path):
@@ -242,8 +243,22 @@ def test_readyz_is_503_until_the_registry_loads(quaestor_bin, start_process, tmp
     assert sample_value(fams, "quaestor_ready", "quaestor_ready") == 0
 
     # etcd comes up: the balancer loads it (retrying with backoff) and turns ready.
-    start_etcd(start_process, tmp_path, etcd_port)
+    etcd = start_etcd(start_process, tmp_path, etcd_port)
     wait_for("/readyz to flip to 200", CONDITION_TIMEOUT, lambda: get(http, "/readyz")[0] == 200 or None)
     fams = families(scrape(http))
     assert sample_value(fams, "quaestor_registry_up", "quaestor_registry_up") == 1
+    assert sample_value(fams, "quaestor_registry_revision", "quaestor_registry_revision") >= 1
+    assert sample_value(fams, "quaestor_registry_resyncs", "quaestor_registry_resyncs_total") == 0
     assert status_json(http)["registry"]["up"] is True
+
+    # etcd goes away and comes back: the balancer's watch breaks, it reloads, and says so.
+    etcd.stop()
+    wait_for("the registry to turn stale", CONDITION_TIMEOUT,
+             lambda: status_json(http)["registry"]["up"] is False or None)
+    start_etcd(start_process, tmp_path, etcd_port)
+    registry = wait_for("the registry to resync", CONDITION_TIMEOUT,
+                        lambda: (lambda r: r if r["up"] and r["resyncs"] >= 1 else None)(
+                            status_json(http)["registry"]))
+    assert registry["revision"] >= 1
+    fams = families(scrape(http))
+    assert sample_value(fams, "quaestor_registry_resyncs", "quaestor_registry_resyncs_total") >= 1

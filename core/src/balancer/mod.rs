@@ -125,6 +125,8 @@ struct Inner {
     follower: Mutex<Option<JoinHandle<()>>>,
     /// What it counts as it serves (for metrics).
     counters: Arc<BalancerCounters>,
+    /// How the registry's backend is followed (revision, resyncs), for metrics.
+    registry_stats: Arc<crate::registry::RegistryStats>,
 }
 
 type Rankings = HashMap<(String, String), CachedRanking>;
@@ -272,6 +274,7 @@ impl Balancer {
             rankings: Mutex::new(HashMap::new()),
             follower: Mutex::new(None),
             counters: Arc::default(),
+            registry_stats: registry.publisher().stats(),
         });
         let mut views = registry.subscribe();
         inner.apply(&views.borrow_and_update());
@@ -528,6 +531,11 @@ impl Balancer {
     /// What the balancer counted so far (requests, hand-outs, streams, registry updates).
     pub fn counters(&self) -> &Arc<BalancerCounters> {
         &self.inner.counters
+    }
+
+    /// How the registry's backend is followed: its last revision and resyncs.
+    pub fn registry_stats(&self) -> &crate::registry::RegistryStats {
+        &self.inner.registry_stats
     }
 
     /// Connections open to control endpoints (locations behind one endpoint share them).

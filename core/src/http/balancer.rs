@@ -51,6 +51,10 @@ pub struct RegistryStatus {
     pub updates: u64,
     /// Locations in the registry.
     pub locations: usize,
+    /// etcd's revision of the last load or change seen (0 for the memory registry).
+    pub revision: i64,
+    /// Reloads after the first (a broken watch, a compaction, an outage); 0 for memory.
+    pub resyncs: u64,
 }
 
 /// One service and its locations.
@@ -159,6 +163,8 @@ impl BalancerSource {
                 up: !counters.registry_stale(),
                 updates: counters.registry_updates(),
                 locations: all.len(),
+                revision: self.balancer.registry_stats().revision(),
+                resyncs: self.balancer.registry_stats().resyncs(),
             },
             monitor_connections: self.balancer.connection_count(),
             services: services.into_values().collect(),
@@ -475,6 +481,18 @@ impl Collector for BalancerCollector {
             "quaestor_registry_locations",
             "Locations in the registry.",
             status.registry.locations as i64,
+        )?;
+        gauge(
+            e,
+            "quaestor_registry_revision",
+            "etcd's revision of the last registry load or change seen (0 for the memory registry).",
+            status.registry.revision,
+        )?;
+        counters(
+            e,
+            "quaestor_registry_resyncs",
+            "Registry reloads after the first (a broken watch, a compaction, an outage).",
+            [(Labels::new(), status.registry.resyncs)],
         )?;
         gauge(
             e,

@@ -311,6 +311,37 @@ pub trait RegistryReader {
 pub struct Publisher {
     view: watch::Sender<RegistryView>,
     services: Arc<Mutex<ServiceSenders>>,
+    stats: Arc<RegistryStats>,
+}
+
+/// How a registry's backend is followed, for metrics: the last revision seen and the
+/// reloads after the first load (etcd; a memory registry keeps both 0).
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    revision: std::sync::atomic::AtomicI64,
+    resyncs: std::sync::atomic::AtomicU64,
+}
+
+impl RegistryStats {
+    /// The backend's revision of the last load or change seen (0: none).
+    pub fn revision(&self) -> i64 {
+        self.revision.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reloads after the first one (a broken watch, a compaction, an outage).
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn saw_revision(&self, revision: i64) {
+        self.revision
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn resynced(&self) {
+        self.resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One sender per followed (scope, service).
@@ -321,6 +352,7 @@ impl Default for Publisher {
         Publisher {
             view: watch::Sender::new(RegistryView::default()),
             services: Arc::default(),
+            stats: Arc::default(),
         }
     }
 }
@@ -342,6 +374,11 @@ impl Publisher {
                 watch::Sender::new(self.service_set(&self.view.borrow(), scope, service))
             })
             .subscribe()
+    }
+
+    /// How the backend is followed (shared by every clone of this publisher).
+    pub fn stats(&self) -> Arc<RegistryStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The current view.

@@ -316,6 +316,7 @@ async fn load(connection: &Connection, publisher: &Publisher) -> Result<i64, Etc
         })
         .await?;
     let revision = response.header().map_or(0, |h| h.revision());
+    publisher.stats().saw_revision(revision);
     let locations: BTreeMap<String, ServiceLocation> =
         parse_entries(response.kvs().iter().map(|kv| (kv.key(), kv.value())));
     tracing::debug!(revision, count = locations.len(), "loaded the registry");
@@ -401,6 +402,7 @@ async fn follow(connection: Arc<Connection>, publisher: Publisher, mut revision:
                 Ok(loaded) => {
                     revision = loaded;
                     failures = 0;
+                    publisher.stats().resynced();
                     break;
                 }
                 Err(error) => {
@@ -456,6 +458,9 @@ async fn watch_from(connection: &Connection, publisher: &Publisher, revision: i6
             );
             connection.failed(&member).await;
             return WatchEnd::Broken;
+        }
+        if let Some(header) = response.header() {
+            publisher.stats().saw_revision(header.revision());
         }
         publisher.update(|view| {
             let locations = Arc::make_mut(&mut view.locations);
