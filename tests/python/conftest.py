@@ -6,17 +6,13 @@ in the repository. Workers are real `quaestor worker` processes taken from $QUAE
 """
 
 import importlib
-import json
-import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +20,7 @@ from typing import Callable, Iterator, List
 
 import grpc
 import pytest
-from support import compile_protos, free_port, missing_tool, quaestor_bin_from_env, wait_for
+from support import compile_protos, free_port, quaestor_bin_from_env, start_etcd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO_ROOT / "proto"
@@ -280,26 +276,6 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 @pytest.fixture
 def etcd(start_process: Callable[..., Process], tmp_path: Path) -> str:
     """A real single-member etcd on free ports; returns its client URL (http://127.0.0.1:PORT)."""
-    if shutil.which("etcd") is None:
-        missing_tool("etcd is not installed (scripts/setup.sh installs it)")
-    client, peer = free_port(), free_port()
-    url = f"http://127.0.0.1:{client}"
-    server = start_process(
-        "etcd", "--name", "wire", "--data-dir", str(tmp_path / "etcd"),
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-cluster", f"wire=http://127.0.0.1:{peer}",
-    )
-
-    def healthy():
-        if server.process.poll() is not None:
-            raise AssertionError(f"etcd exited with code {server.process.returncode}:\n{server.stderr_tail()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
-                return json.load(answer).get("health") == "true" or None
-        except (OSError, ValueError):
-            return None
-
-    wait_for("etcd to be healthy", LISTEN_TIMEOUT, healthy)
-    return url
+    client = free_port()
+    start_etcd(start_process, tmp_path / "etcd", client, "wire", LISTEN_TIMEOUT)
+    return f"http://127.0.0.1:{client}"

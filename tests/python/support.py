@@ -1,9 +1,12 @@
 """Small helpers shared by the conftest and the tests (kept apart so that tests can import them)."""
 
 import importlib.resources
+import json
 import os
+import shutil
 import socket
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Optional, TypeVar
 
@@ -113,3 +116,30 @@ def balancer_config(directory: Path, agent: str, settings: str = "") -> Path:
         f"{agent}"
     )
     return config
+
+
+def start_etcd(start_process, data_dir: Path, client_port: int, name: str, timeout: float):
+    """A real single-member etcd on 127.0.0.1:`client_port` (its peer port a free one), started
+    with `start_process`; returns its process once it reports healthy."""
+    if shutil.which("etcd") is None:
+        missing_tool("etcd is not installed (scripts/setup.sh installs it)")
+    url = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{free_port()}"
+    server = start_process(
+        "etcd", "--name", name, "--data-dir", str(data_dir),
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"{name}={peer}",
+    )
+
+    def healthy():
+        if server.process.poll() is not None:
+            raise AssertionError(f"etcd exited with code {server.process.returncode}:\n{server.stderr_tail()}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
+                return json.load(answer).get("health") == "true" or None
+        except (OSError, ValueError):
+            return None
+
+    wait_for("etcd to be healthy", timeout, healthy)
+    return server

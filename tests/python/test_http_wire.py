@@ -14,6 +14,7 @@ import grpc
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+import support
 from support import balancer_config, free_port, missing_tool, wait_for
 
 RPC_TIMEOUT = 10.0
@@ -195,30 +196,8 @@ def test_metrics_status_and_health_of_a_balancer(protos, quaestor_bin, start_wor
 
 
 def start_etcd(start_process, tmp_path, client_port):
-    """A real single-member etcd on `client_port`; returns once it reports healthy."""
-    if shutil.which("etcd") is None:
-        missing_tool("etcd is not installed (scripts/setup.sh installs it)")
-    url = f"http://127.0.0.1:{client_port}"
-    peer = free_port()
-    server = start_process(
-        "etcd", "--name", "http-wire", "--data-dir", str(tmp_path / "etcd"),
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-cluster", f"http-wire=http://127.0.0.1:{peer}",
-    )
-
-    def healthy():
-        if server.process.poll() is not None:
-            raise AssertionError(f"etcd exited with code {server.process.returncode}:\n{server.stderr_tail()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
-                return json.load(answer).get("health") == "true" or None
-        except (OSError, ValueError):
-            return None
-
-    wait_for("etcd to be healthy", CONDITION_TIMEOUT, healthy)
-    return server
+    """A real single-member etcd on `client_port`; returns its process once it is healthy."""
+    return support.start_etcd(start_process, tmp_path / "etcd", client_port, "http-wire", CONDITION_TIMEOUT)
 
 
 def test_readyz_is_503_until_the_registry_loads(quaestor_bin, start_process, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import websocket
 
 from support import missing_tool, wait_for
-from test_http_wire import CONDITION_TIMEOUT, start_balancer, workers_config
+from test_http_wire import start_balancer, workers_config
 
 # The bound: a flip shows on the open page this fast (the page polls every second).
 FLIP_SHOWS_WITHIN = 3.0
