@@ -128,6 +128,11 @@ async fn main() -> Result<(), BoxError> {
     let echo_server = EchoServer::start().await?;
     let echo_channel = connect(echo_server.addr).await?;
     let baseline_fds = open_fds();
+    if settings.scale {
+        scale_run(&settings, &controls, &echo_channel).await?;
+        drop(reporters);
+        return Ok(());
+    }
 
     println!();
     println!("## Latency and throughput");
@@ -183,15 +188,7 @@ async fn main() -> Result<(), BoxError> {
 /// What one balancer size gave.
 struct AtSize {
     count: usize,
-    /// Until every location had answered health and load.
-    ready_after: Duration,
-    ready: usize,
-    rss_before_kib: u64,
-    rss_after_kib: u64,
-    /// CPU of this process and of the reporters' over [`IDLE_INTERVALS`] idle probe
-    /// intervals: the cost of monitoring.
-    idle_cores: (f64, f64),
-    reporters_rss_kib: u64,
+    monitored: Monitored,
     bare: Figures,
     top: Figures,
     /// DiscoverTopServices while the HTTP side is scraped, and the scrapes that succeeded.
@@ -216,16 +213,7 @@ async fn measure_balancer(
         .server(HealthState::new())
         .bind(localhost())
         .await?;
-    let (ready_after, ready) = wait_until_monitored(&balancer, count).await;
-    // Steady state: idle probe intervals with every location monitored (pushing locations
-    // send a keep-alive each interval).
-    let cpu = CpuClock::start();
-    tokio::time::sleep(balancer.options().probe_interval * IDLE_INTERVALS).await;
-    let idle_cores = cpu.own_cores();
-    let warm = balancer.discover_top("", SERVICE, 1).await?;
-    assert!(!warm.is_empty(), "no location offered");
-    let rss_after_kib = vm_rss_kib();
-    let reporters_rss_kib = reporters_rss_kib();
+    let monitored = settle(&balancer, count, rss_before_kib).await?;
 
     let channel = connect(server.local_addr()).await?;
     let (http, scrapes) = start_scraper(&balancer).await?;
@@ -265,12 +253,7 @@ async fn measure_balancer(
     drop(balancer);
     Ok(AtSize {
         count,
-        ready_after,
-        ready,
-        rss_before_kib,
-        rss_after_kib,
-        idle_cores,
-        reporters_rss_kib,
+        monitored,
         bare,
         top,
         scraped,
@@ -311,6 +294,231 @@ async fn measure_fan_out(
     Ok(figures)
 }
 
+// ---------------------------------------------------------------------------------------
+// The scale run (issue 19).
+
+/// The sizes of the scale run.
+const SCALE_COUNTS: [usize; 2] = [10_000, 50_000];
+/// Puts in one etcd transaction (etcd's default `--max-txn-ops` is 128).
+const PUTS_PER_TXN: usize = 128;
+/// Transactions in flight while the registry is written.
+const WRITERS: usize = 8;
+
+/// What one size of the scale run gave.
+struct AtScale {
+    count: usize,
+    /// From connecting to etcd until its registry was loaded (every key read and parsed).
+    loaded_after: Duration,
+    monitored: Monitored,
+    bare: Figures,
+    top: Figures,
+}
+
+/// A balancer once it monitors every location: how long that took, its memory and its idle
+/// monitoring cost.
+struct Monitored {
+    /// Until every location had answered health and load.
+    after: Duration,
+    ready: usize,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    /// CPU of this process and of the reporters' over [`IDLE_INTERVALS`] idle probe
+    /// intervals.
+    idle_cores: (f64, f64),
+    reporters_rss_kib: u64,
+}
+
+impl Monitored {
+    /// How long until every location was monitored, or how many were by the deadline.
+    fn ready_text(&self, count: usize) -> String {
+        if self.ready == count {
+            format!("{:.2} s", self.after.as_secs_f64())
+        } else {
+            format!(
+                "only {} after {:.0} s",
+                self.ready,
+                self.after.as_secs_f64()
+            )
+        }
+    }
+
+    /// The balancer's memory per location, KB (10^3 bytes).
+    fn per_location_kb(&self, count: usize) -> f64 {
+        self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 * 1.024 / count as f64
+    }
+}
+
+/// Waits until `balancer` monitors every one of `count` locations, then measures its idle
+/// monitoring over [`IDLE_INTERVALS`] probe intervals and the memory (`rss_before_kib` is the
+/// process's before the balancer was created).
+async fn settle(
+    balancer: &Balancer,
+    count: usize,
+    rss_before_kib: u64,
+) -> Result<Monitored, BoxError> {
+    let (after, ready) = wait_until_monitored(balancer, count).await;
+    // Steady state: idle probe intervals with every location monitored (pushing locations
+    // send a keep-alive each interval).
+    let cpu = CpuClock::start();
+    tokio::time::sleep(balancer.options().probe_interval * IDLE_INTERVALS).await;
+    let idle_cores = cpu.own_cores();
+    let warm = balancer.discover_top("", SERVICE, 1).await?;
+    if warm.is_empty() {
+        return Err("no location offered".into());
+    }
+    Ok(Monitored {
+        after,
+        ready,
+        rss_before_kib,
+        rss_after_kib: vm_rss_kib(),
+        idle_cores,
+        reporters_rss_kib: reporters_rss_kib(),
+    })
+}
+
+/// A balancer over a real etcd holding 10 000 and then 50 000 locations (sharing the
+/// reporters' control endpoints, as the size series does): the time to load the registry,
+/// memory, idle CPU with pushed load, and DiscoverTopServices against the bare echo in the
+/// same run.
+async fn scale_run(
+    settings: &Settings,
+    controls: &[String],
+    echo_channel: &Channel,
+) -> Result<(), BoxError> {
+    let etcd = quaestor_test_support::etcd::EtcdCluster::single();
+    println!();
+    println!(
+        "## Scale: one balancer over a real etcd (one member, this machine) at {SCALE_COUNTS:?} locations"
+    );
+    println!();
+    println!(
+        "| case | locations | calls | p50 µs | p99 µs | p999 µs | calls/s | other processes' CPU |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for count in SCALE_COUNTS {
+        rows.push(measure_at_scale(settings, count, controls, echo_channel, &etcd).await?);
+    }
+    print_scale(&rows);
+    Ok(())
+}
+
+async fn measure_at_scale(
+    settings: &Settings,
+    count: usize,
+    controls: &[String],
+    echo_channel: &Channel,
+    etcd: &quaestor_test_support::etcd::EtcdCluster,
+) -> Result<AtScale, BoxError> {
+    use quaestor_core::registry::RegistryReader;
+    use quaestor_core::registry::etcd::{EtcdOptions, EtcdRegistry};
+    let all = locations(count, controls)?;
+    write_registry(&etcd.endpoints(), &all).await?;
+    let rss_before_kib = vm_rss_kib();
+    let started = Instant::now();
+    let registry = EtcdRegistry::connect(EtcdOptions::new(etcd.endpoints())).await?;
+    let loaded_after = started.elapsed();
+    let loaded = registry.current().locations.len();
+    if loaded != count {
+        return Err(format!("etcd's registry has {loaded} locations instead of {count}").into());
+    }
+    let balancer = Balancer::start(registry, BalancerOptions::default());
+    let server = balancer
+        .server(HealthState::new())
+        .bind(localhost())
+        .await?;
+    let monitored = settle(&balancer, count, rss_before_kib).await?;
+    let channel = connect(server.local_addr()).await?;
+    let [bare, top] = interleaved(
+        settings,
+        [
+            (
+                "bare unary echo, balancer monitoring",
+                Call::Echo,
+                echo_channel,
+            ),
+            ("DiscoverTopServices, quaestor", Call::DiscoverTop, &channel),
+        ],
+        Some(count),
+    )
+    .await;
+    drop(channel);
+    server.shutdown().await?;
+    drop(balancer);
+    Ok(AtScale {
+        count,
+        loaded_after,
+        monitored,
+        bare,
+        top,
+    })
+}
+
+/// Replaces etcd's registry with `locations` (their keys and values as a registrar writes
+/// them, without a lease): [`PUTS_PER_TXN`] puts per transaction, [`WRITERS`] at a time.
+async fn write_registry(
+    endpoints: &[String],
+    locations: &[ServiceLocation],
+) -> Result<(), BoxError> {
+    use etcd_client::{Client, DeleteOptions, Txn, TxnOp};
+    let mut client = Client::connect(endpoints, None).await?;
+    client
+        .delete(
+            ServiceLocation::service_prefix("", SERVICE),
+            Some(DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut writers = JoinSet::new();
+    for batch in locations.chunks(PUTS_PER_TXN) {
+        if writers.len() >= WRITERS {
+            writers.join_next().await.ok_or("no writer")???;
+        }
+        let ops: Vec<TxnOp> = batch
+            .iter()
+            .map(|l| TxnOp::put(l.key(), l.value(), None))
+            .collect();
+        let mut kv = client.kv_client();
+        writers.spawn(async move { kv.txn(Txn::new().and_then(ops)).await.map(|_| ()) });
+    }
+    while let Some(done) = writers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+fn print_scale(rows: &[AtScale]) {
+    println!();
+    println!(
+        "Registry loaded: from connecting to etcd until every key is read and parsed (`EtcdRegistry::connect`). All monitored: from the balancer's start until every location has answered health and load. RSS: VmRSS of this process (which holds the balancer, the callers and the echo server) before the registry is loaded and once every location is monitored and 5 more probe intervals have passed; the reporters' side is in the other process. Idle CPU: over those 5 probe intervals, with load pushed (keep-alives), this process + the reporters'. MB = 10^6 bytes."
+    );
+    println!();
+    println!(
+        "| locations | registry loaded | all monitored | RSS before MB | RSS after MB | per location KB | idle CPU | reporters' RSS MB | bare p50 / p99 µs | DiscoverTop p50 / p99 µs | p50 ratio | p99 ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let m = &r.monitored;
+        println!(
+            "| {} | {:.2} s | {} | {:.1} | {:.1} | {:.1} | {:.3} + {:.3} cores | {:.1} | {} / {} | {} / {} | {:.2}x | {:.2}x |",
+            r.count,
+            r.loaded_after.as_secs_f64(),
+            m.ready_text(r.count),
+            mb(m.rss_before_kib),
+            mb(m.rss_after_kib),
+            m.per_location_kb(r.count),
+            m.idle_cores.0,
+            m.idle_cores.1,
+            mb(m.reporters_rss_kib),
+            micros(r.bare.p50),
+            micros(r.bare.p99),
+            micros(r.top.p50),
+            micros(r.top.p99),
+            r.top.p50 / r.bare.p50,
+            r.top.p99 / r.bare.p99,
+        );
+    }
+}
+
 fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -319,7 +527,8 @@ fn localhost() -> SocketAddr {
 fn locations(count: usize, controls: &[String]) -> Result<Vec<ServiceLocation>, BoxError> {
     (0..count)
         .map(|i| {
-            let port = u16::try_from(20_000 + i)?;
+            // Distinct `host:port` pairs for up to 50 000 locations per host name.
+            let port = u16::try_from(10_000 + i / HOSTS)?;
             Ok(
                 ServiceLocation::new("", SERVICE, &format!("host-{}", i % HOSTS), port)?
                     .with_control(controls[i % controls.len()].clone()),
@@ -577,12 +786,15 @@ async fn call_discover_top(channel: Channel) -> Result<(), Status> {
 struct Settings {
     duration: Duration,
     concurrency: usize,
+    /// The scale run (issue 19) instead of the size series.
+    scale: bool,
 }
 
 impl Settings {
-    /// `[SECONDS_PER_CASE [CONCURRENCY]]` or `quick`; cargo's own `--bench` is ignored.
+    /// `[scale] [SECONDS_PER_CASE [CONCURRENCY]]` or `quick`; cargo's own `--bench` is
+    /// ignored.
     fn from_args() -> Result<Self, BoxError> {
-        let args: Vec<String> = std::env::args()
+        let mut args: Vec<String> = std::env::args()
             .skip(1)
             .filter(|a| !a.starts_with("--"))
             .collect();
@@ -590,7 +802,12 @@ impl Settings {
             return Ok(Settings {
                 duration: Duration::from_millis(500),
                 concurrency: 8,
+                scale: false,
             });
+        }
+        let scale = args.first().is_some_and(|a| a == "scale");
+        if scale {
+            args.remove(0);
         }
         let seconds: f64 = args.first().map_or(Ok(3.0), |a| a.parse())?;
         let concurrency: usize = args.get(1).map_or(Ok(16), |a| a.parse())?;
@@ -600,6 +817,7 @@ impl Settings {
         Ok(Settings {
             duration: Duration::from_secs_f64(seconds),
             concurrency,
+            scale,
         })
     }
 
@@ -1109,26 +1327,19 @@ fn print_memory(sizes: &[AtSize]) {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in sizes {
-        let delta = s.rss_after_kib.saturating_sub(s.rss_before_kib);
-        let ready = if s.ready == s.count {
-            format!("{:.2} s", s.ready_after.as_secs_f64())
-        } else {
-            format!(
-                "only {} after {:.0} s",
-                s.ready,
-                s.ready_after.as_secs_f64()
-            )
-        };
+        let m = &s.monitored;
+        let delta = m.rss_after_kib.saturating_sub(m.rss_before_kib);
         println!(
-            "| {} | {ready} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} + {:.2} cores | {:.1} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} + {:.2} cores | {:.1} |",
             s.count,
-            mb(s.rss_before_kib),
-            mb(s.rss_after_kib),
+            m.ready_text(s.count),
+            mb(m.rss_before_kib),
+            mb(m.rss_after_kib),
             mb(delta),
-            delta as f64 * 1.024 / s.count as f64,
-            s.idle_cores.0,
-            s.idle_cores.1,
-            mb(s.reporters_rss_kib)
+            m.per_location_kb(s.count),
+            m.idle_cores.0,
+            m.idle_cores.1,
+            mb(m.reporters_rss_kib)
         );
     }
 }
@@ -1278,6 +1489,7 @@ fn print_targets(floor: &Figures, sizes: &[AtSize], fan_out: &[(usize, Figures)]
 
     match sizes.iter().find(|s| s.count == 10_000) {
         Some(s) => {
+            let s = &s.monitored;
             let delta = mb(s.rss_after_kib.saturating_sub(s.rss_before_kib));
             println!(
                 "- balancer RSS < {TARGET_RSS_MB} MB at 10000 locations: {} ({delta:.1} MB: VmRSS difference of the balancer's process)",

@@ -602,3 +602,57 @@ async fn a_registrar_started_before_etcd_registers_once_it_answers_and_again_aft
     registrar.stop().await.expect("stop");
     assert!(etcd.get_prefix_keys("services/").is_empty());
 }
+
+/// A registry larger than one gRPC message (4 MiB) loads whole, and the watch goes on from
+/// the load's revision. One range over it failed with OUT_OF_RANGE ("decoded message length
+/// too large"), found by the 50 000-location scale run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_larger_than_one_message_loads_whole() {
+    use etcd_client::{Client, Txn, TxnOp};
+    const COUNT: u16 = 5000;
+    let etcd = EtcdCluster::single();
+    let mut client = Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    // About 1.1 KB a registration: 5.5 MB in all.
+    let agent = "a".repeat(1000);
+    let all: Vec<ServiceLocation> = (0..COUNT)
+        .map(|i| location(&format!("host-{}", i % 7), 10_000 + i).with_agent(agent.clone()))
+        .collect();
+    for batch in all.chunks(100) {
+        let ops: Vec<TxnOp> = batch
+            .iter()
+            .map(|l| TxnOp::put(l.key(), l.value(), None))
+            .collect();
+        client
+            .txn(Txn::new().and_then(ops))
+            .await
+            .expect("puts written");
+    }
+    let registry = EtcdRegistry::connect(options(etcd.endpoints()))
+        .await
+        .expect("a registry of 5.5 MB loads");
+    let view = registry.current();
+    assert_eq!(
+        keys(&view),
+        all.iter()
+            .map(ServiceLocation::key)
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(
+        view.locations
+            .values()
+            .all(|l| l.agent.as_deref() == Some(agent.as_str())),
+        "every value read"
+    );
+    let later = location("later", 1);
+    client
+        .put(later.key(), later.value(), None)
+        .await
+        .expect("put");
+    let mut views = registry.subscribe();
+    until(&mut views, "the later registration", |v| {
+        v.locations.contains_key(&later.key()) && v.locations.len() == usize::from(COUNT) + 1
+    })
+    .await;
+}

@@ -308,20 +308,58 @@ impl Drop for EtcdRegistry {
 
 /// Reads every entry under `services/`, publishes them, and returns the revision read at.
 async fn load(connection: &Connection, publisher: &Publisher) -> Result<i64, EtcdError> {
-    let response = connection
-        .call("load of services/", |mut client| async move {
-            client
-                .get(KEY_PREFIX, Some(GetOptions::new().with_prefix()))
-                .await
-        })
-        .await?;
-    let revision = response.header().map_or(0, |h| h.revision());
+    let end = prefix_end(KEY_PREFIX.as_bytes());
+    let mut from = KEY_PREFIX.as_bytes().to_vec();
+    // 0 reads the current revision; the later pages read the first page's, so that the pages
+    // make one consistent snapshot.
+    let mut revision = 0;
+    let mut locations: BTreeMap<String, ServiceLocation> = BTreeMap::new();
+    loop {
+        let options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(LOAD_PAGE)
+            .with_revision(revision);
+        let response = connection
+            .call("load of services/", |mut client| {
+                let (from, options) = (from.clone(), options.clone());
+                async move { client.get(from, Some(options)).await }
+            })
+            .await?;
+        if revision == 0 {
+            revision = response.header().map_or(0, |h| h.revision());
+        }
+        let kvs = response.kvs();
+        locations.extend(parse_entries(kvs.iter().map(|kv| (kv.key(), kv.value()))));
+        match kvs.last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
     publisher.stats().saw_revision(revision);
-    let locations: BTreeMap<String, ServiceLocation> =
-        parse_entries(response.kvs().iter().map(|kv| (kv.key(), kv.value())));
     tracing::debug!(revision, count = locations.len(), "loaded the registry");
     publisher.replace(locations, false);
     Ok(revision)
+}
+
+/// Keys per range request when the registry is loaded: a page of registrations (about 150
+/// bytes each) stays far below gRPC's 4 MiB message limit, which one range over 50 000
+/// registrations exceeds.
+const LOAD_PAGE: i64 = 1000;
+
+/// The end of the range of keys that start with `prefix` (its last byte that is not 0xff
+/// incremented, the rest dropped).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// Loads the registry, retrying with backoff until etcd answers; meanwhile publishes what
