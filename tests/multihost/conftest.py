@@ -6,15 +6,16 @@ import json
 import os
 import shutil
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tests" / "python"))
+# The wire tests' helpers (wait_for, missing_tool, compile_protos, ...); appended, so that this
+# folder's conftest stays the one `import conftest` finds.
+sys.path.append(str(REPO_ROOT / "tests" / "python"))
 
 from support import compile_protos, in_ci, missing_tool, quaestor_bin_from_env, wait_for  # noqa: E402
 
@@ -28,7 +29,7 @@ LEASE_TTL = 10.0
 SERVICE_RESPONSE_TIMEOUT = 1.0
 PROBE_INTERVAL = 0.2
 # How stale one answer may be: one `quaestor discover` round trip (a process start, in debug).
-POLL_SLACK = 1.0
+POLL_SLACK = 2.0
 # A worker cut off leaves the answers within this: its lease expires (TTL) or, sooner, the
 # balancer's probes see it silent.
 DETECTION_BOUND = LEASE_TTL + SERVICE_RESPONSE_TIMEOUT + PROBE_INTERVAL + POLL_SLACK
@@ -75,6 +76,12 @@ class MultiHost:
     clusters: Dict[str, object]
     control: Dict[str, Path]
     configs: Dict[str, Path]
+    # Faults in place: hosts cut off, hosts whose route to etcd is a blackhole.
+    cut_hosts: Set[str] = field(default_factory=set)
+    blackholed: Set[str] = field(default_factory=set)
+    keep_faults: bool = False
+    # Host c's member pids when it was cut off.
+    pids_before_cut: Dict[str, int] = field(default_factory=dict)
 
     @property
     def etcd_url(self) -> str:
@@ -121,6 +128,12 @@ class MultiHost:
         done = self.lab.exec("a", str(self.quaestor), "-q", "health", f"{location[0]}:{location[1]}",
                              "--timeout", "3s", timeout=10)
         return done.stdout.strip() or done.stderr.strip()
+
+    def current_requests(self, location: Location) -> Optional[int]:
+        """The current requests `quaestor load` (from host a) gets from the worker."""
+        done = self.lab.exec("a", str(self.quaestor), "-q", "load", f"{location[0]}:{location[1]}", SERVICE,
+                             "--json", "--timeout", "3s", timeout=10)
+        return json.loads(done.stdout)["current_requests"] if done.returncode == 0 else None
 
     def member_pids(self, host: str) -> Dict[str, int]:
         """Member name → pid, from `quaestor cluster status --json` over host's control socket."""
@@ -182,7 +195,9 @@ def _balancer_config(directory: Path, etcd_url: str) -> Path:
         f"  port: {BALANCER_PORT}\n"
         f"  probeIntervalMs: {int(PROBE_INTERVAL * 1000)}\n"
         f"  serviceResponseTimeoutSeconds: {SERVICE_RESPONSE_TIMEOUT}\n"
-        "  recentlyUsedTimeoutSeconds: 1\n"
+        # No anti-herding: a hand-out does not count as a request, so DiscoverTopServices
+        # ranks by the reported load alone and the ranking test can expect one exact order.
+        "  recentlyUsedTimeoutSeconds: 0\n"
     )
     return config
 
