@@ -5,6 +5,7 @@ namespace, a `quaestor cluster` of workers on each of the hosts a, b and c, and 
 import json
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +145,15 @@ class MultiHost:
         return {m["member"]: m["pid"] for m in report["members"]}
 
     def check_running(self) -> None:
-        """Fails, with its output, if a process of the lab has exited."""
+        """Fails, with its output, if a process of the lab has exited unasked."""
         for started in self.lab.started:
+            if not started.wanted:
+                continue
             assert started.running(), f"{started.name} exited ({started.process.returncode}):\n{started.tail()}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _preconditions() -> None:
@@ -210,6 +217,10 @@ def multihost(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     lab = Lab(log_dir=directory)
     # Finalizer first: whatever fails below, processes are stopped and namespaces removed.
     request.addfinalizer(lab.close)
+    # SIGTERM (a CI job cancelled, `timeout`) ends the run as Ctrl-C does, finalizers and all,
+    # instead of leaving the namespaces and their processes behind.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    request.addfinalizer(lambda: signal.signal(signal.SIGTERM, previous))
     try:
         lab.build()
     except LabError as error:

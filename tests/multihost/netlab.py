@@ -49,6 +49,8 @@ class Started:
     namespace: str
     process: subprocess.Popen
     log: Path
+    # False once stop() was asked: its exit is no failure.
+    wanted: bool = True
 
     @property
     def pid(self) -> int:
@@ -65,6 +67,7 @@ class Started:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; reaped either way."""
+        self.wanted = False
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -147,6 +150,9 @@ class Lab:
                 ["ip", "netns", "exec", ns, *command],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
+                # Its own session: a signal to the test run's process group (Ctrl-C, `timeout`)
+                # reaches pytest alone, whose cleanup then stops everything in order.
+                start_new_session=True,
             )
         started = Started(name, ns, process, log)
         self.started.append(started)

@@ -37,8 +37,8 @@ def healed(multihost):
         multihost.blackholed.discard(host)
     everything = multihost.all_workers()
     wait_for("the lab to be whole again (every worker in etcd and offered)", RETURN_BOUND * 2,
-             lambda: (multihost.registered() == everything
-                      and set(multihost.discover() or []) == everything) or None)
+             lambda: (multihost.check_running(), multihost.registered() == everything)[1]
+             and set(multihost.discover() or []) == everything or None)
 
 
 def watch_answers(multihost, what, bound, until, always):
