@@ -107,7 +107,7 @@ def cut_c(multihost):
     left = watch_answers(multihost, "host c's workers to leave the answers", DETECTION_BOUND,
                          until=lambda offered: not (offered & c), always=expect_offered(others))
     wait_registered(multihost, "host c's registrations to expire", EXPIRY_BOUND - (time.monotonic() - start),
-                              until=lambda registered: not (registered & c), always=expect_offered(others))
+                    until=lambda registered: not (registered & c), always=expect_offered(others))
     return left, time.monotonic() - start
 
 
