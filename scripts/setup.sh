@@ -48,6 +48,8 @@ command -v mono >/dev/null || missing+=(mono-runtime)
 command -v promtool >/dev/null || missing+=(prometheus)
 # The status page test (tests/python/test_status_page.py) renders the page in Chromium.
 command -v chromium >/dev/null || missing+=(chromium)
+# The multi-host tests (tests/multihost) build network namespaces with `ip`.
+command -v ip >/dev/null || missing+=(iproute2)
 if [ "${1:-}" = --bench ]; then
   command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
