@@ -20,7 +20,7 @@ PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
 .PHONY: test setup setup-build build test-rust test-python test-multihost wheel test-wheel bench bench-python ffi install examples demo demo-etcd lint clean
 
-test: setup lint test-rust test-python test-wheel
+test: setup lint test-rust test-python test-wheel test-multihost
 
 setup:
 	scripts/setup.sh
