@@ -100,6 +100,9 @@ fn check_request(scope: &str, service: &str) -> Result<(), DiscoveryError> {
     Ok(check_service_names(scope, service)?)
 }
 
+/// Services with this many locations or more are ranked on a blocking thread.
+const RANK_ON_BLOCKING_THREAD_FROM: usize = 2000;
+
 /// Services whose ranking is kept between requests, at most; the least recently asked for
 /// goes first.
 pub const MAX_CACHED_RANKINGS: usize = 1024;
@@ -350,11 +353,18 @@ impl Balancer {
         }
         let rebuilding = Rebuilding(&cached);
         let candidates = self.candidates(scope, service).await?;
-        let now = Instant::now();
         let generation = *self.inner.changes.borrow();
-        // Ranked outside the lock: at 10 000 locations this takes milliseconds.
-        let standings = self.rank(&candidates, now);
-        let cost = now.elapsed();
+        // Ranked outside the lock: at 10 000 locations this takes milliseconds, at 50 000 a
+        // hundred or more, which a large service spends on a blocking thread rather than
+        // on a worker of the runtime that answers requests and follows the monitors.
+        let (standings, now, cost) = if candidates.len() >= RANK_ON_BLOCKING_THREAD_FROM {
+            let balancer = self.clone();
+            tokio::task::spawn_blocking(move || balancer.timed_rank(&candidates))
+                .await
+                .unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))
+        } else {
+            self.timed_rank(&candidates)
+        };
         let mut ranking = lock(&cached);
         ranking.standings = standings;
         ranking.cost = cost;
@@ -614,6 +624,16 @@ impl Balancer {
             .take_while(|(key, _)| key.starts_with(&prefix))
             .map(|(_, m)| Arc::clone(m))
             .collect()
+    }
+
+    /// [`Balancer::rank`] now; the ranking, when it started and what it took.
+    fn timed_rank(
+        &self,
+        candidates: &[Arc<Monitored>],
+    ) -> (Standings<Arc<Monitored>>, Instant, Duration) {
+        let now = Instant::now();
+        let standings = self.rank(candidates, now);
+        (standings, now, now.elapsed())
     }
 
     /// Healthy candidates that report load with a capacity other than 0, ranked.
