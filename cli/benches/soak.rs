@@ -53,7 +53,8 @@ const BALANCER_TIMEOUT_S: u64 = 1;
 /// The detection window: how long after a fault a balancer may still name the faulted
 /// worker (probe interval + response timeout + 1.5 s margin for scheduling on a loaded
 /// machine and the ranking's refresh). Bound of `max detection`; answers later are `dead`.
-const WINDOW: Duration = Duration::from_millis(PROBE_INTERVAL_MS + BALANCER_TIMEOUT_S * 1000 + 1500);
+const WINDOW: Duration =
+    Duration::from_millis(PROBE_INTERVAL_MS + BALANCER_TIMEOUT_S * 1000 + 1500);
 /// The cluster's registrar lease TTL (the default; the cluster has no key for it). A healthy
 /// worker missing from etcd longer than this is a lost registration.
 const LEASE_TTL: Duration = DEFAULT_LEASE_TTL;
@@ -68,12 +69,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// WINDOW before the call to this long after it: the call was in flight, or the balancer
 /// could not know yet.
 const CALL_AFTER_MARGIN: Duration = Duration::from_secs(2);
+/// A healthy worker, in etcd for this long, that a balancer (up this long) did not name for
+/// this long, counts as unseen (a balancer blind to part of the registry).
+const UNSEEN_BOUND: Duration = Duration::from_secs(10);
 /// How often the worker processes are looked up in /proc.
 const SCAN_PERIOD: Duration = Duration::from_millis(100);
 /// Workers younger than this are not checked for registration (they register once SERVING).
 const STARTUP_ALLOWANCE: Duration = Duration::from_secs(5);
-/// The pause between two faults: uniformly 1.5 to 4 s.
-const FAULT_GAP_MS: std::ops::Range<u64> = 1500..4000;
+/// The pause between two faults: uniformly 1 to 3 s.
+const FAULT_GAP_MS: std::ops::Range<u64> = 1000..3000;
 /// RSS bound: end ≤ 2 × start + 10 MiB.
 const RSS_SLACK_KIB: u64 = 10 * 1024;
 /// After the cluster stopped, how long its processes may take to go before they count as
@@ -109,6 +113,8 @@ struct PortTruth {
     /// Of the `Sturdy` agent (its wrapper's pid), else 0.
     wrapper: i32,
     born: Instant,
+    /// Since when it has been good (born, or recovered from its last fault).
+    good_since: Instant,
     bad: Option<Bad>,
     /// When it was first seen healthy and missing from etcd (reset when found or bad).
     missing_since: Option<Instant>,
@@ -128,6 +134,15 @@ struct Truth {
     unknown_ports: u64,
     /// Successful reads of etcd's registrations.
     etcd_reads: u64,
+    /// Since when each port has been in etcd (without a read missing it).
+    registered_since: HashMap<u16, Instant>,
+    /// When balancer N last named each port.
+    named: HashMap<(usize, u16), Instant>,
+    /// Healthy registered workers a balancer that runs did not name for longer than
+    /// UNSEEN_BOUND (once per episode), and the episodes open.
+    unseen: u64,
+    unseen_examples: Vec<String>,
+    unseen_open: HashSet<(usize, u16)>,
 }
 
 impl Truth {
@@ -149,7 +164,11 @@ impl Truth {
 
     /// Ends `port`'s bad episode (its process serves again), taking its detection time.
     fn recovered(&mut self, port: u16) {
-        if let Some(bad) = self.ports.get_mut(&port).and_then(|t| t.bad.take()) {
+        let Some(truth) = self.ports.get_mut(&port) else {
+            return;
+        };
+        truth.good_since = Instant::now();
+        if let Some(bad) = truth.bad.take() {
             self.close(port, &bad);
         }
     }
@@ -178,6 +197,8 @@ impl Truth {
     /// One answer of balancer `balancer`, asked at `sent`, naming `ports`.
     fn answer(&mut self, balancer: usize, sent: Instant, ports: &[u16]) {
         for port in ports {
+            self.named.insert((balancer, *port), sent);
+            self.unseen_open.remove(&(balancer, *port));
             let Some(truth) = self.ports.get_mut(port) else {
                 self.unknown_ports += 1;
                 continue;
@@ -229,6 +250,7 @@ impl Truth {
                         pid,
                         wrapper,
                         born: now,
+                        good_since: now,
                         bad: None,
                         missing_since: None,
                     },
@@ -240,8 +262,36 @@ impl Truth {
     }
 
     /// What etcd holds (the ports registered), read at `at`.
-    fn registered(&mut self, at: Instant, ports: &HashSet<u16>) {
+    /// `balancers`: since when each balancer that runs has run.
+    fn registered(&mut self, at: Instant, ports: &HashSet<u16>, balancers: &[(usize, Instant)]) {
         self.etcd_reads += 1;
+        self.registered_since.retain(|port, _| ports.contains(port));
+        for port in ports {
+            self.registered_since.entry(*port).or_insert(at);
+        }
+        for (port, truth) in &self.ports {
+            let settled = |since: Instant| at.saturating_duration_since(since) > UNSEEN_BOUND;
+            let expected = truth.pid != 0
+                && truth.bad.is_none()
+                && settled(truth.good_since)
+                && self.registered_since.get(port).is_some_and(|t| settled(*t));
+            if !expected {
+                continue;
+            }
+            for &(b, up) in balancers {
+                let last = self.named.get(&(b, *port)).copied();
+                let seen = last.is_some_and(|t| !settled(t));
+                if settled(up) && !seen && self.unseen_open.insert((b, *port)) {
+                    self.unseen += 1;
+                    if self.unseen_examples.len() < 5 {
+                        self.unseen_examples.push(format!(
+                            "balancer {b} did not name healthy registered :{port} for over {} s",
+                            UNSEEN_BOUND.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
         for (port, truth) in &mut self.ports {
             let healthy = truth.pid != 0
                 && truth.bad.is_none()
@@ -293,7 +343,9 @@ impl Truth {
 fn scan_workers(link: &str, wrapper_script: &str) -> HashMap<u16, (i32, i32)> {
     let mut found = HashMap::new();
     for (pid, argv) in processes_mentioning(link) {
-        if argv.first().map(String::as_str) != Some(link) || argv.get(1).map(String::as_str) != Some("worker") {
+        if argv.first().map(String::as_str) != Some(link)
+            || argv.get(1).map(String::as_str) != Some("worker")
+        {
             continue;
         }
         let Some(port) = argv
@@ -517,12 +569,12 @@ impl Soak {
                 }
                 match fault {
                     Fault::FlipNotServing => {
-                        undo.push((later(rng, 1500..3500), Undo::Serve { port, pid }));
+                        undo.push((later(rng, 1500..8000), Undo::Serve { port, pid }));
                     }
                     // Longer than the heartbeat; sometimes longer than the failures the
                     // supervisor waits for (then it kills the worker).
                     Fault::StopWorker => {
-                        undo.push((later(rng, 1500..6000), Undo::Continue { port, pid }));
+                        undo.push((later(rng, 1500..10_000), Undo::Continue { port, pid }));
                     }
                     _ => {}
                 }
@@ -575,12 +627,12 @@ impl Soak {
                 if etcd.running().len() < 3 {
                     return false;
                 }
-                let member = if rng.bool() {
+                // The leader in half the cases (and by chance in some of the others).
+                let leader = etcd.leader();
+                let member = if rng.bool() { leader } else { rng.usize(..3) };
+                if member == leader {
                     stats.leaders_killed += 1;
-                    etcd.leader()
-                } else {
-                    rng.usize(..3)
-                };
+                }
                 etcd.kill(member);
                 undo.push((later(rng, 1000..5000), Undo::RestartEtcd(member)));
             }
@@ -690,7 +742,10 @@ impl Soak {
                 .chain([next, end])
                 .min()
                 .unwrap_or(end);
-            std::thread::sleep(wake.saturating_duration_since(now).min(Duration::from_millis(50)));
+            std::thread::sleep(
+                wake.saturating_duration_since(now)
+                    .min(Duration::from_millis(50)),
+            );
         }
         for (_, undo) in pending {
             self.undo(undo);
@@ -740,7 +795,8 @@ async fn client(
             max_count: 0,
         };
         counters.discovery.fetch_add(1, Ordering::Relaxed);
-        let answer = tokio::time::timeout(CALL_TIMEOUT, discovery.discover_top_services(request)).await;
+        let answer =
+            tokio::time::timeout(CALL_TIMEOUT, discovery.discover_top_services(request)).await;
         let locations = match answer {
             Ok(Ok(answer)) => answer.into_inner().service_locations,
             _ => {
@@ -773,9 +829,11 @@ async fn client(
             .clone();
         let start = Instant::now();
         counters.calls.fetch_add(1, Ordering::Relaxed);
-        let called =
-            tokio::time::timeout(CALL_TIMEOUT, WorkClient::new(channel).do_work(WorkRequest::default()))
-                .await;
+        let called = tokio::time::timeout(
+            CALL_TIMEOUT,
+            WorkClient::new(channel).do_work(WorkRequest::default()),
+        )
+        .await;
         let failed = match called {
             Ok(Ok(_)) => None,
             Ok(Err(status)) => Some(format!("{:?}: {}", status.code(), status.message())),
@@ -788,7 +846,12 @@ async fn client(
 }
 
 /// Reads etcd's registrations every second until `stop`.
-fn registration_checker(endpoints: String, truth: Arc<Mutex<Truth>>, stop: Arc<AtomicBool>) {
+fn registration_checker(
+    endpoints: String,
+    truth: Arc<Mutex<Truth>>,
+    balancers: Arc<Mutex<Vec<Balancer>>>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let at = Instant::now();
         let mut command = Command::new(etcdctl_bin());
@@ -805,7 +868,13 @@ fn registration_checker(endpoints: String, truth: Arc<Mutex<Truth>>, stop: Arc<A
                 .lines()
                 .filter_map(|key| key.rsplit('/').nth(1)?.parse().ok())
                 .collect();
-            lock(&truth).registered(at, &ports);
+            let up: Vec<(usize, Instant)> = lock(&balancers)
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.process.is_some())
+                .map(|(i, b)| (i, b.spawned))
+                .collect();
+            lock(&truth).registered(at, &ports, &up);
         }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(at.elapsed()));
     }
@@ -952,8 +1021,7 @@ async fn soak(options: Options) -> bool {
     // Ready: every member runs and both balancers name all of them.
     let members = WORKERS + STURDY;
     wait_for("every member to run", STARTUP, || {
-        (lock(&truth).healthy(false).len() == WORKERS
-            && lock(&truth).healthy(true).len() == STURDY)
+        (lock(&truth).healthy(false).len() == WORKERS && lock(&truth).healthy(true).len() == STURDY)
             .then_some(())
     });
     for &port in &ports {
@@ -1008,9 +1076,13 @@ async fn soak(options: Options) -> bool {
         }
     }
     let checker = {
-        let (truth, stop) = (Arc::clone(&truth), Arc::clone(&stop));
+        let (truth, balancers, stop) = (
+            Arc::clone(&truth),
+            Arc::clone(&balancers),
+            Arc::clone(&stop),
+        );
         let endpoints = endpoints.join(",");
-        std::thread::spawn(move || registration_checker(endpoints, truth, stop))
+        std::thread::spawn(move || registration_checker(endpoints, truth, balancers, stop))
     };
     let sampler = {
         let (balancers, stop) = (Arc::clone(&balancers), Arc::clone(&stop));
@@ -1058,7 +1130,11 @@ async fn soak(options: Options) -> bool {
     let rss: Vec<(u64, u64, usize)> = lock(&balancers)
         .iter()
         .map(|b| {
-            let end = b.process.as_ref().and_then(|p| rss_kib(p.pid())).unwrap_or(0);
+            let end = b
+                .process
+                .as_ref()
+                .and_then(|p| rss_kib(p.pid()))
+                .unwrap_or(0);
             (b.rss_start.unwrap_or(end), end, b.restarts)
         })
         .collect();
@@ -1135,6 +1211,7 @@ async fn soak(options: Options) -> bool {
         .iter()
         .chain(&truth.dead_examples)
         .chain(&truth.lost_examples)
+        .chain(&truth.unseen_examples)
     {
         println!("soak:   {what}");
     }
@@ -1150,11 +1227,13 @@ async fn soak(options: Options) -> bool {
          calls 0 (excused: a fault or exit of the worker from {window:.1} s before to {} s \
          after the call), max detection <= window {window:.1} s (probe {PROBE_INTERVAL_MS} ms \
          + response timeout {BALANCER_TIMEOUT_S} s + 1.5 s), balancer RSS end <= 2 x start + \
-         10 MiB, orphans 0 ({} s after the cluster stopped), escalation failures 0; heartbeat \
+         10 MiB, orphans 0 ({} s after the cluster stopped), escalation failures 0, unseen 0 \
+         (healthy registered workers a running balancer did not name for {} s); heartbeat \
          {HEARTBEAT_S} s",
         LEASE_TTL.as_secs(),
         CALL_AFTER_MARGIN.as_secs(),
-        ORPHAN_GRACE.as_secs()
+        ORPHAN_GRACE.as_secs(),
+        UNSEEN_BOUND.as_secs()
     );
     let pass = truth.dead_answers == 0
         && truth.lost_registrations == 0
@@ -1162,11 +1241,12 @@ async fn soak(options: Options) -> bool {
         && truth.max_detection.0 <= window
         && rss_ok
         && orphans == 0
-        && stats.escalation_failures.is_empty();
+        && stats.escalation_failures.is_empty()
+        && truth.unseen == 0;
     println!(
         "soak: {seconds} s seed {seed} faults {faults} discovery {discovery} ({:.0}/s) calls {} \
          dead answers {} lost registrations {} failed calls {} max detection {:.1} s ({}) \
-         balancer RSS {rss_text} orphans {orphans} — {}",
+         balancer RSS {rss_text} orphans {orphans} unseen {} — {}",
         discovery as f64 / elapsed,
         counters.calls.load(Ordering::Relaxed),
         truth.dead_answers,
@@ -1178,6 +1258,7 @@ async fn soak(options: Options) -> bool {
         } else {
             &truth.max_detection.1
         },
+        truth.unseen,
         if pass { "PASS" } else { "FAIL" }
     );
     if !pass || keep {
