@@ -72,6 +72,11 @@ const CALL_AFTER_MARGIN: Duration = Duration::from_secs(2);
 /// A healthy worker, in etcd for this long, that a balancer (up this long) did not name for
 /// this long, counts as unseen (a balancer blind to part of the registry).
 const UNSEEN_BOUND: Duration = Duration::from_secs(10);
+/// After the lease was revoked, etcd must hold every healthy worker again within this long:
+/// the registrar's renewal period (a third of the TTL) plus 2 s (the soak reads etcd every
+/// second).
+const REREGISTRATION_BOUND: Duration =
+    Duration::from_millis(LEASE_TTL.as_millis() as u64 / 3 + 2000);
 /// How often the worker processes are looked up in /proc.
 const SCAN_PERIOD: Duration = Duration::from_millis(100);
 /// Workers younger than this are not checked for registration (they register once SERVING).
@@ -122,6 +127,8 @@ struct PortTruth {
 
 #[derive(Debug, Default)]
 struct Truth {
+    /// The detection window ([`WINDOW`] unless `--window-ms` says otherwise).
+    window: Duration,
     ports: HashMap<u16, PortTruth>,
     /// Every fault or exit, by port (what excuses a failed call).
     events: HashMap<u16, Vec<Instant>>,
@@ -143,6 +150,10 @@ struct Truth {
     unseen: u64,
     unseen_examples: Vec<String>,
     unseen_open: HashSet<(usize, u16)>,
+    /// When the registrar's lease was last revoked, until etcd holds every healthy worker
+    /// again; the longest such time.
+    revoked_at: Option<Instant>,
+    max_reregistration: Duration,
 }
 
 impl Truth {
@@ -211,7 +222,7 @@ impl Truth {
             }
             bad.named_last = Some(bad.named_last.map_or(sent, |t| t.max(sent)));
             let late = sent - bad.since;
-            if late > WINDOW {
+            if late > self.window {
                 self.dead_answers += 1;
                 if self.dead_examples.len() < 5 {
                     self.dead_examples.push(format!(
@@ -265,6 +276,17 @@ impl Truth {
     /// `balancers`: since when each balancer that runs has run.
     fn registered(&mut self, at: Instant, ports: &HashSet<u16>, balancers: &[(usize, Instant)]) {
         self.etcd_reads += 1;
+        let back = self
+            .ports
+            .iter()
+            .all(|(port, t)| t.pid == 0 || t.bad.is_some() || ports.contains(port));
+        match self.revoked_at {
+            Some(revoked) if at > revoked && back => {
+                self.max_reregistration = self.max_reregistration.max(at - revoked);
+                self.revoked_at = None;
+            }
+            _ => {}
+        }
         self.registered_since.retain(|port, _| ports.contains(port));
         for port in ports {
             self.registered_since.entry(*port).or_insert(at);
@@ -329,7 +351,7 @@ impl Truth {
 
     /// Whether a call to `port` from `start` to `end` failed with no excuse.
     fn unexcused(&self, port: u16, start: Instant, end: Instant) -> bool {
-        let from = start.checked_sub(WINDOW).unwrap_or(start);
+        let from = start.checked_sub(self.window).unwrap_or(start);
         let to = end + CALL_AFTER_MARGIN;
         !self
             .events
@@ -662,6 +684,8 @@ impl Soak {
                 for lease in leases {
                     let _ = etcd.etcdctl(&["lease", "revoke", &lease]);
                 }
+                let mut truth = lock(&self.truth);
+                truth.revoked_at = truth.revoked_at.or(Some(Instant::now()));
             }
             Fault::Reload => {
                 let mut workers = lock(&self.workers_now);
@@ -768,7 +792,6 @@ struct Counters {
 /// A failed call to a worker: (port, start, end, what).
 type FailedCall = (u16, Instant, Instant, String);
 
-#[allow(clippy::too_many_arguments)]
 async fn client(
     balancer: usize,
     port: u16,
@@ -887,6 +910,9 @@ struct Options {
     seed: u64,
     /// Keep the temporary folder (configs, logs) even when the run passes.
     keep: bool,
+    /// The detection window (to see the checks fail: `--window-ms 100` makes every SIGSTOP
+    /// a dead answer).
+    window: Duration,
 }
 
 fn options() -> Options {
@@ -894,6 +920,7 @@ fn options() -> Options {
         seconds: 600,
         seed: fastrand::u64(..),
         keep: false,
+        window: WINDOW,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -906,8 +933,11 @@ fn options() -> Options {
             "--seconds" => options.seconds = value("--seconds"),
             "--seed" => options.seed = value("--seed"),
             "--keep" => options.keep = true,
+            "--window-ms" => options.window = Duration::from_millis(value("--window-ms")),
             "--bench" => {}
-            other => panic!("unknown argument {other:?} (--seconds N, --seed S, --keep)"),
+            other => {
+                panic!("unknown argument {other:?} (--seconds N, --seed S, --keep, --window-ms MS)")
+            }
         }
     }
     options
@@ -928,6 +958,7 @@ async fn soak(options: Options) -> bool {
         seconds,
         seed,
         keep,
+        window,
     } = options;
     println!(
         "soak: {seconds} s, seed {seed} (repeat: make soak SOAK_SECONDS={seconds} SOAK_SEED={seed})"
@@ -998,7 +1029,10 @@ async fn soak(options: Options) -> bool {
         })
         .collect();
     let balancers = Arc::new(Mutex::new(balancers));
-    let truth = Arc::new(Mutex::new(Truth::default()));
+    let truth = Arc::new(Mutex::new(Truth {
+        window,
+        ..Truth::default()
+    }));
 
     // The ground truth from /proc, every SCAN_PERIOD, until the end.
     let stop_scan = Arc::new(AtomicBool::new(false));
@@ -1089,11 +1123,9 @@ async fn soak(options: Options) -> bool {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for b in lock(&balancers).iter_mut() {
-                    if let Some(p) = &b.process
-                        && b.rss_start.is_none()
-                        && b.spawned.elapsed() >= Duration::from_secs(5)
-                    {
-                        b.rss_start = rss_kib(p.pid());
+                    let settled = b.spawned.elapsed() >= Duration::from_secs(5);
+                    if b.rss_start.is_none() && settled {
+                        b.rss_start = b.process.as_ref().and_then(|p| rss_kib(p.pid()));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -1117,7 +1149,7 @@ async fn soak(options: Options) -> bool {
             .expect("the fault thread panicked")
     };
     // Faults undone: let the balancers settle for one window, still checked.
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(window).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
@@ -1169,7 +1201,7 @@ async fn soak(options: Options) -> bool {
         .collect();
     let discovery = counters.discovery.load(Ordering::Relaxed);
     let faults: usize = stats.done.values().sum();
-    let window = WINDOW.as_secs_f64();
+    let window = window.as_secs_f64();
     let rss_ok = rss
         .iter()
         .all(|(start, end, _)| *end <= 2 * start + RSS_SLACK_KIB);
@@ -1225,17 +1257,20 @@ async fn soak(options: Options) -> bool {
     println!(
         "soak: bounds: dead answers 0, lost registrations 0 (missing > lease TTL {} s), failed \
          calls 0 (excused: a fault or exit of the worker from {window:.1} s before to {} s \
-         after the call), max detection <= window {window:.1} s (probe {PROBE_INTERVAL_MS} ms \
-         + response timeout {BALANCER_TIMEOUT_S} s + 1.5 s), balancer RSS end <= 2 x start + \
+         after the call), max detection <= window {window:.1} s (default: probe {PROBE_INTERVAL_MS} \
+         ms + response timeout {BALANCER_TIMEOUT_S} s + 1.5 s), balancer RSS end <= 2 x start + \
          10 MiB, orphans 0 ({} s after the cluster stopped), escalation failures 0, unseen 0 \
-         (healthy registered workers a running balancer did not name for {} s); heartbeat \
-         {HEARTBEAT_S} s",
+         (healthy registered workers a running balancer did not name for {} s), re-registration \
+         after a revoked lease <= {:.1} s; heartbeat {HEARTBEAT_S} s",
         LEASE_TTL.as_secs(),
         CALL_AFTER_MARGIN.as_secs(),
         ORPHAN_GRACE.as_secs(),
-        UNSEEN_BOUND.as_secs()
+        UNSEEN_BOUND.as_secs(),
+        REREGISTRATION_BOUND.as_secs_f64()
     );
-    let pass = truth.dead_answers == 0
+    let reregistration_ok = truth.max_reregistration <= REREGISTRATION_BOUND;
+    let pass = reregistration_ok
+        && truth.dead_answers == 0
         && truth.lost_registrations == 0
         && failed.is_empty()
         && truth.max_detection.0 <= window
@@ -1246,7 +1281,7 @@ async fn soak(options: Options) -> bool {
     println!(
         "soak: {seconds} s seed {seed} faults {faults} discovery {discovery} ({:.0}/s) calls {} \
          dead answers {} lost registrations {} failed calls {} max detection {:.1} s ({}) \
-         balancer RSS {rss_text} orphans {orphans} unseen {} — {}",
+         balancer RSS {rss_text} orphans {orphans} unseen {} re-registration {:.1} s — {}",
         discovery as f64 / elapsed,
         counters.calls.load(Ordering::Relaxed),
         truth.dead_answers,
@@ -1259,6 +1294,7 @@ async fn soak(options: Options) -> bool {
             &truth.max_detection.1
         },
         truth.unseen,
+        truth.max_reregistration.as_secs_f64(),
         if pass { "PASS" } else { "FAIL" }
     );
     if !pass || keep {
