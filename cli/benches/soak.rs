@@ -6,11 +6,13 @@
 //! stopped or flipped NOT_SERVING, and which worker processes run, from /proc); one summary
 //! line at the end, exit 1 if a figure is above its bound (see docs/soak.md).
 //!
-//!     cargo bench -p quaestor-cli --bench soak -- [--seconds N] [--seed S]
+//!     cargo bench -p quaestor-cli --bench soak -- [--seconds N] [--seed S] [--keep]
+//!         [--window-ms MS]
 //!
-//! Every process it starts is killed by pid (process group) when it ends or fails: the etcd
-//! members, the balancers and the cluster by their handles; whatever still mentions the
-//! soak's temporary folder (members, guards) by a sweep.
+//! Every process it starts is killed by pid (process group) when it ends, fails or gets
+//! Ctrl-C (which ends the faults early and stops as at the end): the etcd members, the
+//! balancers and the cluster by their handles; whatever still mentions the soak's temporary
+//! folder (members, guards) by a sweep.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -732,8 +734,8 @@ impl Soak {
         }
     }
 
-    /// Injects faults until `end`, then undoes what is pending.
-    fn run_faults(&self, seed: u64, end: Instant) -> FaultStats {
+    /// Injects faults until `end` (or until `interrupted`), then undoes what is pending.
+    fn run_faults(&self, seed: u64, end: Instant, interrupted: &AtomicBool) -> FaultStats {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut stats = FaultStats::default();
         let mut pending: Vec<(Instant, Undo)> = Vec::new();
@@ -745,7 +747,7 @@ impl Soak {
                 self.undo(undo);
                 continue;
             }
-            if now >= end {
+            if now >= end || interrupted.load(Ordering::Relaxed) {
                 break;
             }
             if now >= next {
@@ -1142,9 +1144,20 @@ async fn soak(options: Options) -> bool {
         control,
         workers_now: Mutex::new(WORKERS),
     });
+    // Ctrl-C ends the faults early; the run then stops and cleans up as at its end.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = Arc::clone(&interrupted);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("soak: interrupted; stopping");
+                interrupted.store(true, Ordering::Relaxed);
+            }
+        });
+    }
     let stats = {
-        let soak = Arc::clone(&soak);
-        tokio::task::spawn_blocking(move || soak.run_faults(seed, end))
+        let (soak, interrupted) = (Arc::clone(&soak), Arc::clone(&interrupted));
+        tokio::task::spawn_blocking(move || soak.run_faults(seed, end, &interrupted))
             .await
             .expect("the fault thread panicked")
     };
