@@ -18,9 +18,9 @@ override PREFIX := $(abspath $(PREFIX))
 PROFILE_FLAG := $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE))
 PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
-.PHONY: test setup setup-build build test-rust test-python test-multihost wheel test-wheel bench bench-python ffi install examples demo demo-etcd lint clean
+.PHONY: test setup setup-build build test-rust test-python test-multihost wheel test-wheel bench bench-python soak test-soak ffi install examples demo demo-etcd lint clean
 
-test: setup lint test-rust test-python test-wheel test-multihost
+test: setup lint test-rust test-python test-wheel test-multihost test-soak
 
 setup:
 	scripts/setup.sh
@@ -104,6 +104,18 @@ bench:
 	$(MAKE) bench-python
 	cargo bench -p quaestor-cli --bench recovery
 	cargo bench -p quaestor-cli --bench e2e -- --seconds 30 --rounds 2
+
+# The soak with fault injection (docs/soak.md): real etcd, cluster, balancers and clients for
+# SOAK_SECONDS under random faults; SOAK_SEED repeats a run (default: random, printed).
+# Prints one summary line and fails if a figure is above its bound.
+SOAK_SECONDS ?= 600
+SOAK_SEED ?=
+soak: setup
+	cargo bench -p quaestor-cli --bench soak --locked -- --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+
+# What `make test` (and so CI) runs: the soak for 60 s.
+test-soak: SOAK_SECONDS = 60
+test-soak: soak
 
 # Discovery from Python (bindings/python/bench/bench_discovery.py): the release wheel with its
 # [generated] extra (grpcio, protobuf) in .venv-bench, against the release balancer binary.

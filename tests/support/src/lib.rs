@@ -83,6 +83,38 @@ pub fn process_running(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
+/// The command line (argv) of process `pid`; `None` if it is gone (or a zombie, which has
+/// none).
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect(),
+    )
+}
+
+/// Every running process (but this one) with `needle` in an argument of its command line,
+/// and that command line: e.g. what is left of the processes started with files of a
+/// test's temporary folder.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, Vec<String>)> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && process_running(pid))
+        .filter_map(|pid| Some((pid, cmdline(pid)?)))
+        .filter(|(_, argv)| argv.iter().any(|arg| arg.contains(needle)))
+        .collect()
+}
+
 /// A child process in its own process group. Dropping it kills the group (SIGKILL) and
 /// reaps the child, so no test leaves a process behind, whatever happens.
 #[derive(Debug)]
