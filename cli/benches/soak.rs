@@ -665,7 +665,9 @@ impl Soak {
                 if balancers.iter().any(|b| b.process.is_none()) {
                     return false;
                 }
-                let index = rng.usize(..balancers.len());
+                // Always the last one: the first lives through the whole soak, so that its
+                // RSS at the start and at the end bound its growth over the run.
+                let index = balancers.len() - 1;
                 // SIGKILL to its group; the drop reaps it.
                 drop(balancers[index].process.take());
                 undo.push((later(rng, 500..3000), Undo::RestartBalancer(index)));
