@@ -18,9 +18,9 @@ override PREFIX := $(abspath $(PREFIX))
 PROFILE_FLAG := $(if $(filter debug,$(PROFILE)),,--profile $(PROFILE))
 PROFILE_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 
-.PHONY: test setup setup-build build test-rust test-python test-multihost wheel test-wheel bench bench-python soak test-soak ffi install examples demo demo-etcd lint clean
+.PHONY: test setup setup-build build test-rust test-python test-multihost wheel test-wheel bench bench-python soak test-soak ffi install examples demo demo-etcd fuzz fuzz-smoke lint clean
 
-test: setup lint test-rust test-python test-wheel test-multihost test-soak
+test: setup lint test-rust test-python test-wheel test-multihost test-soak fuzz-smoke
 
 setup:
 	scripts/setup.sh
@@ -151,6 +151,16 @@ install: setup-build
 	sed -e 's|@LIBDIR@|$(PREFIX)/lib|' -e 's|@INCLUDEDIR@|$(PREFIX)/include|' \
 	    -e 's|@VERSION@|$(VERSION)|' ffi/quaestor.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/quaestor.pc
 	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/quaestor.pc
+
+# The fuzz targets (fuzz/, cargo-fuzz on nightly; docs/fuzzing.md), FUZZ_SECONDS each: one line
+# of figures per target; fails on a crash. fuzz-smoke: 20 s each; without nightly it skips,
+# loudly, unless CI=true, where it fails. Both build into $(CARGO_TARGET_DIR)/fuzz.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=20 scripts/fuzz.sh --smoke
 
 lint: setup
 	cargo fmt --all --check

@@ -10,6 +10,7 @@
 #   go/maven: the modules of the Go test clients, the grpc-java xDS client's jar
 #        (tests/xds-java/target/xds-client.jar; Maven and JDK 17 from apt if missing)
 # With --build, only what the build needs (no Go, no Python test dependencies).
+# With --fuzz, what the build needs and cargo-fuzz (make fuzz, make fuzz-smoke).
 # With --bench, also what `make bench` needs: rsvg-convert (librsvg2-bin) for the PNG figure,
 # HAProxy for the end-to-end balancing benchmark (cli/benches/e2e.rs runs its own haproxy
 # process with a generated config; the Debian service, if it starts, is left alone).
@@ -64,6 +65,16 @@ fi
 # With --build, only what building and running needs (make demo, ffi, examples, install):
 # the Go client and the Python test dependencies are for the tests.
 if [ "${1:-}" = --build ]; then exit 0; fi
+
+# With --fuzz (scripts/fuzz.sh: make fuzz, make fuzz-smoke), cargo-fuzz, from crates.io
+# (the targets build with nightly, which scripts/fuzz.sh checks for).
+if [ "${1:-}" = --fuzz ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: cargo install cargo-fuzz" >&2
+    cargo install -q cargo-fuzz --locked
+  fi
+  exit 0
+fi
 
 # The grpclb interoperability test and the xDS wire tests (tests/python/test_xds_wire.py)
 # build a stock grpc-go client (tests/go-client), the ORCA-in test a stock grpc-go server

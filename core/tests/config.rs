@@ -1141,6 +1141,37 @@ fn etcd_options_and_worker_tls_keys() {
     );
 }
 
+/// Found by fuzzing the config loader (fuzz/seeds/config/crash-password-dev-zero.yml): a
+/// `passwordFile` that never ends (`/dev/zero`) or is huge was read whole, so a load took all
+/// memory; a pipe blocked it. Now only a small regular file is read.
+#[test]
+fn a_password_file_must_be_a_small_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 2 * 1024 * 1024]).expect("write");
+    let cluster = "clusterConfig:\n  etcdOptions:\n    user: u\n";
+    let message = error(&format!("{cluster}    passwordFile: {}\n", big.display()));
+    assert!(
+        message.starts_with("test.yml:4:19: key `clusterConfig.etcdOptions.passwordFile`: cannot read the password file")
+            && message.ends_with("larger than 64 KiB: not a password file"),
+        "{message}"
+    );
+    for (path, problem) in [
+        ("/dev/zero", "not a regular file"),
+        (dir.path().to_str().expect("UTF-8"), "not a regular file"),
+    ] {
+        let message = error(&format!("{cluster}    passwordFile: {path}\n"));
+        assert!(message.ends_with(problem), "{message}");
+    }
+    let latin1 = dir.path().join("latin1");
+    std::fs::write(&latin1, b"p\xe4ss\n").expect("write");
+    let message = error(&format!(
+        "{cluster}    passwordFile: {}\n",
+        latin1.display()
+    ));
+    assert!(message.ends_with("not UTF-8"), "{message}");
+}
+
 #[test]
 fn a_mistyped_agent_type_warns_with_a_suggestion() {
     let config = parse(

@@ -568,6 +568,12 @@ impl Balancer {
         discovery::service(self.clone())
     }
 
+    /// The `grpc.lb.v1.LoadBalancer` service over this balancer; its streams end when
+    /// `health` shuts down.
+    pub fn grpclb_service(&self, health: HealthState) -> grpclb::GrpclbServer {
+        grpclb::service(self.clone(), health)
+    }
+
     /// A server with health (`""`, discovery (by its full and its short C# name), grpclb and
     /// ADS SERVING), discovery, grpclb, xDS (ADS) and reflection.
     pub fn server(&self, health: HealthState) -> GrpcServer {

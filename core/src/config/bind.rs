@@ -1,6 +1,7 @@
 //! From the YAML tree to typed config: keys matched without regard to case, every value
 //! checked, every error placed at its line, column and key path.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -362,6 +363,32 @@ fn cluster(cx: &Cx, node: &Node, at: &KeyPath) -> Result<ClusterConfig, ConfigEr
     Ok(config)
 }
 
+/// Password files larger than this are refused (a password is one line).
+const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
+
+/// A `passwordFile`'s content: a regular file (not a device or a pipe, which could be read
+/// forever or block the load), of at most [`MAX_PASSWORD_FILE_BYTES`], in UTF-8.
+fn read_password_file(path: &Path) -> Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_PASSWORD_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+        return Err(format!(
+            "larger than {} KiB: not a password file",
+            MAX_PASSWORD_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())
+}
+
 /// `etcdOptions: { caFile, certFile, keyFile, user, passwordEnv | passwordFile }`. The
 /// password is read now, so that a variable that is not set or a file that cannot be read is
 /// an error at its key.
@@ -392,7 +419,7 @@ fn etcd_access(cx: &Cx, node: &Node, at: &KeyPath) -> Result<EtcdAccessConfig, C
             },
             _ => {
                 let path = cx.file.parent().unwrap_or(Path::new(".")).join(&text);
-                match std::fs::read_to_string(&path) {
+                match read_password_file(&path) {
                     Ok(password) => {
                         let password = password
                             .strip_suffix('\n')
@@ -400,11 +427,14 @@ fn etcd_access(cx: &Cx, node: &Node, at: &KeyPath) -> Result<EtcdAccessConfig, C
                             .unwrap_or(&password);
                         config.password = Some(Secret(password.to_owned()));
                     }
-                    Err(error) => {
+                    Err(problem) => {
                         return Err(cx.bad(
                             value,
                             &at,
-                            format!("cannot read the password file {}: {error}", path.display()),
+                            format!(
+                                "cannot read the password file {}: {problem}",
+                                path.display()
+                            ),
                         ));
                     }
                 }
