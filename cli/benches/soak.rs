@@ -75,10 +75,11 @@ const CALL_AFTER_MARGIN: Duration = Duration::from_secs(2);
 /// this long, counts as unseen (a balancer blind to part of the registry).
 const UNSEEN_BOUND: Duration = Duration::from_secs(10);
 /// After the lease was revoked, etcd must hold every healthy worker again within this long:
-/// the registrar's renewal period (a third of the TTL) plus 2 s (the soak reads etcd every
-/// second).
-const REREGISTRATION_BOUND: Duration =
-    Duration::from_millis(LEASE_TTL.as_millis() as u64 / 3 + 2000);
+/// the lease TTL, as for any lost registration. The registrar sees the revoke at its next
+/// renewal (a third of the TTL) and puts everything again at once; when an etcd member dies
+/// at the same time, its keep-alive first moves to another member (a request timeout and
+/// a backoff more): 6.6 s was seen in a 600 s run.
+const REREGISTRATION_BOUND: Duration = LEASE_TTL;
 /// How often the worker processes are looked up in /proc.
 const SCAN_PERIOD: Duration = Duration::from_millis(100);
 /// Workers younger than this are not checked for registration (they register once SERVING).
