@@ -68,6 +68,8 @@ for target in "${targets[@]}"; do
 done
 
 printf '%s\n' "${summary[@]}"
+# The plain closing line: targets without a crash, targets with one.
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: FAILED: a crash in ${failed[*]}: see fuzz/artifacts/ and docs/fuzzing.md" >&2
   exit 1
